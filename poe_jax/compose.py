@@ -1,0 +1,470 @@
+"""Closed-form composition of a frozen Gaussian actor with a Gaussian prior.
+
+Every rule has the signature ``rule(actor, prior, param) -> DiagGaussian`` where
+``actor`` and ``prior`` are :class:`~poe_jax.gaussian.DiagGaussian` over
+``[..., act_dim]`` and ``param`` is a scalar or an array broadcastable against
+``[..., act_dim]`` (use ``alpha[..., None]`` for a per-state coefficient). Rules
+are pure, jittable and vmappable, e.g. over a coefficient grid::
+
+    jax.vmap(compose.poe, in_axes=(None, None, 0))(actor, prior, alphas)
+
+Definitions (per state and action dimension, precisions ``lam = 1/std**2``):
+
+=============  ==========  ====================================================
+rule           param       result
+=============  ==========  ====================================================
+``frozen``     --          the actor
+``prior_only`` --          the prior
+``additive``   alpha       mean (1-a)mu_t + a mu_g, std (1-a)s_t + a s_g
+``poe``        alpha       lam = (1-a)lam_t + a lam_g, mu = ((1-a)lam_t mu_t + a lam_g mu_g)/lam
+``kl_reg``     beta >= 0   lam = lam_t + b lam_g,  mu = (lam_t mu_t + b lam_g mu_g)/lam
+=============  ==========  ====================================================
+
+``poe(a).mean == kl_reg(a/(1-a)).mean`` and ``kl_reg(..).var == (1-a) poe(a).var``.
+``alpha = 1`` is exact (the prior for ``poe``); ``beta = inf`` is the limit
+``N(mu_g, 0)``, a point mass on the prior mean.
+
+Invalid input. Python cannot raise on values it has not seen, so validation
+works in three layers:
+
+* Concrete (non-traced) inputs are checked eagerly: a coefficient outside its
+  range or NaN, or a standard deviation <= 0, raises :class:`ValueError` naming
+  the parameter and the offending value.
+* Inside ``jit``/``vmap`` without checking, an invalid coefficient poisons its
+  output with NaN (never a plausible number); a non-positive actor std is
+  likewise propagated as NaN.
+* :func:`checked` (or the :func:`checking` context around your own
+  ``checkify.checkify``) turns the same checks into errors raised under ``jit``.
+
+Priors that are non-finite (or have std <= 0 when traced) make the state fall
+back to the frozen actor; :func:`apply` reports the fallback mask so callers
+(the rollout) can count it. NaN from the prior never reaches the output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
+
+from poe_jax.gaussian import DiagGaussian, precision
+
+__all__ = [
+    "RULES",
+    "RULE_NAMES",
+    "Composed",
+    "Rule",
+    "additive",
+    "alpha_equiv",
+    "alpha_to_beta",
+    "apply",
+    "beta_to_alpha",
+    "by_index",
+    "checked",
+    "checking",
+    "frozen",
+    "get",
+    "kl_reg",
+    "poe",
+    "prior_only",
+    "prior_valid",
+]
+
+_CHECKING: contextvars.ContextVar[bool] = contextvars.ContextVar("poe_jax_checking", default=False)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _is_traced(x) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+
+
+def _fmt(values: np.ndarray) -> str:
+    flat = np.ravel(values)
+    shown = ", ".join(repr(float(v)) for v in flat[:4])
+    return shown if flat.size <= 4 else f"{shown}, ... ({flat.size} bad values)"
+
+
+def _coefficient(name: str, value, lo: float, hi: float, dtype) -> jax.Array:
+    """Validate a rule coefficient in ``[lo, hi]`` (see module docstring)."""
+    if not _is_traced(value):
+        arr = np.asarray(value, dtype=np.float64)
+        bad = ~((arr >= lo) & (arr <= hi))  # NaN fails both comparisons
+        if bad.any():
+            raise ValueError(f"{name} must be in [{lo}, {hi}]; got {name}={_fmt(arr[bad])}")
+        return jnp.asarray(value, dtype)
+    value = jnp.asarray(value, dtype)
+    ok = (value >= lo) & (value <= hi)
+    if _CHECKING.get():
+        checkify.check(jnp.all(ok), f"{name} must be in [{lo}, {hi}]; got {name}={{}}", value)
+        return value
+    return jnp.where(ok, value, jnp.nan)
+
+
+def _check_std(name: str, d: DiagGaussian) -> None:
+    """Eager (or checked) check that ``d.std > 0``; ``name`` is 'actor' or 'prior'."""
+    if not _is_traced(d):
+        std = np.asarray(d.std)
+        bad = std <= 0
+        if bad.any():
+            raise ValueError(f"{name}.std must be > 0; got {name}.std={_fmt(std[bad])}")
+        if name == "actor":
+            mean = np.asarray(d.mean)
+            if not (np.isfinite(std).all() and np.isfinite(mean).all()):
+                raise ValueError("actor.mean and actor.std must be finite; got non-finite values")
+    elif _CHECKING.get():
+        checkify.check(jnp.all(d.std > 0), f"{name}.std must be > 0; got {name}.std={{}}", d.std)
+
+
+def prior_valid(prior: DiagGaussian) -> jax.Array:
+    """``[...]`` bool: the prior is finite with positive std in every action dim."""
+    ok = jnp.isfinite(prior.mean) & jnp.isfinite(prior.std) & (prior.std > 0)
+    return jnp.all(ok, axis=-1)
+
+
+def _guard(actor: DiagGaussian, prior: DiagGaussian, param=None):
+    """Validate inputs; return (safe prior, [..., 1] validity mask)."""
+    _check_std("actor", actor)
+    if not _is_traced(prior.std):
+        std = np.asarray(prior.std)
+        finite = np.isfinite(std)
+        if (std[finite] <= 0).any():
+            raise ValueError(f"prior.std must be > 0; got prior.std={_fmt(std[finite & (std <= 0)])}")
+    elif _CHECKING.get():
+        checkify.check(
+            jnp.all(~jnp.isfinite(prior.std) | (prior.std > 0)),
+            "prior.std must be > 0; got prior.std={}",
+            prior.std,
+        )
+    ok = prior_valid(prior)[..., None]
+    safe = DiagGaussian(jnp.where(ok, prior.mean, actor.mean), jnp.where(ok, prior.std, actor.std))
+    return safe, ok
+
+
+def _fallback(ok: jax.Array, out: DiagGaussian, actor: DiagGaussian) -> DiagGaussian:
+    return DiagGaussian(jnp.where(ok, out.mean, actor.mean), jnp.where(ok, out.std, actor.std))
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _lerp(x_t: jax.Array, x_g: jax.Array, w: jax.Array) -> jax.Array:
+    """``(1 - w) x_t + w x_g``: exact at ``w = 0`` and ``w = 1`` (no cancellation)."""
+    return (1.0 - w) * x_t + w * x_g
+
+
+def frozen(actor: DiagGaussian, prior: DiagGaussian | None = None, param=None) -> DiagGaussian:
+    """The frozen actor, unchanged.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> a = DiagGaussian(jnp.array([0.5]), jnp.array([0.1]))
+        >>> g = DiagGaussian(jnp.array([-1.0]), jnp.array([1.0]))
+        >>> frozen(a, g).mean.tolist()
+        [0.5]
+    """
+    _check_std("actor", actor)
+    return actor
+
+
+def prior_only(actor: DiagGaussian, prior: DiagGaussian, param=None) -> DiagGaussian:
+    """The goal prior alone (the frozen actor where the prior is non-finite).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> a = DiagGaussian(jnp.array([0.5]), jnp.array([0.1]))
+        >>> g = DiagGaussian(jnp.array([-1.0]), jnp.array([1.0]))
+        >>> prior_only(a, g).mean.tolist()
+        [-1.0]
+    """
+    safe, ok = _guard(actor, prior)
+    return _fallback(ok, safe, actor)
+
+
+def additive(actor: DiagGaussian, prior: DiagGaussian, alpha) -> DiagGaussian:
+    """Precision-blind blend: mean ``(1-a)mu_t + a mu_g``, std ``(1-a)s_t + a s_g``.
+
+    Args:
+        actor: frozen actor ``[..., act_dim]``.
+        prior: goal prior ``[..., act_dim]``.
+        alpha: coefficient in ``[0, 1]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> a = DiagGaussian(jnp.array([0.0]), jnp.array([0.1]))
+        >>> g = DiagGaussian(jnp.array([1.0]), jnp.array([1.0]))
+        >>> d = additive(a, g, 0.5)
+        >>> [round(float(d.mean[0]), 4), round(float(d.std[0]), 4)]
+        [0.5, 0.55]
+    """
+    alpha = _coefficient("alpha", alpha, 0.0, 1.0, actor.mean.dtype)
+    safe, ok = _guard(actor, prior)
+    mean = _lerp(actor.mean, safe.mean, alpha)
+    std = _lerp(actor.std, safe.std, alpha)
+    return _fallback(ok, DiagGaussian(mean, std), actor)
+
+
+def poe(actor: DiagGaussian, prior: DiagGaussian, alpha) -> DiagGaussian:
+    """Product of experts ``pi ∝ pi_t^(1-a) pi_g^a`` in precision form.
+
+    ``lam = (1-a) lam_t + a lam_g`` and ``mu = mu_t + (a lam_g / lam)(mu_g - mu_t)``:
+    a precision-weighted convex combination, so a vague prior (small ``lam_g``)
+    barely moves the actor.
+
+    Args:
+        actor: frozen actor ``[..., act_dim]``.
+        prior: goal prior ``[..., act_dim]``.
+        alpha: coefficient in ``[0, 1]``; 0 gives the actor, 1 the prior.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> a = DiagGaussian(jnp.array([0.0]), jnp.array([1.0]))
+        >>> g = DiagGaussian(jnp.array([1.0]), jnp.array([1.0]))
+        >>> d = poe(a, g, 0.5)
+        >>> [round(float(d.mean[0]), 4), round(float(d.std[0]), 4)]
+        [0.5, 1.0]
+    """
+    alpha = _coefficient("alpha", alpha, 0.0, 1.0, actor.mean.dtype)
+    safe, ok = _guard(actor, prior)
+    w_t = (1.0 - alpha) * actor.precision
+    w_g = alpha * safe.precision
+    lam = w_t + w_g
+    mean = _lerp(actor.mean, safe.mean, w_g / lam)
+    # Exact end points: alpha = 0 is the actor and alpha = 1 the prior, bit for bit.
+    std = jnp.where(alpha == 0, actor.std, jnp.where(alpha == 1, safe.std, jax.lax.rsqrt(lam)))
+    return _fallback(ok, DiagGaussian(mean, std), actor)
+
+
+def kl_reg(actor: DiagGaussian, prior: DiagGaussian, beta) -> DiagGaussian:
+    """KL-regularised adaptation ``argmax_pi b E_pi[log pi_g] - KL(pi || pi_t)``.
+
+    The maximiser is ``pi ∝ pi_t pi_g^b``: ``lam = lam_t + b lam_g``,
+    ``mu = mu_t + (b lam_g / lam)(mu_g - mu_t)``. ``beta = inf`` returns the limit,
+    a point mass ``N(mu_g, 0)``.
+
+    Args:
+        actor: frozen actor ``[..., act_dim]``.
+        prior: goal prior ``[..., act_dim]``.
+        beta: coefficient in ``[0, inf]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> a = DiagGaussian(jnp.array([0.0]), jnp.array([1.0]))
+        >>> g = DiagGaussian(jnp.array([1.0]), jnp.array([1.0]))
+        >>> d = kl_reg(a, g, 1.0)  # same mean as poe(alpha=0.5), half the variance
+        >>> [round(float(d.mean[0]), 4), round(float(d.std[0]) ** 2, 4)]
+        [0.5, 0.5]
+    """
+    beta = _coefficient("beta", beta, 0.0, math.inf, actor.mean.dtype)
+    safe, ok = _guard(actor, prior)
+    lam_t = actor.precision
+    g = beta * safe.precision
+    # w = g / (lam_t + g) written so that beta = inf gives exactly 1.
+    w = 1.0 / (1.0 + lam_t / g)
+    w = jnp.where(beta == 0, 0.0, w)
+    mean = _lerp(actor.mean, safe.mean, w)
+    std = jnp.where(beta == 0, actor.std, jax.lax.rsqrt(lam_t + g))
+    return _fallback(ok, DiagGaussian(mean, std), actor)
+
+
+# --------------------------------------------------------------------------- coefficients
+
+
+def alpha_to_beta(alpha):
+    """``beta = alpha / (1 - alpha)`` (``alpha = 1`` maps to ``inf``).
+
+    Example:
+        >>> float(alpha_to_beta(0.5)), float(alpha_to_beta(1.0))
+        (1.0, inf)
+    """
+    alpha = jnp.asarray(alpha)
+    return jnp.where(alpha >= 1.0, jnp.inf, alpha / jnp.where(alpha >= 1.0, 1.0, 1.0 - alpha))
+
+
+def beta_to_alpha(beta):
+    """``alpha = beta / (1 + beta)`` (``beta = inf`` maps to 1).
+
+    Example:
+        >>> float(beta_to_alpha(1.0)), float(beta_to_alpha(float("inf")))
+        (0.5, 1.0)
+    """
+    beta = jnp.asarray(beta)
+    return jnp.where(jnp.isinf(beta), 1.0, beta / (1.0 + jnp.where(jnp.isinf(beta), 0.0, beta)))
+
+
+# --------------------------------------------------------------------------- registry
+
+
+class Rule(NamedTuple):
+    """A registered composition rule.
+
+    Attributes:
+        name: registry key.
+        fn: ``fn(actor, prior, param) -> DiagGaussian``.
+        param: the coefficient's name (``"alpha"``, ``"beta"``) or ``None``.
+        lo, hi: the coefficient's valid range.
+    """
+
+    name: str
+    fn: Callable[..., DiagGaussian]
+    param: str | None
+    lo: float = 0.0
+    hi: float = 1.0
+
+    def __call__(self, actor, prior, param=None):
+        return self.fn(actor, prior, param)
+
+    def validate(self, values) -> np.ndarray:
+        """Check a grid of coefficients eagerly; returns it as float64 array."""
+        arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
+        if self.param is None:
+            return arr
+        bad = ~((arr >= self.lo) & (arr <= self.hi))
+        if bad.any():
+            raise ValueError(
+                f"rule {self.name!r}: {self.param} must be in [{self.lo}, {self.hi}]; "
+                f"got {self.param}={_fmt(arr[bad])}"
+            )
+        return arr
+
+
+def alpha_equiv(rule: str, param):
+    """The PoE-equivalent coefficient of ``rule(param)`` (same mean for ``kl_reg``).
+
+    ``frozen`` is 0, ``prior_only`` is 1, ``kl_reg(beta)`` is ``beta/(1+beta)``.
+    """
+    rule = get(rule).name
+    if rule == "frozen":
+        return jnp.zeros_like(jnp.asarray(param, float))
+    if rule == "prior_only":
+        return jnp.ones_like(jnp.asarray(param, float))
+    if rule == "kl_reg":
+        return beta_to_alpha(param)
+    return jnp.asarray(param)
+
+
+class _Registry(Mapping[str, Rule]):
+    """Read-only name -> :class:`Rule` map whose misses list the known names."""
+
+    def __init__(self, rules: list[Rule]):
+        self._rules = {r.name: r for r in rules}
+
+    def __getitem__(self, name: str) -> Rule:
+        try:
+            return self._rules[name]
+        except KeyError:
+            raise KeyError(
+                f"unknown rule {name!r}; known rules: {', '.join(sorted(self._rules))}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rules)
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __repr__(self) -> str:
+        return f"RULES({', '.join(self._rules)})"
+
+
+RULES = _Registry(
+    [
+        Rule("frozen", frozen, None),
+        Rule("prior_only", prior_only, None),
+        Rule("additive", additive, "alpha", 0.0, 1.0),
+        Rule("poe", poe, "alpha", 0.0, 1.0),
+        Rule("kl_reg", kl_reg, "beta", 0.0, math.inf),
+    ]
+)
+RULE_NAMES: tuple[str, ...] = tuple(RULES)
+
+
+def get(name: str | Rule) -> Rule:
+    """Look a rule up by name (``KeyError`` lists the known rules)."""
+    return name if isinstance(name, Rule) else RULES[name]
+
+
+class Composed(NamedTuple):
+    """Result of :func:`apply`: the composed policy and the per-state fallback mask."""
+
+    dist: DiagGaussian
+    fallback: jax.Array  # [...] bool: the prior was invalid, the actor was used
+
+
+def apply(rule: str | Rule, actor: DiagGaussian, prior: DiagGaussian, param=None) -> Composed:
+    """Compose and report where the prior was invalid (for counting fallbacks)."""
+    r = get(rule)
+    return Composed(r.fn(actor, prior, param), ~prior_valid(prior))
+
+
+def by_index(index, actor: DiagGaussian, prior: DiagGaussian, param) -> DiagGaussian:
+    """Rule chosen by traced integer ``index`` into :data:`RULE_NAMES`.
+
+    The rule is data: ``jax.vmap(by_index)`` over lanes with different rules is
+    one program (``lax.switch`` becomes a select under ``vmap``). ``param`` is
+    interpreted by the chosen rule (ignored for ``frozen``/``prior_only``).
+    """
+    param = jnp.asarray(param, actor.mean.dtype)
+    branches = [functools.partial(_by_index_branch, RULES[n].fn) for n in RULE_NAMES]
+    return jax.lax.switch(index, branches, actor, prior, param)
+
+
+def _by_index_branch(fn, actor, prior, param):
+    return fn(actor, prior, param)
+
+
+# --------------------------------------------------------------------------- checked mode
+
+
+@contextlib.contextmanager
+def checking():
+    """Emit ``checkify`` checks from rules traced inside this context.
+
+    Use around a ``checkify.checkify``-transformed call of your own program::
+
+        with compose.checking():
+            err, out = jax.jit(checkify.checkify(my_program))(...)
+        err.throw()
+    """
+    token = _CHECKING.set(True)
+    try:
+        yield
+    finally:
+        _CHECKING.reset(token)
+
+
+def checked(fn: Callable) -> Callable:
+    """Jitted ``fn`` whose invalid inputs raise ``ValueError`` even when traced.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> a = DiagGaussian(jnp.zeros(2), jnp.ones(2))
+        >>> safe_vmapped = checked(jax.vmap(poe, in_axes=(None, None, 0)))
+        >>> safe_vmapped(a, a, jnp.array([0.5, 1.5]))
+        Traceback (most recent call last):
+        ...
+        jax._src.checkify.JaxRuntimeError: alpha must be in [0.0, 1.0]; got alpha=1.5...
+    """
+
+    def traced(*args, **kwargs):
+        with checking():
+            return fn(*args, **kwargs)
+
+    compiled = jax.jit(checkify.checkify(traced))
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        err, out = compiled(*args, **kwargs)
+        err.throw()
+        return out
+
+    return wrapper
