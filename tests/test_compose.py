@@ -178,6 +178,17 @@ def test_alpha_beta_conversion():
     assert float(compose.alpha_equiv("prior_only", 0.3)) == 1.0
 
 
+def test_degenerate_stds():
+    """Underflowing actor stds give the exact limit; degenerate prior stds fall back."""
+    actor = DiagGaussian(jnp.array([0.3, -0.2, 0.1]), jnp.array([1e-30, 0.5, 1e-30]))
+    prior = DiagGaussian(jnp.array([0.9, 0.9, 0.9]), jnp.array([0.5, 1e-30, 1e30]))
+    for rule in ("poe", "kl_reg"):
+        res = compose.apply(rule, actor, prior, 0.5)
+        assert np.all(np.isfinite(res.dist.mean)) and np.all(np.isfinite(res.dist.std)), rule
+        np.testing.assert_array_equal(res.dist.mean, actor.mean)  # actor dominates or prior invalid
+        assert bool(res.fallback)
+
+
 def test_tiny_and_huge_std_stay_finite():
     actor = DiagGaussian(jnp.array([0.3, -0.2]), jnp.array([1e-8, 1e-3]))
     prior = DiagGaussian(jnp.array([0.9, 0.9]), jnp.array([1e-3, 1e8]))
@@ -281,7 +292,8 @@ def test_non_finite_prior_falls_back_and_is_counted():
         jnp.array([[1.0, 1, 1], [jnp.nan, 1, 1], [1, 1, 1], [1, jnp.inf, 1]]),
         jnp.array([[1.0, 1, 1], [1, 1, 1], [1, 1, jnp.nan], [1, 1, 1]]),
     )
-    bad = np.array([False, True, True, True])
+    bad = np.array([False, True, True, True])  # per state: some dimension is invalid
+    bad_entry = ~(np.isfinite(prior.mean) & np.isfinite(prior.std))
 
     @jax.jit
     def run(actor, prior, alpha):
@@ -294,8 +306,11 @@ def test_non_finite_prior_falls_back_and_is_counted():
     for name, (d, fb) in run(actor, prior, 0.7).items():
         np.testing.assert_array_equal(fb, bad, err_msg=name)
         assert np.all(np.isfinite(d.mean)) and np.all(np.isfinite(d.std)), name
-        np.testing.assert_array_equal(d.mean[bad], actor.mean[bad], err_msg=name)
-        np.testing.assert_array_equal(d.std[bad], actor.std[bad], err_msg=name)
+        # The invalid entries are the actor's; valid entries of the same state are composed.
+        np.testing.assert_array_equal(d.mean[bad_entry], actor.mean[bad_entry], err_msg=name)
+        np.testing.assert_array_equal(d.std[bad_entry], actor.std[bad_entry], err_msg=name)
+        ref = compose.RULES[name](actor, DiagGaussian(jnp.ones((4, 3)), jnp.ones((4, 3))), 0.7)
+        np.testing.assert_allclose(d.mean[~bad_entry], ref.mean[~bad_entry], rtol=1e-6, err_msg=name)
     # Gradients through the fallback stay finite too (no NaN from the masked branch).
     g = jax.grad(lambda m: compose.poe(DiagGaussian(m, actor.std), prior, 0.7).mean.sum())(actor.mean)
     assert np.all(np.isfinite(g))

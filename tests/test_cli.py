@@ -1,0 +1,16 @@
+"""The CLI's commands run and print what a user expects."""
+
+from poe_jax.cli import main
+
+
+def test_demo_runs(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "poe" in out and "kl_reg" in out and "additive" in out and "kl_budget" in out
+
+
+def test_rules_lists_registry(capsys):
+    assert main(["rules"]) == 0
+    out = capsys.readouterr().out
+    for name in ("frozen", "prior_only", "additive", "poe", "kl_reg"):
+        assert name in out
