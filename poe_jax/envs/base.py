@@ -1,0 +1,200 @@
+"""Functional environments over a physics backend: ``State`` and ``Env``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from flax import struct
+
+from poe_jax.physics import Coords, make_physics, resolve_backend
+from poe_jax.physics.base import diff_hi_lo
+
+
+@struct.dataclass
+class State:
+    """One lane's environment state: an immutable pytree (update with ``.replace``).
+
+    Attributes:
+        q: generalised coordinates (:class:`~poe_jax.physics.Coords`).
+        obs: ``[obs_size]`` observation.
+        reward: task reward of the last step (0 after reset and once done).
+        done: ``terminated | truncated``; a done lane is frozen by ``step``.
+        terminated: the env's termination rule fired (not the time limit).
+        truncated: the time limit ``max_steps`` was reached.
+        step: control steps taken since reset (int32).
+        metrics: per-step quantities goals and rollouts read (e.g. ``x_velocity``).
+    """
+
+    q: Coords
+    obs: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    step: jax.Array
+    metrics: dict[str, jax.Array]
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Everything that defines an environment's semantics (Gymnasium v4 / D4RL v2).
+
+    ``obs_fn(qpos, qvel)``, ``healthy_fn(qpos, qvel)`` act on float32 coordinates of
+    one lane. Rewards are ``x_velocity + healthy_reward - ctrl_cost_weight * |a|^2``.
+    """
+
+    name: str
+    xml: str  # file name inside gymnasium's MuJoCo assets
+    frame_skip: int
+    obs_fn: Callable[[jax.Array, jax.Array], jax.Array]
+    healthy_fn: Callable[[jax.Array, jax.Array], jax.Array] | None
+    ctrl_cost_weight: float
+    healthy_reward: float
+    qpos_noise: tuple[str, float]  # ("uniform", scale) or ("normal", scale)
+    qvel_noise: tuple[str, float]
+    max_steps: int = 1000
+    ref_min_score: float = 0.0
+    ref_max_score: float = 1.0
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def gymnasium_asset(xml: str) -> Path:
+    """Path of a MuJoCo model shipped by the installed ``gymnasium`` package."""
+    import gymnasium
+
+    path = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets" / xml
+    if not path.exists():
+        raise FileNotFoundError(f"gymnasium does not ship {xml} (looked at {path})")
+    return path
+
+
+class Env:
+    """A functional environment: ``reset``/``reset_to``/``step`` act on one lane.
+
+    All three work under ``jax.jit`` and ``jax.vmap`` on both backends; on
+    ``native`` a vmapped ``step`` is one batched host call. A done lane is
+    frozen: ``step`` returns it unchanged with reward 0.
+
+    Args:
+        spec: the environment definition.
+        backend: ``"auto"``, ``"native"`` or ``"mjx"``.
+        max_steps: episode length before truncation (default: the spec's).
+        **physics_options: passed to the backend (e.g. ``nthread`` for native).
+    """
+
+    def __init__(self, spec: EnvSpec, backend: str = "auto", max_steps: int | None = None, **physics_options):
+        self.spec = spec
+        self.name = spec.name
+        self.backend = resolve_backend(backend)
+        self.model = mujoco.MjModel.from_xml_path(str(gymnasium_asset(spec.xml)))
+        self.physics = make_physics(self.backend, self.model, spec.frame_skip, **physics_options)
+        self.dt = float(self.model.opt.timestep * spec.frame_skip)
+        self.max_steps = int(spec.max_steps if max_steps is None else max_steps)
+        if self.max_steps <= 0:
+            raise ValueError(f"max_steps must be > 0; got max_steps={self.max_steps}")
+        rng = self.model.actuator_ctrlrange
+        self.action_low = jnp.asarray(rng[:, 0], jnp.float32)
+        self.action_high = jnp.asarray(rng[:, 1], jnp.float32)
+        self.init_qpos = np.asarray(self.model.qpos0, np.float64)
+        self.init_qvel = np.zeros(self.model.nv)
+        self.nq, self.nv, self.act_size = self.model.nq, self.model.nv, self.model.nu
+
+    def __repr__(self) -> str:
+        return f"Env({self.name!r}, backend={self.backend!r}, obs={self.obs_size}, act={self.act_size})"
+
+    @property
+    def obs_size(self) -> int:
+        shape = jax.eval_shape(self.reset, jax.random.key(0)).obs.shape
+        return int(shape[-1])
+
+    # -------------------------------------------------------------- reset
+    def _state(self, q: Coords) -> State:
+        zero = jnp.zeros((), jnp.float32)
+        metrics = {"x_velocity": zero, "ctrl_cost": zero}
+        false = jnp.zeros((), jnp.bool_)
+        obs = self.spec.obs_fn(q.qpos, q.qvel)
+        return State(q, obs, zero, false, false, false, jnp.zeros((), jnp.int32), metrics)
+
+    def reset(self, key: jax.Array) -> State:
+        """Initial state with the env's reset noise, drawn from ``key``."""
+        kp, kv = jax.random.split(key)
+        qpos = _noise(kp, self.spec.qpos_noise, self.nq)
+        qvel = _noise(kv, self.spec.qvel_noise, self.nv)
+        # init + noise in float64 terms: hi = init (as hi/lo) + noise.
+        hi, lo = (jnp.asarray(a) for a in _split(self.init_qpos))
+        q = Coords(hi + qpos, lo, qvel, jnp.zeros_like(qvel))
+        return self._state(q)
+
+    def reset_to(self, qpos, qvel) -> State:
+        """State at given coordinates (``[nq]``, ``[nv]``; float64 NumPy kept exact)."""
+        qpos_np = np.asarray(qpos) if not isinstance(qpos, jax.core.Tracer) else None
+        if qpos_np is not None and qpos_np.shape[-1] != self.nq:
+            raise ValueError(f"{self.name}: qpos must have {self.nq} entries; got shape {qpos_np.shape}")
+        if qpos_np is not None and np.shape(qvel)[-1] != self.nv:
+            raise ValueError(f"{self.name}: qvel must have {self.nv} entries; got shape {np.shape(qvel)}")
+        return self._state(Coords.from_float(qpos, qvel))
+
+    def reset_to_batch(self, qpos, qvel) -> State:
+        """Batched :meth:`reset_to` from host arrays ``[batch, nq]``, ``[batch, nv]``.
+
+        float64 inputs stay exact (split into hi/lo float32 pairs on the host),
+        which a vmapped ``reset_to`` on traced values cannot do.
+        """
+        qpos, qvel = np.asarray(qpos, np.float64), np.asarray(qvel, np.float64)
+        if qpos.ndim != 2 or qpos.shape[1] != self.nq or qvel.shape != (qpos.shape[0], self.nv):
+            raise ValueError(
+                f"{self.name}: expected qpos [batch, {self.nq}] and qvel [batch, {self.nv}]; "
+                f"got {qpos.shape} and {qvel.shape}"
+            )
+        return jax.vmap(self._state)(Coords.from_float(qpos, qvel))
+
+    # -------------------------------------------------------------- step
+    def step(self, state: State, action: jax.Array) -> State:
+        """Advance one control step (``frame_skip`` MuJoCo steps)."""
+        spec = self.spec
+        action = jnp.clip(jnp.asarray(action, jnp.float32), self.action_low, self.action_high)
+        active = ~state.done
+        q1 = self.physics.step(state.q, action, active)
+        q0 = state.q
+        x_velocity = diff_hi_lo(q1.qpos[0], q1.qpos_lo[0], q0.qpos[0], q0.qpos_lo[0]) / self.dt
+        ctrl_cost = spec.ctrl_cost_weight * jnp.sum(action * action)
+        reward = x_velocity + spec.healthy_reward - ctrl_cost
+        if spec.healthy_fn is None:
+            terminated = jnp.zeros((), jnp.bool_)
+        else:
+            terminated = ~spec.healthy_fn(q1.qpos, q1.qvel)
+        steps = state.step + 1
+        truncated = (steps >= self.max_steps) & ~terminated
+        new = State(
+            q=q1,
+            obs=spec.obs_fn(q1.qpos, q1.qvel),
+            reward=reward,
+            done=terminated | truncated,
+            terminated=terminated,
+            truncated=truncated,
+            step=steps,
+            metrics={"x_velocity": x_velocity, "ctrl_cost": ctrl_cost},
+        )
+        frozen = state.replace(reward=jnp.zeros_like(state.reward))
+        return jax.tree_util.tree_map(lambda n, o: jnp.where(active, n, o), new, frozen)
+
+
+def _split(x: np.ndarray):
+    hi = x.astype(np.float32)
+    return hi, (x - hi.astype(np.float64)).astype(np.float32)
+
+
+def _noise(key, kind: tuple[str, float], n: int) -> jax.Array:
+    dist, scale = kind
+    if dist == "uniform":
+        return jax.random.uniform(key, (n,), jnp.float32, -scale, scale)
+    if dist == "normal":
+        return scale * jax.random.normal(key, (n,), jnp.float32)
+    raise ValueError(f"unknown reset noise {dist!r}")

@@ -1,0 +1,83 @@
+"""Hopper, HalfCheetah, Walker2d and Ant with D4RL-v2 = Gymnasium-v4 semantics.
+
+Sources: gymnasium/envs/mujoco/{hopper,walker2d,half_cheetah,ant}_v4.py (the
+installed package) and D4RL's reference scores (d4rl/infos.py).
+
+Deviation, measured: Gymnasium's (and D4RL's mujoco-py) Ant reads the torso x
+from ``xpos``, which after an RK4 ``mj_step`` holds the kinematics of the last
+Runge-Kutta stage, up to ~1e-4 m from the end-of-step ``qpos``; ``mujoco.rollout``
+does not expose it, so poe_jax uses the end-of-step position (the physical
+displacement). Per step the Ant's forward velocity differs from Gymnasium's by
+up to ~0.03 m/s (median ~1e-3); over an episode the displacements telescope, so
+returns differ by only (final lag)/dt, ~2e-3. All other terms match exactly.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from poe_jax.envs.base import EnvSpec
+
+ANT_OBS_PAD = 84  # D4RL ant-v2 stored 84 contact-force entries, all zero in MuJoCo >= 2
+
+
+def _planar_obs(clip_qvel: bool):
+    def obs(qpos, qvel):
+        v = jnp.clip(qvel, -10.0, 10.0) if clip_qvel else qvel
+        return jnp.concatenate([qpos[1:], v])
+
+    return obs
+
+
+def _hopper_healthy(qpos, qvel):
+    state = jnp.concatenate([qpos, qvel])[2:]
+    z, angle = qpos[1], qpos[2]
+    ok_state = jnp.all((state > -100.0) & (state < 100.0))
+    return ok_state & (z > 0.7) & (angle > -0.2) & (angle < 0.2)
+
+
+def _walker_healthy(qpos, qvel):
+    z, angle = qpos[1], qpos[2]
+    return (z > 0.8) & (z < 2.0) & (angle > -1.0) & (angle < 1.0)
+
+
+def _ant_obs(qpos, qvel):
+    return jnp.concatenate([qpos[2:], qvel, jnp.zeros(ANT_OBS_PAD, qpos.dtype)])
+
+
+def _ant_healthy(qpos, qvel):
+    finite = jnp.all(jnp.isfinite(qpos)) & jnp.all(jnp.isfinite(qvel))
+    return finite & (qpos[2] >= 0.2) & (qpos[2] <= 1.0)
+
+
+SPECS: dict[str, EnvSpec] = {
+    "hopper": EnvSpec(
+        name="hopper", xml="hopper.xml", frame_skip=4,
+        obs_fn=_planar_obs(clip_qvel=True), healthy_fn=_hopper_healthy,
+        ctrl_cost_weight=1e-3, healthy_reward=1.0,
+        qpos_noise=("uniform", 5e-3), qvel_noise=("uniform", 5e-3),
+        ref_min_score=-20.272305, ref_max_score=3234.3,
+    ),
+    "halfcheetah": EnvSpec(
+        name="halfcheetah", xml="half_cheetah.xml", frame_skip=5,
+        obs_fn=_planar_obs(clip_qvel=False), healthy_fn=None,
+        ctrl_cost_weight=0.1, healthy_reward=0.0,
+        qpos_noise=("uniform", 0.1), qvel_noise=("normal", 0.1),
+        ref_min_score=-280.178953, ref_max_score=12135.0,
+    ),
+    "walker2d": EnvSpec(
+        name="walker2d", xml="walker2d.xml", frame_skip=4,
+        obs_fn=_planar_obs(clip_qvel=True), healthy_fn=_walker_healthy,
+        ctrl_cost_weight=1e-3, healthy_reward=1.0,
+        qpos_noise=("uniform", 5e-3), qvel_noise=("uniform", 5e-3),
+        ref_min_score=1.629008, ref_max_score=4592.3,
+    ),
+    "ant": EnvSpec(
+        name="ant", xml="ant.xml", frame_skip=5,
+        obs_fn=_ant_obs, healthy_fn=_ant_healthy,
+        ctrl_cost_weight=0.5, healthy_reward=1.0,
+        qpos_noise=("uniform", 0.1), qvel_noise=("normal", 0.1),
+        ref_min_score=-325.6, ref_max_score=3879.7,
+        notes="obs: qpos[2:], qvel (27) + 84 zeros = 111; contact cost 0",
+    ),
+}

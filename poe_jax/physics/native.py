@@ -1,0 +1,109 @@
+"""MuJoCo C stepping of all lanes from inside a jitted program.
+
+``jax.pure_callback`` with ``vmap_method="broadcast_all"`` turns a vmapped
+per-lane step into one host call on the whole batch; the host steps the active
+lanes with ``mujoco.rollout`` on a persistent thread pool (one thread per core
+by default, GIL released), in float64.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from mujoco import rollout as mj_rollout
+
+from poe_jax.physics.base import Coords, split64
+
+_POOLS: dict[int, mj_rollout.Rollout] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def default_threads() -> int:
+    return int(os.environ.get("POE_JAX_THREADS", os.cpu_count() or 1))
+
+
+def _pool(nthread: int) -> mj_rollout.Rollout:
+    with _POOL_LOCK:
+        if nthread not in _POOLS:
+            _POOLS[nthread] = mj_rollout.Rollout(nthread=nthread)
+        return _POOLS[nthread]
+
+
+class NativePhysics:
+    """``mujoco.rollout``-backed physics (see module docstring).
+
+    Args:
+        model: the MuJoCo model (float64, host).
+        frame_skip: MuJoCo steps per control step.
+        nthread: worker threads (default: ``POE_JAX_THREADS`` or all cores).
+    """
+
+    name = "native"
+
+    def __init__(self, model: mujoco.MjModel, frame_skip: int, nthread: int | None = None):
+        self.model = model
+        self.frame_skip = int(frame_skip)
+        self.nthread = default_threads() if nthread is None else int(nthread)
+        self._datas = [mujoco.MjData(model) for _ in range(max(1, self.nthread))]
+        self._spec = mujoco.mjtState.mjSTATE_FULLPHYSICS.value
+        self.nstate = mujoco.mj_stateSize(model, self._spec)
+        # Offsets of qpos / qvel inside the full-physics state vector (time first).
+        self._qpos_at = mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_TIME.value)
+        self._qvel_at = self._qpos_at + model.nq
+        self._lock = threading.Lock()  # MjData scratch is per physics object
+
+    # ---------------------------------------------------------------- host side
+    def step_host(self, qpos, qvel, ctrl, active=None):
+        """Step float64 ``qpos [B, nq]``, ``qvel [B, nv]`` with ``ctrl [B, nu]``.
+
+        Returns float64 ``(qpos', qvel')``; inactive lanes are copied unchanged.
+        """
+        m = self.model
+        b = qpos.shape[0]
+        qpos_out, qvel_out = qpos.copy(), qvel.copy()
+        idx = np.arange(b) if active is None else np.flatnonzero(active)
+        if idx.size == 0:
+            return qpos_out, qvel_out
+        init = np.zeros((idx.size, self.nstate))
+        init[:, self._qpos_at : self._qpos_at + m.nq] = qpos[idx]
+        init[:, self._qvel_at : self._qvel_at + m.nv] = qvel[idx]
+        control = np.repeat(np.asarray(ctrl, np.float64)[idx, None, :], self.frame_skip, axis=1)
+        with self._lock:
+            states, _ = _pool(self.nthread).rollout(
+                m, self._datas, init, control, nstep=self.frame_skip
+            )
+        last = states[:, -1]
+        qpos_out[idx] = last[:, self._qpos_at : self._qpos_at + m.nq]
+        qvel_out[idx] = last[:, self._qvel_at : self._qvel_at + m.nv]
+        return qpos_out, qvel_out
+
+    def _callback(self, qpos, qpos_lo, qvel, qvel_lo, ctrl, active):
+        qpos, qpos_lo, qvel, qvel_lo, ctrl, active = (
+            np.asarray(a) for a in (qpos, qpos_lo, qvel, qvel_lo, ctrl, active)
+        )
+        lead = qpos.shape[:-1]
+        nq, nv = self.model.nq, self.model.nv
+        p = qpos.reshape(-1, nq).astype(np.float64) + qpos_lo.reshape(-1, nq)
+        v = qvel.reshape(-1, nv).astype(np.float64) + qvel_lo.reshape(-1, nv)
+        p2, v2 = self.step_host(p, v, ctrl.reshape(-1, self.model.nu), np.asarray(active).reshape(-1))
+        out = (*split64(p2), *split64(v2))
+        return tuple(o.reshape(*lead, o.shape[-1]) for o in out)
+
+    # ---------------------------------------------------------------- JAX side
+    def step(self, q: Coords, ctrl: jax.Array, active) -> Coords:
+        nq, nv = self.model.nq, self.model.nv
+        f32 = jnp.float32
+        shapes = tuple(jax.ShapeDtypeStruct(s, f32) for s in ((nq,), (nq,), (nv,), (nv,)))
+        active = jnp.asarray(active, jnp.bool_)
+        out = jax.pure_callback(
+            self._callback,
+            shapes,
+            q.qpos, q.qpos_lo, q.qvel, q.qvel_lo, jnp.asarray(ctrl, f32), active,
+            vmap_method="broadcast_all",
+        )
+        return Coords(*out)

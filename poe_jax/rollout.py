@@ -1,0 +1,131 @@
+"""Batched fixed-horizon episodes in one compiled loop.
+
+:func:`rollout` runs one episode per lane: ``reset`` from the lane's key, then
+``policy -> env.step`` until every lane is done or ``max_steps`` is reached.
+The loop is a ``lax.while_loop`` (a ``lax.scan`` cannot stop early): once all
+lanes are done it stops, and the native backend never simulates finished lanes
+(``env.step`` freezes done lanes and passes them as inactive to the physics).
+
+Per-lane totals stop accumulating after termination. The time limit is
+truncation, not termination. PRNG: lane ``i`` resets from
+``fold_in(keys[i], 0)`` and acts at step ``t`` with ``fold_in(keys[i], t + 1)``,
+so a lane's episode depends only on its own key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from poe_jax.envs.base import Env, State
+
+# policy(obs [obs_size], key) -> (action [act_size], metrics {name: scalar})
+Policy = Callable[[jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+# goal(state, action, next_state) -> scalar reward
+GoalFn = Callable[[State, jax.Array, State], jax.Array]
+
+
+class Episodes(NamedTuple):
+    """Per-lane episode totals (each ``[batch]``).
+
+    Attributes:
+        return_task: sum of the env's rewards.
+        return_goal: sum of the goal's rewards (0 without a goal).
+        length: control steps taken before done (or ``max_steps``).
+        terminated: the env's termination rule fired (not truncation).
+        metrics: per-step policy metrics summed over the episode.
+        final: the lanes' final :class:`State`.
+    """
+
+    return_task: jax.Array
+    return_goal: jax.Array
+    length: jax.Array
+    terminated: jax.Array
+    metrics: dict[str, jax.Array]
+    final: State
+
+
+class _Carry(NamedTuple):
+    t: jax.Array
+    state: State
+    return_task: jax.Array
+    return_goal: jax.Array
+    length: jax.Array
+    metrics: dict[str, jax.Array]
+
+
+def rollout(
+    env: Env,
+    policy: Policy,
+    keys: jax.Array,
+    max_steps: int | None = None,
+    goal: GoalFn | None = None,
+    init: State | None = None,
+) -> Episodes:
+    """Run one episode per key (see module docstring). Jittable; ``env``,
+    ``policy`` and ``goal`` are static (close over them or mark them static).
+
+    Args:
+        env: the environment (any backend).
+        policy: ``policy(obs, key) -> (action, metrics)`` for one lane; it is
+            vmapped here. Metrics are summed while the lane is alive.
+        keys: ``[batch]`` PRNG keys, one per lane.
+        max_steps: horizon (default ``env.max_steps``).
+        goal: optional deployment reward ``goal(state, action, next_state)``.
+        init: optional batched initial states (otherwise ``env.reset``).
+
+    Returns:
+        :class:`Episodes`.
+    """
+    horizon = env.max_steps if max_steps is None else int(max_steps)
+    reset_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
+    state = jax.vmap(env.reset)(reset_keys) if init is None else init
+    batch = keys.shape[0]
+    obs1 = jax.tree_util.tree_map(lambda x: x[0], state.obs)
+    _, metric_shapes = jax.eval_shape(policy, obs1, keys[0])
+    zeros = jnp.zeros((batch,), jnp.float32)
+    carry = _Carry(
+        t=jnp.zeros((), jnp.int32),
+        state=state,
+        return_task=zeros,
+        return_goal=zeros,
+        length=jnp.zeros((batch,), jnp.int32),
+        metrics={k: jnp.zeros((batch,), jnp.float32) for k in metric_shapes},
+    )
+
+    def cond(c: _Carry):
+        return (c.t < horizon) & ~jnp.all(c.state.done)
+
+    def body(c: _Carry) -> _Carry:
+        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, c.t + 1))(keys)
+        action, metrics = jax.vmap(policy)(c.state.obs, step_keys)
+        nxt = jax.vmap(env.step)(c.state, action)
+        alive = ~c.state.done
+        g = jax.vmap(goal)(c.state, action, nxt) if goal is not None else zeros
+        live = lambda x: jnp.where(alive, x, 0.0)  # noqa: E731
+        return _Carry(
+            t=c.t + 1,
+            state=nxt,
+            return_task=c.return_task + live(nxt.reward),
+            return_goal=c.return_goal + live(g),
+            length=c.length + alive.astype(jnp.int32),
+            metrics={k: c.metrics[k] + live(jnp.asarray(v, jnp.float32)) for k, v in metrics.items()},
+        )
+
+    out = jax.lax.while_loop(cond, body, carry)
+    return Episodes(out.return_task, out.return_goal, out.length, out.state.terminated, out.metrics, out.state)
+
+
+def deterministic(act_fn: Callable[[jax.Array], jax.Array]) -> Policy:
+    """Wrap ``act_fn(obs) -> action`` as a :data:`Policy` with no metrics."""
+
+    def policy(obs, key):
+        return act_fn(obs), {}
+
+    return policy
+
+
+__all__ = ["Episodes", "GoalFn", "Policy", "deterministic", "rollout"]
