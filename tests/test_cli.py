@@ -14,3 +14,10 @@ def test_rules_lists_registry(capsys):
     out = capsys.readouterr().out
     for name in ("frozen", "prior_only", "additive", "poe", "kl_reg"):
         assert name in out
+
+
+def test_envs_lists_sizes_and_goals(capsys):
+    assert main(["envs"]) == 0
+    out = capsys.readouterr().out
+    assert "hopper" in out and " 11 " in out and "111" in out
+    assert "G3_target(target_speed=2.0)" in out  # halfcheetah's default target

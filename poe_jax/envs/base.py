@@ -86,11 +86,15 @@ class Env:
         spec: the environment definition.
         backend: ``"auto"``, ``"native"`` or ``"mjx"``.
         max_steps: episode length before truncation (default: the spec's).
+        terminate_when_unhealthy: as Gymnasium's option of that name; when False
+            an unhealthy state earns no healthy reward but the episode goes on.
         **physics_options: passed to the backend (e.g. ``nthread`` for native).
     """
 
-    def __init__(self, spec: EnvSpec, backend: str = "auto", max_steps: int | None = None, **physics_options):
+    def __init__(self, spec: EnvSpec, backend: str = "auto", max_steps: int | None = None,
+                 terminate_when_unhealthy: bool = True, **physics_options):
         self.spec = spec
+        self.terminate_when_unhealthy = bool(terminate_when_unhealthy)
         self.name = spec.name
         self.backend = resolve_backend(backend)
         self.model = mujoco.MjModel.from_xml_path(str(gymnasium_asset(spec.xml)))
@@ -165,11 +169,13 @@ class Env:
         q0 = state.q
         x_velocity = diff_hi_lo(q1.qpos[0], q1.qpos_lo[0], q0.qpos[0], q0.qpos_lo[0]) / self.dt
         ctrl_cost = spec.ctrl_cost_weight * jnp.sum(action * action)
-        reward = x_velocity + spec.healthy_reward - ctrl_cost
-        if spec.healthy_fn is None:
-            terminated = jnp.zeros((), jnp.bool_)
+        healthy = jnp.ones((), jnp.bool_) if spec.healthy_fn is None else spec.healthy_fn(q1.qpos, q1.qvel)
+        if self.terminate_when_unhealthy:
+            terminated, healthy_reward = ~healthy, spec.healthy_reward
         else:
-            terminated = ~spec.healthy_fn(q1.qpos, q1.qvel)
+            terminated = jnp.zeros((), jnp.bool_)
+            healthy_reward = jnp.where(healthy, spec.healthy_reward, 0.0)
+        reward = x_velocity + healthy_reward - ctrl_cost
         steps = state.step + 1
         truncated = (steps >= self.max_steps) & ~terminated
         new = State(

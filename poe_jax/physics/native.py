@@ -69,13 +69,20 @@ class NativePhysics:
         idx = np.arange(b) if active is None else np.flatnonzero(active)
         if idx.size == 0:
             return qpos_out, qvel_out
-        init = np.zeros((idx.size, self.nstate))
+        n = idx.size
+        init = np.zeros((n, self.nstate))
         init[:, self._qpos_at : self._qpos_at + m.nq] = qpos[idx]
         init[:, self._qvel_at : self._qvel_at + m.nv] = qvel[idx]
-        control = np.repeat(np.asarray(ctrl, np.float64)[idx, None, :], self.frame_skip, axis=1)
+        control = np.empty((n, self.frame_skip, m.nu))
+        control[:] = np.asarray(ctrl, np.float64)[idx, None, :]
+        states = np.empty((n, self.frame_skip, self.nstate))
+        sensors = np.empty((n, self.frame_skip, m.nsensordata))
         with self._lock:
-            states, _ = _pool(self.nthread).rollout(
-                m, self._datas, init, control, nstep=self.frame_skip
+            # skip_checks: shapes are built right here; saves validation, tiling and
+            # output allocation on every control step.
+            _pool(self.nthread).rollout(
+                [m] * n, self._datas, init, control, nstep=self.frame_skip,
+                state=states, sensordata=sensors, skip_checks=True,
             )
         last = states[:, -1]
         qpos_out[idx] = last[:, self._qpos_at : self._qpos_at + m.nq]

@@ -1,0 +1,131 @@
+"""Rollout throughput on the CPU: closed-loop native backend vs its limits.
+
+For hopper and halfcheetah with 256 and 1024 lanes, a 2x256 tanh MLP policy
+(jitted) drives every lane for ``--steps`` control steps (termination off, so
+all three variants do the same physics work):
+
+* ``native``     -- ``poe_jax.rollout`` on the native backend: policy, env logic and
+  ``mujoco.rollout`` stepping inside one jitted ``while_loop``.
+* ``open-loop``  -- ``mujoco.rollout`` alone on the same batch and step count with
+  precomputed controls: no policy, no Python, no JAX (the CPU limit).
+* ``gymnasium``  -- ``gymnasium.make_vec(..., vectorization_mode="sync")`` stepping
+  the v4 envs, with the same jitted MLP computing the batch's actions
+  (fewer steps; it is slow).
+
+Env-steps/s = lanes x control steps / wall time (compile excluded: each
+variant runs once before it is timed). Writes ``rollout-<host>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from mujoco import rollout as mj_rollout
+
+from compose_throughput import machine
+from poe_jax import envs, rollout
+from poe_jax.physics.native import default_threads
+from poe_jax.runtime import keep_large_allocations
+
+GYM_IDS = {"hopper": "Hopper-v4", "halfcheetah": "HalfCheetah-v4"}
+
+
+def mlp_params(key, obs, act, hidden=256):
+    k = jax.random.split(key, 3)
+    init = lambda kk, i, o: jax.random.normal(kk, (i, o)) / np.sqrt(i)  # noqa: E731
+    return [init(k[0], obs, hidden), init(k[1], hidden, hidden), init(k[2], hidden, act)]
+
+
+def mlp(params, obs):
+    h = jnp.tanh(obs @ params[0])
+    h = jnp.tanh(h @ params[1])
+    return jnp.tanh(h @ params[2])
+
+
+def timed(fn):
+    fn()
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def bench_env(name: str, lanes: int, steps: int, gym_steps: int) -> dict:
+    env = envs.make(name, backend="native", terminate_when_unhealthy=False)
+    params = mlp_params(jax.random.key(0), env.obs_size, env.act_size)
+    policy = rollout.deterministic(lambda obs: mlp(params, obs))
+    keys = jax.random.split(jax.random.key(1), lanes)
+    run = jax.jit(lambda k: rollout.rollout(env, policy, k, max_steps=steps))
+    t_native = timed(lambda: jax.block_until_ready(run(keys)))
+
+    m = env.model
+    pool = mj_rollout.Rollout(nthread=default_threads())
+    datas = [mujoco.MjData(m) for _ in range(default_threads())]
+    nstate = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_FULLPHYSICS.value)
+    init = np.zeros((lanes, nstate))
+    init[:, 1 : 1 + m.nq] = m.qpos0
+    ctrl = np.random.default_rng(0).uniform(-1, 1, (lanes, steps * env.spec.frame_skip, m.nu))
+    out = np.empty((lanes, steps * env.spec.frame_skip, nstate))
+    t_open = timed(lambda: pool.rollout(m, datas, init, ctrl, state=out))
+
+    import gymnasium
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        venv = gymnasium.make_vec(GYM_IDS[name], num_envs=lanes, vectorization_mode="sync")
+    act = jax.jit(lambda o: mlp(params, o))
+
+    def gym_loop():
+        obs, _ = venv.reset(seed=0)
+        for _ in range(gym_steps):
+            obs, *_ = venv.step(np.asarray(act(jnp.asarray(obs, jnp.float32))))
+
+    t_gym = timed(gym_loop)
+    venv.close()
+    rows = {
+        "native (closed loop)": lanes * steps / t_native,
+        "open-loop mujoco.rollout": lanes * steps / t_open,
+        "gymnasium sync vector env": lanes * gym_steps / t_gym,
+    }
+    return {"env": name, "lanes": lanes, "steps": steps, "gym_steps": gym_steps,
+            "env_steps_per_s": rows, "native_over_open_loop": rows["native (closed loop)"] / rows["open-loop mujoco.rollout"],
+            "native_over_gymnasium": rows["native (closed loop)"] / rows["gymnasium sync vector env"]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--gym-steps", type=int, default=40)
+    ap.add_argument("--lanes", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--envs", nargs="+", default=["hopper", "halfcheetah"])
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args(argv)
+    keep_large_allocations()
+    results = []
+    print(f"{'env':12s} {'lanes':>6s} {'native':>10s} {'open-loop':>10s} {'gymnasium':>10s} {'nat/open':>9s} {'nat/gym':>8s}  (env-steps/s)")
+    for name in args.envs:
+        for lanes in args.lanes:
+            r = bench_env(name, lanes, args.steps, args.gym_steps)
+            s = r["env_steps_per_s"]
+            print(f"{name:12s} {lanes:6d} {s['native (closed loop)']:10.0f} {s['open-loop mujoco.rollout']:10.0f} "
+                  f"{s['gymnasium sync vector env']:10.0f} {r['native_over_open_loop']:9.2f} {r['native_over_gymnasium']:8.1f}")
+            results.append(r)
+    record = {"benchmark": "rollout_throughput", "machine": machine(), "threads": default_threads(),
+              "policy": "MLP 2x256 tanh, jitted", "results": results, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"rollout-{socket.gethostname()}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
