@@ -13,7 +13,7 @@ import numpy as np
 from flax import struct
 
 from poe_jax.physics import Coords, make_physics, resolve_backend
-from poe_jax.physics.base import diff_hi_lo
+from poe_jax.physics.base import diff_hi_lo, split64
 
 
 @struct.dataclass
@@ -132,7 +132,7 @@ class Env:
         qpos = _noise(kp, self.spec.qpos_noise, self.nq)
         qvel = _noise(kv, self.spec.qvel_noise, self.nv)
         # init + noise in float64 terms: hi = init (as hi/lo) + noise.
-        hi, lo = (jnp.asarray(a) for a in _split(self.init_qpos))
+        hi, lo = (jnp.asarray(a) for a in split64(self.init_qpos))
         q = Coords(hi + qpos, lo, qvel, jnp.zeros_like(qvel))
         return self._state(q)
 
@@ -190,11 +190,6 @@ class Env:
         )
         frozen = state.replace(reward=jnp.zeros_like(state.reward))
         return jax.tree_util.tree_map(lambda n, o: jnp.where(active, n, o), new, frozen)
-
-
-def _split(x: np.ndarray):
-    hi = x.astype(np.float32)
-    return hi, (x - hi.astype(np.float64)).astype(np.float32)
 
 
 def _noise(key, kind: tuple[str, float], n: int) -> jax.Array:
