@@ -13,7 +13,8 @@ all three variants do the same physics work):
   (fewer steps; it is slow).
 
 Env-steps/s = lanes x control steps / wall time (compile excluded: each
-variant runs once before it is timed). Writes ``rollout-<host>.json``.
+variant runs once before it is timed; native and open-loop are timed
+``--repeats`` times, interleaved, and the medians are reported). Writes ``rollout-<host>.json``.
 """
 
 from __future__ import annotations
@@ -51,20 +52,24 @@ def mlp(params, obs):
     return jnp.tanh(h @ params[2])
 
 
-def timed(fn):
+def timed(fn, repeats: int = 1):
+    """Median wall time of ``repeats`` calls after one warm-up call."""
     fn()
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
 
 
-def bench_env(name: str, lanes: int, steps: int, gym_steps: int) -> dict:
+def bench_env(name: str, lanes: int, steps: int, gym_steps: int, repeats: int = 5) -> dict:
     env = envs.make(name, backend="native", terminate_when_unhealthy=False)
     params = mlp_params(jax.random.key(0), env.obs_size, env.act_size)
     policy = rollout.deterministic(lambda obs: mlp(params, obs))
     keys = jax.random.split(jax.random.key(1), lanes)
     run = jax.jit(lambda k: rollout.rollout(env, policy, k, max_steps=steps))
-    t_native = timed(lambda: jax.block_until_ready(run(keys)))
+    native = lambda: jax.block_until_ready(run(keys))  # noqa: E731
 
     m = env.model
     pool = mj_rollout.Rollout(nthread=default_threads())
@@ -74,7 +79,14 @@ def bench_env(name: str, lanes: int, steps: int, gym_steps: int) -> dict:
     init[:, 1 : 1 + m.nq] = m.qpos0
     ctrl = np.random.default_rng(0).uniform(-1, 1, (lanes, steps * env.spec.frame_skip, m.nu))
     out = np.empty((lanes, steps * env.spec.frame_skip, nstate))
-    t_open = timed(lambda: pool.rollout(m, datas, init, ctrl, state=out))
+    open_loop = lambda: pool.rollout(m, datas, init, ctrl, state=out)  # noqa: E731
+    # Interleave the two so that machine noise (shared VMs) hits both alike.
+    native(), open_loop()
+    t_native, t_open = [], []
+    for _ in range(repeats):
+        t_native.append(timed(native, 1))
+        t_open.append(timed(open_loop, 1))
+    t_native, t_open = float(np.median(t_native)), float(np.median(t_open))
 
     import gymnasium
 
@@ -95,7 +107,7 @@ def bench_env(name: str, lanes: int, steps: int, gym_steps: int) -> dict:
         "open-loop mujoco.rollout": lanes * steps / t_open,
         "gymnasium sync vector env": lanes * gym_steps / t_gym,
     }
-    return {"env": name, "lanes": lanes, "steps": steps, "gym_steps": gym_steps,
+    return {"env": name, "lanes": lanes, "steps": steps, "repeats": repeats, "gym_steps": gym_steps,
             "env_steps_per_s": rows, "native_over_open_loop": rows["native (closed loop)"] / rows["open-loop mujoco.rollout"],
             "native_over_gymnasium": rows["native (closed loop)"] / rows["gymnasium sync vector env"]}
 
@@ -105,6 +117,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--gym-steps", type=int, default=40)
     ap.add_argument("--lanes", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved timed runs; medians are reported")
     ap.add_argument("--envs", nargs="+", default=["hopper", "halfcheetah"])
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
@@ -113,7 +126,7 @@ def main(argv=None):
     print(f"{'env':12s} {'lanes':>6s} {'native':>10s} {'open-loop':>10s} {'gymnasium':>10s} {'nat/open':>9s} {'nat/gym':>8s}  (env-steps/s)")
     for name in args.envs:
         for lanes in args.lanes:
-            r = bench_env(name, lanes, args.steps, args.gym_steps)
+            r = bench_env(name, lanes, args.steps, args.gym_steps, args.repeats)
             s = r["env_steps_per_s"]
             print(f"{name:12s} {lanes:6d} {s['native (closed loop)']:10.0f} {s['open-loop mujoco.rollout']:10.0f} "
                   f"{s['gymnasium sync vector env']:10.0f} {r['native_over_open_loop']:9.2f} {r['native_over_gymnasium']:8.1f}")

@@ -80,37 +80,44 @@ class NativePhysics:
         with self._lock:
             # skip_checks: shapes are built right here; saves validation, tiling and
             # output allocation on every control step.
+            # One chunk per thread: a control step is only a few substeps, so the
+            # default chunking (10 chunks per thread) costs more in dispatch than it
+            # gains in balance (measured in benchmarks/rollout_throughput.py).
             _pool(self.nthread).rollout(
                 [m] * n, self._datas, init, control, nstep=self.frame_skip,
                 state=states, sensordata=sensors, skip_checks=True,
+                chunk_size=-(-n // self.nthread),
             )
         last = states[:, -1]
         qpos_out[idx] = last[:, self._qpos_at : self._qpos_at + m.nq]
         qvel_out[idx] = last[:, self._qvel_at : self._qvel_at + m.nv]
         return qpos_out, qvel_out
 
-    def _callback(self, qpos, qpos_lo, qvel, qvel_lo, ctrl, active):
-        qpos, qpos_lo, qvel, qvel_lo, ctrl, active = (
-            np.asarray(a) for a in (qpos, qpos_lo, qvel, qvel_lo, ctrl, active)
-        )
-        lead = qpos.shape[:-1]
-        nq, nv = self.model.nq, self.model.nv
-        p = qpos.reshape(-1, nq).astype(np.float64) + qpos_lo.reshape(-1, nq)
-        v = qvel.reshape(-1, nv).astype(np.float64) + qvel_lo.reshape(-1, nv)
-        p2, v2 = self.step_host(p, v, ctrl.reshape(-1, self.model.nu), np.asarray(active).reshape(-1))
-        out = (*split64(p2), *split64(v2))
-        return tuple(o.reshape(*lead, o.shape[-1]) for o in out)
+    def _callback(self, packed):
+        # One packed float32 array in and one out: pure_callback device_puts every
+        # argument and converts every result, so each extra array costs ~50 us.
+        packed = np.asarray(packed)
+        lead = packed.shape[:-1]
+        nq, nv, nu = self.model.nq, self.model.nv, self.model.nu
+        x = packed.reshape(-1, packed.shape[-1])
+        p = x[:, :nq].astype(np.float64) + x[:, nq : 2 * nq]
+        v = x[:, 2 * nq : 2 * nq + nv].astype(np.float64) + x[:, 2 * nq + nv : 2 * nq + 2 * nv]
+        ctrl = x[:, 2 * (nq + nv) : 2 * (nq + nv) + nu]
+        active = x[:, -1] > 0.5
+        p2, v2 = self.step_host(p, v, ctrl, active)
+        out = np.concatenate([*split64(p2), *split64(v2)], axis=-1)
+        return out.reshape(*lead, out.shape[-1])
 
     # ---------------------------------------------------------------- JAX side
     def step(self, q: Coords, ctrl: jax.Array, active) -> Coords:
         nq, nv = self.model.nq, self.model.nv
         f32 = jnp.float32
-        shapes = tuple(jax.ShapeDtypeStruct(s, f32) for s in ((nq,), (nq,), (nv,), (nv,)))
-        active = jnp.asarray(active, jnp.bool_)
+        active = jnp.asarray(active, f32)[None]
+        packed = jnp.concatenate([q.qpos, q.qpos_lo, q.qvel, q.qvel_lo, jnp.asarray(ctrl, f32), active])
         out = jax.pure_callback(
             self._callback,
-            shapes,
-            q.qpos, q.qpos_lo, q.qvel, q.qvel_lo, jnp.asarray(ctrl, f32), active,
+            jax.ShapeDtypeStruct((2 * (nq + nv),), f32),
+            packed,
             vmap_method="broadcast_all",
         )
-        return Coords(*out)
+        return Coords(out[:nq], out[nq : 2 * nq], out[2 * nq : 2 * nq + nv], out[2 * nq + nv :])
