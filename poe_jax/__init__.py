@@ -5,7 +5,7 @@ closed-form rule (:mod:`poe_jax.compose`) and the result is evaluated over large
 grids with batched MuJoCo physics.
 """
 
-from poe_jax import compose, gaussian, select
+from poe_jax import checkpoints, compose, gaussian, nets, select
 from poe_jax.compose import RULES, alpha_to_beta, beta_to_alpha
 from poe_jax.gaussian import DiagGaussian, kl
 
@@ -17,8 +17,10 @@ __all__ = [
     "__version__",
     "alpha_to_beta",
     "beta_to_alpha",
+    "checkpoints",
     "compose",
     "gaussian",
     "kl",
+    "nets",
     "select",
 ]

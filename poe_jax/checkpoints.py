@@ -1,0 +1,338 @@
+"""Checkpoints: orbax-saved parameters plus a human-readable JSON card.
+
+A checkpoint is a directory::
+
+    DIR/card.json   what the checkpoint is (below); edit-safe to read
+    DIR/params/     orbax-checkpoint tree: {"actor"|"prior": params, "critic": ..., "norm": {mean, std}}
+
+The card records the kind (``actor`` or ``prior``), the architecture
+(:class:`~poe_jax.nets.ActorSpec` / :class:`~poe_jax.nets.PriorSpec`, plus the
+IQL critics' spec when they are saved), observation and action sizes, action
+scale, the observation normalisation (mean, std, eps -- or ``applied: false``),
+env, dataset, provenance, evaluated scores with their episode counts, every
+parameter's shape, and a SHA-256 of all arrays.
+
+:func:`load` refuses, with a :class:`CheckpointError` that names what is wrong:
+a missing or unparsable card, a card from another format, parameter shapes
+that differ from the card's architecture, arrays whose checksum differs from
+the card (a corrupt or truncated file), and -- when ``env`` is given -- an env
+or observation/action size that differs from the card's.
+
+Saving is atomic: the checkpoint is written to a temporary sibling directory
+and renamed into place, so an interrupted save leaves any previous checkpoint
+at ``DIR`` intact; an existing ``DIR`` is only replaced with ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from poe_jax import nets
+
+__all__ = ["FORMAT", "CheckpointError", "check_env", "load", "read_card", "save", "update_card"]
+
+FORMAT = "poe_jax.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message names the path and the problem."""
+
+
+# ---------------------------------------------------------------- helpers
+def _flat(tree) -> dict[str, np.ndarray]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v) for path, v in flat}
+
+
+def checksum(tree) -> str:
+    """SHA-256 over every array of ``tree`` (path, dtype, shape and bytes, in path order)."""
+    h = hashlib.sha256()
+    for name, arr in sorted(_flat(tree).items()):
+        arr = np.ascontiguousarray(arr)
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _env_sizes(env) -> tuple[str, int, int]:
+    if isinstance(env, str):
+        from poe_jax import envs
+
+        e = envs.make(env, backend="native", nthread=1)
+        return env, e.obs_size, e.act_size
+    return env.name, env.obs_size, env.act_size
+
+
+def check_env(card: dict, env, path: str | os.PathLike = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` unless ``card`` fits ``env`` (a name or an Env)."""
+    name, obs_size, act_size = _env_sizes(env)
+    problems = []
+    if card.get("env") not in (None, name):
+        problems.append(f"it was made for env {card['env']!r}, not {name!r}")
+    if card["obs_size"] != obs_size:
+        problems.append(f"observation size {card['obs_size']} != {name}'s {obs_size}")
+    if card["act_size"] != act_size:
+        problems.append(f"action size {card['act_size']} != {name}'s {act_size}")
+    if problems:
+        raise CheckpointError(f"{path}: checkpoint does not fit env {name!r}: " + "; ".join(problems))
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    """The card of the checkpoint at ``path`` (validated for format)."""
+    path = Path(path)
+    card_path = path / "card.json"
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    if not card_path.is_file():
+        raise CheckpointError(f"{path}: not a poe_jax checkpoint (no card.json)")
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{card_path}: corrupt card ({e})") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise CheckpointError(f"{card_path}: unknown card format {card.get('format') if isinstance(card, dict) else card!r}; expected {FORMAT!r}")
+    for key in ("kind", "architecture", "obs_size", "act_size", "params", "sha256"):
+        if key not in card:
+            raise CheckpointError(f"{card_path}: card has no {key!r} entry")
+    return card
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _norm_card(norm: nets.ObsNorm, applied: bool | None) -> dict:
+    mean, std = np.asarray(norm.mean, np.float32), np.asarray(norm.std, np.float32)
+    if applied is None:
+        applied = not (np.all(mean == 0) and np.all(std == 1))
+    return {"applied": bool(applied), "eps": norm.eps, "mean": mean.tolist(), "std": std.tolist()}
+
+
+# ---------------------------------------------------------------- save
+def save(
+    path: str | os.PathLike,
+    obj: nets.Actor | nets.GoalPrior,
+    *,
+    env: str | None = None,
+    dataset: str | None = None,
+    provenance: dict | None = None,
+    scores: list[dict] | None = None,
+    normalization_note: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Save an actor (with its critics, when it has them) or a goal prior.
+
+    Args:
+        path: checkpoint directory (created; must not exist unless ``overwrite``).
+        obj: :class:`~poe_jax.nets.Actor` or :class:`~poe_jax.nets.GoalPrior`.
+        env, dataset: what it was trained for / on (recorded in the card).
+        provenance: free-form dict (algorithm settings, source file, command, seed...).
+        scores: evaluation records, each with at least ``episodes``.
+        normalization_note: how the normalisation was obtained (or why there is none).
+        overwrite: replace an existing checkpoint (atomically).
+
+    Returns:
+        the checkpoint path.
+    """
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    if path.exists() and not overwrite:
+        raise CheckpointError(f"{path}: already exists; pass overwrite=True to replace it")
+    for s in scores or []:
+        if "episodes" not in s:
+            raise CheckpointError(f"{path}: every score needs its number of episodes; got {s}")
+    kind = "actor" if isinstance(obj, nets.Actor) else "prior"
+    if kind == "prior" and not isinstance(obj, nets.GoalPrior):
+        raise TypeError(f"can only save an Actor or a GoalPrior; got {type(obj).__name__}")
+    tree: dict[str, Any] = {kind: obj.params, "norm": {"mean": obj.norm.mean, "std": obj.norm.std}}
+    critic = getattr(obj, "critic", None)
+    if critic is not None:
+        tree["critic"] = critic.params
+    tree = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), tree)
+    spec = obj.spec
+    card = {
+        "format": FORMAT,
+        "kind": kind,
+        "algo": getattr(spec, "algo", "awr_prior"),
+        "architecture": spec.to_dict(),
+        "critic": critic.spec.to_dict() if critic is not None else None,
+        "obs_size": spec.obs_size,
+        "act_size": spec.act_size,
+        "max_action": spec.max_action,
+        "normalization": {**_norm_card(obj.norm, None), "note": normalization_note},
+        "env": env,
+        "dataset": dataset,
+        "provenance": provenance or {},
+        "scores": scores or [],
+        "params": {k: list(v.shape) for k, v in sorted(_flat(tree).items())},
+        "sha256": checksum(tree),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "poe_jax_version": _version(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(tmp / "params", tree)
+            ckptr.wait_until_finished()
+        _write_json_atomic(tmp / "card.json", card)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def update_card(path: str | os.PathLike, **fields) -> dict:
+    """Set top-level card fields (e.g. ``scores=[...]``) atomically; returns the card.
+
+    The architecture, parameter shapes and checksum cannot be changed this way.
+    """
+    frozen = {"format", "kind", "architecture", "critic", "params", "sha256", "obs_size", "act_size"}
+    bad = frozen & fields.keys()
+    if bad:
+        raise CheckpointError(f"{path}: card fields {sorted(bad)} describe the arrays and cannot be edited")
+    card = read_card(path)
+    card.update(fields)
+    _write_json_atomic(Path(path) / "card.json", card)
+    return card
+
+
+# ---------------------------------------------------------------- load
+def _specs(card: dict, path) -> tuple[Any, nets.CriticSpec | None]:
+    arch = dict(card["architecture"])
+    try:
+        if card["kind"] == "actor":
+            spec = nets.ActorSpec(**{**arch, "hidden": tuple(arch.get("hidden", ()))})
+        elif card["kind"] == "prior":
+            spec = nets.PriorSpec(**{**arch, "hidden": tuple(arch["hidden"]), "goals": tuple(arch["goals"])})
+        else:
+            raise CheckpointError(f"{path}: unknown checkpoint kind {card['kind']!r}; expected 'actor' or 'prior'")
+        crit = card.get("critic")
+        cspec = nets.CriticSpec(crit["obs_size"], crit["act_size"], tuple(crit["hidden"])) if crit else None
+    except (TypeError, KeyError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: card architecture is invalid ({e})") from None
+    if (spec.obs_size, spec.act_size) != (card["obs_size"], card["act_size"]):
+        raise CheckpointError(
+            f"{path}: card says obs/act sizes {card['obs_size']}/{card['act_size']} but its architecture has "
+            f"{spec.obs_size}/{spec.act_size}"
+        )
+    return spec, cspec
+
+
+def _expected(card: dict, spec, cspec) -> dict[str, list[int]]:
+    kind = card["kind"]
+    out = {f"{kind}/{k}": v for k, v in nets.expected_shapes(kind, spec).items()}
+    if cspec is not None:
+        out.update({f"critic/{k}": v for k, v in nets.expected_shapes("critic", cspec).items()})
+    out["norm/mean"] = out["norm/std"] = [spec.obs_size]
+    return out
+
+
+def _compare_shapes(what: str, got: dict, want: dict, path) -> None:
+    missing = sorted(want.keys() - got.keys())
+    extra = sorted(got.keys() - want.keys())
+    wrong = [f"{k}: {got[k]} (expected {want[k]})" for k in sorted(want.keys() & got.keys()) if list(got[k]) != list(want[k])]
+    if missing or extra or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing}")
+        if extra:
+            parts.append(f"unexpected {extra}")
+        if wrong:
+            parts.append(f"wrong shapes {wrong}")
+        raise CheckpointError(f"{path}: {what} do not match the card's architecture: " + "; ".join(parts))
+
+
+def load(path: str | os.PathLike, env=None) -> nets.Actor | nets.GoalPrior:
+    """Load a frozen actor (with its critics when saved) or a goal prior.
+
+    Args:
+        path: checkpoint directory.
+        env: optional env name or Env to check the card against.
+
+    Returns:
+        :class:`~poe_jax.nets.Actor` (``.critic`` set when the checkpoint has
+        critics) or :class:`~poe_jax.nets.GoalPrior`, with float32 arrays equal
+        bit for bit to those saved.
+
+    Raises:
+        CheckpointError: see the module docstring.
+    """
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    card = read_card(path)
+    spec, cspec = _specs(card, path)
+    want = _expected(card, spec, cspec)
+    _compare_shapes("card parameter shapes", card["params"], want, path)
+    if env is not None:
+        check_env(card, env, path)
+    pdir = path / "params"
+    if not pdir.is_dir():
+        raise CheckpointError(f"{path}: cannot read the parameter files: {pdir} is missing (truncated checkpoint?)")
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            meta = ckptr.metadata(pdir)
+            meta_tree = getattr(meta, "item_metadata", meta)
+            meta_tree = getattr(meta_tree, "tree", meta_tree)
+            shapes = {k: list(v.shape) for k, v in _flat_meta(meta_tree).items()}
+            _compare_shapes("stored arrays", shapes, want, path)
+            target = jax.tree_util.tree_map(
+                lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.float32), meta_tree,
+                is_leaf=lambda x: hasattr(x, "shape"),
+            )
+            tree = ckptr.restore(pdir, target)
+    except CheckpointError:
+        raise
+    except Exception as e:  # orbax / tensorstore raise many types for damaged files
+        raise CheckpointError(f"{path}: cannot read the parameter files ({type(e).__name__}: {e})") from None
+    tree = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), tree)
+    if checksum(tree) != card["sha256"]:
+        raise CheckpointError(f"{path}: parameter checksum differs from the card: the files are corrupt or were changed")
+    ncard = card.get("normalization") or {}
+    mean, std = tree["norm"]["mean"], tree["norm"]["std"]
+    if "mean" in ncard and (not np.array_equal(np.float32(ncard["mean"]), mean) or not np.array_equal(np.float32(ncard["std"]), std)):
+        raise CheckpointError(f"{path}: the card's normalisation differs from the stored one (was card.json edited?)")
+    if np.any(~np.isfinite(std)) or np.any(std <= 0):
+        raise CheckpointError(f"{path}: normalisation std must be finite and > 0")
+    norm = nets.ObsNorm(jax.numpy.asarray(mean), jax.numpy.asarray(std), float(ncard.get("eps") or 0.0))
+    as_jax = lambda t: jax.tree_util.tree_map(jax.numpy.asarray, t)  # noqa: E731
+    if card["kind"] == "prior":
+        return nets.GoalPrior(as_jax(tree["prior"]), norm, spec)
+    critic = nets.Critic(as_jax(tree["critic"]), norm, cspec) if cspec is not None else None
+    return nets.Actor(as_jax(tree["actor"]), norm, spec, critic)
+
+
+def _flat_meta(tree) -> dict:
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in path): v for path, v in flat}
+
+
+def _version() -> str:
+    from poe_jax import __version__
+
+    return __version__

@@ -1,0 +1,164 @@
+"""Checkpoints: bit-exact round trips, cards, and clear refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from poe_jax import checkpoints, nets
+from poe_jax.checkpoints import CheckpointError
+
+
+def _actor(algo="iql", obs=11, act=3, seed=0, critic=True):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    norm = nets.ObsNorm(jax.random.normal(k1, (obs,)), 0.5 + jax.random.uniform(k2, (obs,)), 1e-3)
+    a = nets.init_actor(nets.ActorSpec(algo, obs, act), jax.random.key(seed + 1), norm)
+    if critic:
+        a = a.replace(critic=nets.init_critic(nets.CriticSpec(obs, act), jax.random.key(seed + 2), norm))
+    return a
+
+
+def _leaves_equal(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+@pytest.fixture
+def saved(tmp_path):
+    a = _actor()
+    path = checkpoints.save(tmp_path / "ck", a, env="hopper", dataset="hopper-medium-v2",
+                            scores=[{"episodes": 20, "normalized_mean": 55.0}], provenance={"seed": 0})
+    return path, a
+
+
+def test_round_trip_is_bit_exact(saved):
+    path, a = saved
+    b = checkpoints.load(path, env="hopper")
+    assert _leaves_equal(a, b)
+    assert b.spec == a.spec and b.critic.spec == a.critic.spec and b.norm.eps == a.norm.eps
+    obs = jnp.ones((5, 11))
+    np.testing.assert_array_equal(np.asarray(a.act(obs)), np.asarray(b.act(obs)))
+
+
+def test_card_is_readable_and_complete(saved):
+    path, a = saved
+    card = json.loads((path / "card.json").read_text())
+    assert card["kind"] == "actor" and card["algo"] == "iql" and card["env"] == "hopper"
+    assert card["obs_size"] == 11 and card["act_size"] == 3 and card["max_action"] == 1.0
+    assert card["normalization"]["applied"] and len(card["normalization"]["mean"]) == 11
+    assert card["scores"][0]["episodes"] == 20 and card["dataset"] == "hopper-medium-v2"
+    assert card["params"]["actor/net/layers_0/kernel"] == [11, 256]
+    assert card["params"]["critic/q1/layers_0/kernel"] == [14, 256]
+
+
+def test_prior_round_trip(tmp_path):
+    spec = nets.PriorSpec(17, 6, ("G1_speed", "G2_balanced", "G3_target"))
+    p = nets.init_prior(spec, jax.random.key(3))
+    checkpoints.save(tmp_path / "prior", p, env="halfcheetah")
+    q = checkpoints.load(tmp_path / "prior", env="halfcheetah")
+    assert isinstance(q, nets.GoalPrior) and q.spec == spec and _leaves_equal(p, q)
+    d = q.distribution(jnp.zeros(17), spec.goal_index("G3_target"))
+    assert d.mean.shape == (6,)
+    with pytest.raises(ValueError, match="no goal 'G9'"):
+        spec.goal_index("G9")
+
+
+def test_wrong_env_or_obs_size_fails_clearly(saved, tmp_path):
+    path, a = saved
+    with pytest.raises(CheckpointError, match=r"made for env 'hopper', not 'walker2d'.*observation size 11 != walker2d's 17"):
+        checkpoints.load(path, env="walker2d")
+    with pytest.raises(ValueError, match=r"expects observations of size 11; got shape \(17,\)"):
+        a.act(jnp.zeros(17))
+    # a card whose architecture disagrees with the stored arrays
+    bad = tmp_path / "bad"
+    shutil.copytree(path, bad)
+    card = json.loads((bad / "card.json").read_text())
+    card["architecture"]["obs_size"] = card["obs_size"] = 17
+    (bad / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match=r"do not match the card's architecture.*wrong shapes"):
+        checkpoints.load(bad)
+
+
+def test_corrupt_and_truncated_checkpoints_fail_clearly(saved, tmp_path):
+    path, _ = saved
+    # corrupt card
+    c1 = tmp_path / "c1"
+    shutil.copytree(path, c1)
+    (c1 / "card.json").write_text('{"format": "poe_jax.checkpoint/1", "kind": ')
+    with pytest.raises(CheckpointError, match="corrupt card"):
+        checkpoints.load(c1)
+    # flipped bytes in the array data
+    c2 = tmp_path / "c2"
+    shutil.copytree(path, c2)
+    data = max((p for p in (c2 / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    raw = bytearray(data.read_bytes())
+    for i in range(len(raw) // 2, len(raw) // 2 + 64):
+        raw[i] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="cannot read the parameter files|checksum differs"):
+        checkpoints.load(c2)
+    # truncated: data file cut short, and parameter directory missing
+    c3 = tmp_path / "c3"
+    shutil.copytree(path, c3)
+    data = max((p for p in (c3 / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
+    with pytest.raises(CheckpointError, match="cannot read the parameter files|checksum differs"):
+        checkpoints.load(c3)
+    c4 = tmp_path / "c4"
+    shutil.copytree(path, c4)
+    shutil.rmtree(c4 / "params")
+    with pytest.raises(CheckpointError, match="cannot read the parameter files"):
+        checkpoints.load(c4)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        checkpoints.load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no card.json"):
+        checkpoints.load(tmp_path / "empty")
+
+
+def test_edited_normalisation_is_detected(saved, tmp_path):
+    path, _ = saved
+    c = tmp_path / "edited"
+    shutil.copytree(path, c)
+    card = json.loads((c / "card.json").read_text())
+    card["normalization"]["mean"][0] += 1.0
+    (c / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="normalisation differs"):
+        checkpoints.load(c)
+
+
+def test_save_never_loses_what_is_there(saved, monkeypatch):
+    path, a = saved
+    before = (path / "card.json").read_text()
+    with pytest.raises(CheckpointError, match="already exists"):
+        checkpoints.save(path, _actor(seed=5))
+    import orbax.checkpoint as ocp
+
+    def boom(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ocp.StandardCheckpointer, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoints.save(path, _actor(seed=5), overwrite=True)
+    monkeypatch.undo()
+    assert (path / "card.json").read_text() == before
+    assert _leaves_equal(checkpoints.load(path), a)
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")], "temporary directories left behind"
+    b = _actor(seed=5, critic=False)
+    checkpoints.save(path, b, overwrite=True)
+    assert _leaves_equal(checkpoints.load(path), b)
+
+
+def test_update_card(saved):
+    path, _ = saved
+    card = checkpoints.update_card(path, scores=[{"episodes": 30, "normalized_mean": 60.0}])
+    assert checkpoints.read_card(path)["scores"] == card["scores"]
+    with pytest.raises(CheckpointError, match="cannot be edited"):
+        checkpoints.update_card(path, sha256="0")
+    with pytest.raises(CheckpointError, match="needs its number of episodes"):
+        checkpoints.save(path.parent / "x", _actor(), scores=[{"return": 1.0}])
