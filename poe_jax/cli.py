@@ -12,6 +12,17 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="compose a toy actor and prior with every rule and print a table")
     sub.add_parser("rules", help="list the composition rules and their coefficients")
     sub.add_parser("envs", help="list environments, backends, observation/action sizes and goals")
+    run = sub.add_parser("run", help="evaluate a grid (TOML config or --preset) into --out; resumes")
+    run.add_argument("config", nargs="?", help="grid TOML (see README)")
+    run.add_argument("--preset", help="a shipped preset instead of a config (poe-jax run --list-presets)")
+    run.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    run.add_argument("--out", help="results directory (episodes.parquet, summary.json)")
+    run.add_argument("--backend", choices=["auto", "native", "mjx"])
+    run.add_argument("--chunk-size", type=int, help="lanes per compiled call")
+    run.add_argument("--actor", help="override the spec's actor checkpoint")
+    run.add_argument("--prior", help="override the spec's prior checkpoint")
+    run.add_argument("--force", action="store_true", help="discard results of a different spec in --out")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
     port = sub.add_parser("port", help="port an actor trained elsewhere to a poe_jax checkpoint")
     port_sub = port.add_subparsers(dest="source", required=True)
     corl = port_sub.add_parser("corl", help="a CORL (PyTorch) trainer checkpoint; loaded with weights_only=True")
@@ -24,6 +35,33 @@ def _build_parser() -> argparse.ArgumentParser:
     corl.add_argument("--out", required=True, help="checkpoint directory to write")
     corl.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
     return p
+
+
+def _run(args) -> int:
+    from poe_jax import grid
+
+    if args.list_presets:
+        print("\n".join(grid.preset_names()))
+        return 0
+    if (args.config is None) == (args.preset is None):
+        print("poe-jax run: give a CONFIG.toml or --preset NAME (not both)", file=sys.stderr)
+        return 2
+    if not args.out:
+        print("poe-jax run: --out DIR is required", file=sys.stderr)
+        return 2
+    try:
+        spec = grid.load_spec(args.config or f"preset:{args.preset}", actor=args.actor, prior=args.prior)
+        res = grid.run(spec, args.out, force=args.force, progress=not args.quiet, backend=args.backend,
+                       chunk_size=args.chunk_size)
+    except grid.SpecError as e:
+        print(f"poe-jax run: {e}", file=sys.stderr)
+        return 2
+    s = res.summary
+    print(grid.summary_table(grid.read_episodes(res.out)))
+    print(f"\n{s['episodes_recorded']} episodes in {res.out} ({res.computed} computed now, {res.skipped} already there); "
+          f"backend {s['backend']}, compile {s['compile_s']:.1f} s, wall {s['wall_s']:.1f} s, "
+          f"{s['episodes_per_s'] or 0:.1f} episodes/s, {s['env_steps_per_s'] or 0:.0f} env-steps/s")
+    return 0
 
 
 def _port(args) -> int:
@@ -67,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"{name:12s} {env.obs_size:4d} {env.act_size:4d} {env.spec.frame_skip:10d} {env.max_steps:9d}  {goals}")
         return 0
+    if args.command == "run":
+        return _run(args)
     if args.command == "port":
         return _port(args)
     return 2

@@ -64,6 +64,7 @@ def rollout(
     max_steps: int | None = None,
     goal: GoalFn | None = None,
     init: State | None = None,
+    lane=None,
 ) -> Episodes:
     """Run one episode per key (see module docstring). Jittable; ``env``,
     ``policy`` and ``goal`` are static (close over them or mark them static).
@@ -76,6 +77,10 @@ def rollout(
         max_steps: horizon (default ``env.max_steps``).
         goal: optional deployment reward ``goal(state, action, next_state)``.
         init: optional batched initial states (otherwise ``env.reset``).
+        lane: optional pytree of per-lane data (leading axis ``[batch]``); when
+            given, it is passed on as ``policy(obs, key, lane_i)`` and
+            ``goal(state, action, next_state, lane_i)`` (e.g. each lane's rule,
+            coefficient and goal in a grid).
 
     Returns:
         :class:`Episodes`.
@@ -85,7 +90,9 @@ def rollout(
     state = jax.vmap(env.reset)(reset_keys) if init is None else init
     batch = keys.shape[0]
     obs1 = jax.tree_util.tree_map(lambda x: x[0], state.obs)
-    _, metric_shapes = jax.eval_shape(policy, obs1, keys[0])
+    extra = () if lane is None else (lane,)
+    lane1 = () if lane is None else (jax.tree_util.tree_map(lambda x: x[0], lane),)
+    _, metric_shapes = jax.eval_shape(policy, obs1, keys[0], *lane1)
     zeros = jnp.zeros((batch,), jnp.float32)
     carry = _Carry(
         t=jnp.zeros((), jnp.int32),
@@ -101,10 +108,10 @@ def rollout(
 
     def body(c: _Carry) -> _Carry:
         step_keys = jax.vmap(lambda k: jax.random.fold_in(k, c.t + 1))(keys)
-        action, metrics = jax.vmap(policy)(c.state.obs, step_keys)
+        action, metrics = jax.vmap(policy)(c.state.obs, step_keys, *extra)
         nxt = jax.vmap(env.step)(c.state, action)
         alive = ~c.state.done
-        g = jax.vmap(goal)(c.state, action, nxt) if goal is not None else zeros
+        g = jax.vmap(goal)(c.state, action, nxt, *extra) if goal is not None else zeros
         live = lambda x: jnp.where(alive, x, 0.0)  # noqa: E731
         return _Carry(
             t=c.t + 1,

@@ -1,0 +1,643 @@
+"""The grid runner: rule × coefficient × goal × prior quality × shift × seed × episode.
+
+A :class:`GridSpec` flattens into *lanes*, one episode each, in a fixed order
+(cells in spec order, then seed, then episode). One compiled program evaluates a
+chunk of lanes with ``vmap``: the rule, coefficient, goal, prior quality and
+shift of each lane are data, not Python branches, so every chunk of every grid
+for one (env, actor, prior, backend) runs the same executable. The lane axis of a
+chunk is sharded over the local devices (``Mesh`` + ``NamedSharding``); with
+``jax.distributed`` each process takes every ``process_count``-th chunk.
+
+Results: ``DIR/episodes.parquet`` is a Parquet dataset (a directory; read it with
+``pandas.read_parquet(DIR / "episodes.parquet")``) to which each finished chunk
+adds one file, written to a temporary name and renamed, so a killed run loses at
+most the chunks in flight. Running again on the same DIR resumes: lanes already
+recorded are not recomputed, none is lost or duplicated. ``DIR/spec.json`` pins
+the grid; another spec on the same DIR is refused unless ``force``.
+``DIR/summary.json`` records the spec, package versions, backend, devices,
+compile time, wall time and episodes/s.
+
+Determinism. A lane's initial state comes from ``(seed, episode)`` only, so all
+cells start from the same states (common random numbers, which makes paired
+tests against ``frozen`` sharper); its action/prior noise comes from ``(seed,
+cell, episode)`` where ``cell`` is a hash of the cell's content. Results therefore
+do not depend on chunking, device count, process count, resumption or on which
+other cells are in the grid.
+
+Inside the program, per lane and step (``o`` the observation):
+
+1. shift: ``o += obs_noise * N(0, I)``;
+2. ``actor.distribution(o)``, ``prior.distribution(o, goal)``, the prior's quality:
+   ``trained`` as is; ``degraded`` mean ``clip(mu_g + degraded_noise * max_action *
+   N(0, I))``, fresh each step; ``random`` mean ``U(-max_action, max_action)``,
+   fresh each step (both keep the prior's std, so a wrong prior stays confident);
+3. the lane's rule; the executed action is the composed mean (``sample = true``:
+   a sample), plus ``action_noise * N(0, I)``;
+4. metrics: ``KL(composed || actor)``; support violation: the actor's density at
+   the executed action below ε ∈ {0.001, 0.01, 0.05}; prior fallbacks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import time
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from poe_jax import compose, gaussian
+
+__all__ = ["PRIOR_QUALITIES", "GridSpec", "SpecError", "load_spec", "preset_names", "resolve_checkpoint", "run"]
+
+PRIOR_QUALITIES = ("trained", "degraded", "random")
+SUPPORT_EPS = (0.001, 0.01, 0.05)
+_RESET_TAG = 0x5EED
+_PRESETS = Path(__file__).parent / "presets"
+
+
+class SpecError(ValueError):
+    """A grid spec is invalid; the message names the field."""
+
+
+# ---------------------------------------------------------------- spec
+@dataclasses.dataclass(frozen=True)
+class Shift:
+    """A deployment shift: ``none``, ``obs_noise=0.05``, ``action_noise=0.1`` (combinable with ``,``)."""
+
+    name: str
+    obs_noise: float = 0.0
+    action_noise: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> "Shift":
+        text = text.strip()
+        if text in ("none", ""):
+            return cls("none")
+        vals = {"obs_noise": 0.0, "action_noise": 0.0}
+        for part in text.split(","):
+            key, _, value = part.partition("=")
+            key = key.strip()
+            if key not in vals or not value:
+                raise SpecError(f"shifts: cannot parse {text!r}; use 'none', 'obs_noise=S', 'action_noise=S' (joined by ',')")
+            try:
+                v = float(value)
+            except ValueError:
+                raise SpecError(f"shifts: {key} in {text!r} is not a number") from None
+            if not (v >= 0 and math.isfinite(v)):
+                raise SpecError(f"shifts: {key} must be finite and >= 0; got {v} in {text!r}")
+            vals[key] = v
+        return cls(text, **vals)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridSpec:
+    """A grid to evaluate. Construct in Python or load from TOML (:func:`load_spec`).
+
+    Attributes:
+        env: environment name.
+        actor, prior: checkpoint paths, or ``zoo:NAME`` for a shipped checkpoint.
+        rules: ``{rule: [coefficients]}``; ``frozen``/``prior_only`` take ``[]``.
+        goals: deployment goals. goal_params: ``{goal: {param: value}}`` overrides.
+        priors: prior qualities, from :data:`PRIOR_QUALITIES`.
+        shifts: shift conditions (:class:`Shift` syntax).
+        seeds: seeds. episodes: episodes per seed and cell.
+        max_steps: horizon. backend: ``auto``, ``native`` or ``mjx``.
+        degraded_noise: noise scale (× max_action) of the ``degraded`` prior.
+        sample: execute a sample of the composed policy instead of its mean.
+        chunk_size: lanes per compiled call (memory/batch budget; results do not depend on it).
+        name: label.
+    """
+
+    env: str
+    actor: str
+    prior: str
+    rules: dict[str, list[float]]
+    goals: tuple[str, ...] = ("G1_speed",)
+    priors: tuple[str, ...] = ("trained",)
+    shifts: tuple[str, ...] = ("none",)
+    seeds: tuple[int, ...] = (0,)
+    episodes: int = 1
+    max_steps: int = 1000
+    backend: str = "auto"
+    degraded_noise: float = 0.5
+    sample: bool = False
+    chunk_size: int = 1024
+    goal_params: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    name: str = ""
+    base_dir: str = "."  # where relative checkpoint paths are resolved (the TOML's folder)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("goals", "priors", "shifts", "seeds"):
+            d[k] = list(d[k])
+        d["rules"] = {k: [float(x) for x in v] for k, v in self.rules.items()}
+        return d
+
+    def identity(self) -> dict:
+        """What determines the results (chunking and paths' spelling do not)."""
+        d = self.to_dict()
+        for k in ("chunk_size", "name", "base_dir", "actor", "prior"):
+            d.pop(k)
+        return d
+
+    def replace(self, **kw) -> "GridSpec":
+        return dataclasses.replace(self, **kw)
+
+
+def _as_tuple(name: str, value, kind=str) -> tuple:
+    if isinstance(value, (str, int, float)):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise SpecError(f"{name}: expected a list; got {value!r}")
+    try:
+        return tuple(kind(v) for v in value)
+    except (TypeError, ValueError):
+        raise SpecError(f"{name}: expected a list of {kind.__name__}; got {value!r}") from None
+
+
+def load_spec(source: str | os.PathLike | dict, **overrides) -> GridSpec:
+    """A :class:`GridSpec` from a TOML file, a preset name (``preset:NAME``) or a dict."""
+    base = "."
+    if isinstance(source, dict):
+        data = dict(source)
+    else:
+        text = str(source)
+        if text.startswith("preset:"):
+            name = text.split(":", 1)[1]
+            path = _PRESETS / f"{name}.toml"
+            if not path.is_file():
+                raise SpecError(f"unknown preset {name!r}; presets: {', '.join(preset_names())}")
+        else:
+            path = Path(text)
+            if not path.is_file():
+                raise SpecError(f"{path}: no such config file")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise SpecError(f"{path}: invalid TOML ({e})") from None
+        base = str(path.parent.absolute())
+        data.setdefault("name", path.stem)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    data.setdefault("base_dir", base)
+    fields = {f.name for f in dataclasses.fields(GridSpec)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise SpecError(f"unknown spec field(s) {unknown}; fields: {', '.join(sorted(fields - {'base_dir'}))}")
+    for required in ("env", "actor", "prior", "rules"):
+        if required not in data:
+            raise SpecError(f"spec field {required!r} is required")
+    if not isinstance(data["rules"], dict):
+        raise SpecError(f"rules: expected a table {{rule = [coefficients]}}; got {data['rules']!r}")
+    data["rules"] = {str(k): list(_as_tuple(f"rules.{k}", v, float)) for k, v in data["rules"].items()}
+    for k, kind in (("goals", str), ("priors", str), ("shifts", str), ("seeds", int)):
+        if k in data:
+            data[k] = _as_tuple(k, data[k], kind)
+    return GridSpec(**data)
+
+
+def preset_names() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in _PRESETS.glob("*.toml")))
+
+
+def zoo_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("POE_JAX_ZOO", "").split(os.pathsep) if p]
+    return dirs + [Path(__file__).resolve().parents[1] / "checkpoints"]
+
+
+def resolve_checkpoint(ref: str, base_dir: str = ".", field: str = "actor") -> Path:
+    """``zoo:NAME`` -> a shipped checkpoint; a relative path -> relative to ``base_dir``."""
+    if ref.startswith("zoo:"):
+        name = ref[4:]
+        for d in zoo_dirs():
+            if (d / name / "card.json").is_file():
+                return d / name
+        raise SpecError(f"{field}: no shipped checkpoint {name!r} in {', '.join(str(d) for d in zoo_dirs())} "
+                        "(set POE_JAX_ZOO to add a folder)")
+    path = Path(ref)
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    if not (path / "card.json").is_file():
+        raise SpecError(f"{field}: no checkpoint at {path} (a directory with card.json)")
+    return path
+
+
+# ---------------------------------------------------------------- validation and lanes
+class Cell(NamedTuple):
+    rule: str
+    param: float
+    goal: str
+    prior: str
+    shift: str
+
+    def key(self) -> int:
+        text = f"{self.rule}|{self.param!r}|{self.goal}|{self.prior}|{self.shift}"
+        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little") & 0x7FFFFFFF
+
+
+def validate(spec: GridSpec) -> dict:
+    """Check every field before anything is compiled; returns resolved pieces."""
+    from poe_jax import checkpoints, envs
+    from poe_jax.envs.goals import make_goal
+    from poe_jax.physics.base import BACKENDS
+
+    if spec.env not in envs.names():
+        raise SpecError(f"env: unknown env {spec.env!r}; known envs: {', '.join(envs.names())}")
+    if spec.backend not in BACKENDS:
+        raise SpecError(f"backend: unknown backend {spec.backend!r}; known: {', '.join(BACKENDS)}")
+    if not spec.rules:
+        raise SpecError("rules: empty; give at least one rule, e.g. rules = {frozen = [], poe = [0.5]}")
+    for rule, params in spec.rules.items():
+        if rule not in compose.RULES:
+            raise SpecError(f"rules: unknown rule {rule!r}; known rules: {', '.join(compose.RULE_NAMES)}")
+        r = compose.RULES[rule]
+        if r.param is None and params:
+            raise SpecError(f"rules.{rule}: takes no coefficient; use {rule} = []")
+        if r.param is not None:
+            if not params:
+                raise SpecError(f"rules.{rule}: empty coefficient grid; give its {r.param} values")
+            try:
+                r.validate(params)
+            except ValueError as e:
+                raise SpecError(f"rules.{rule}: {e}") from None
+    for name, values in (("goals", spec.goals), ("priors", spec.priors), ("shifts", spec.shifts), ("seeds", spec.seeds)):
+        if not values:
+            raise SpecError(f"{name}: empty")
+        if len(set(values)) != len(values):
+            raise SpecError(f"{name}: duplicate entries in {list(values)}")
+    goals = []
+    for g in spec.goals:
+        try:
+            goals.append(make_goal(g, spec.env, **spec.goal_params.get(g, {})))
+        except (KeyError, ValueError) as e:
+            raise SpecError(f"goals: {e.args[0]}") from None
+    unknown_gp = sorted(set(spec.goal_params) - set(spec.goals))
+    if unknown_gp:
+        raise SpecError(f"goal_params: goals {unknown_gp} are not in goals {list(spec.goals)}")
+    for q in spec.priors:
+        if q not in PRIOR_QUALITIES:
+            raise SpecError(f"priors: unknown prior quality {q!r}; known: {', '.join(PRIOR_QUALITIES)}")
+    shifts = [Shift.parse(s) for s in spec.shifts]
+    if spec.episodes < 1:
+        raise SpecError(f"episodes: must be >= 1; got {spec.episodes}")
+    if spec.max_steps < 1:
+        raise SpecError(f"max_steps: must be >= 1; got {spec.max_steps}")
+    if spec.chunk_size < 1:
+        raise SpecError(f"chunk_size: must be >= 1; got {spec.chunk_size}")
+    if not (spec.degraded_noise >= 0 and math.isfinite(spec.degraded_noise)):
+        raise SpecError(f"degraded_noise: must be finite and >= 0; got {spec.degraded_noise}")
+    actor_path = resolve_checkpoint(spec.actor, spec.base_dir, "actor")
+    prior_path = resolve_checkpoint(spec.prior, spec.base_dir, "prior")
+    try:
+        actor_card, prior_card = checkpoints.read_card(actor_path), checkpoints.read_card(prior_path)
+        if actor_card["kind"] != "actor":
+            raise SpecError(f"actor: {actor_path} is a {actor_card['kind']} checkpoint, not an actor")
+        if prior_card["kind"] != "prior":
+            raise SpecError(f"prior: {prior_path} is a {prior_card['kind']} checkpoint, not a goal prior")
+        checkpoints.check_env(actor_card, spec.env, actor_path)
+        checkpoints.check_env(prior_card, spec.env, prior_path)
+    except checkpoints.CheckpointError as e:
+        raise SpecError(str(e)) from None
+    missing = [g for g in spec.goals if g not in prior_card["architecture"]["goals"]]
+    if missing:
+        raise SpecError(f"goals: the prior {prior_path} was not trained on {missing}; it knows {prior_card['architecture']['goals']}")
+    return {"goals": goals, "shifts": shifts, "actor_path": actor_path, "prior_path": prior_path,
+            "actor_card": actor_card, "prior_card": prior_card}
+
+
+def cells(spec: GridSpec) -> list[Cell]:
+    out = []
+    for rule, params in spec.rules.items():
+        grid = params if compose.RULES[rule].param is not None else [0.0 if rule == "frozen" else 1.0]
+        for p in grid:
+            for g in spec.goals:
+                for q in spec.priors:
+                    for s in spec.shifts:
+                        out.append(Cell(rule, float(p), g, q, s))
+    return out
+
+
+def lane_table(spec: GridSpec, prior_goals: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per-lane arrays, in lane order (cell-major, then seed, then episode)."""
+    cs = cells(spec)
+    shifts = {s: Shift.parse(s) for s in spec.shifts}
+    n_rep = len(spec.seeds) * spec.episodes
+    cell_idx = np.repeat(np.arange(len(cs)), n_rep)
+    seed = np.tile(np.repeat(np.asarray(spec.seeds, np.int64), spec.episodes), len(cs))
+    episode = np.tile(np.arange(spec.episodes), len(cs) * len(spec.seeds))
+    per_cell = {
+        "rule_idx": [compose.RULE_NAMES.index(c.rule) for c in cs],
+        "param": [c.param for c in cs],
+        "goal_idx": [spec.goals.index(c.goal) for c in cs],
+        "prior_goal": [list(prior_goals).index(c.goal) for c in cs],
+        "quality": [PRIOR_QUALITIES.index(c.prior) for c in cs],
+        "obs_noise": [shifts[c.shift].obs_noise for c in cs],
+        "act_noise": [shifts[c.shift].action_noise for c in cs],
+        "cell_key": [c.key() for c in cs],
+    }
+    dtypes = {"param": np.float32, "obs_noise": np.float32, "act_noise": np.float32}
+    table = {k: np.asarray(v, dtypes.get(k, np.int32))[cell_idx] for k, v in per_cell.items()}
+    table.update(cell=cell_idx.astype(np.int32), seed=seed.astype(np.uint32), episode=episode.astype(np.int32),
+                 lane=np.arange(cell_idx.size, dtype=np.int64))
+    return table
+
+
+# ---------------------------------------------------------------- the program
+_PROGRAM_KEYS = ("rule_idx", "param", "goal_idx", "prior_goal", "quality", "obs_noise", "act_noise", "cell_key",
+                 "seed", "episode")
+
+
+def build_program(env, goals, max_steps: int, degraded_noise: float, sample: bool):
+    """``program(actor, prior, lanes) -> per-lane totals`` (jittable; lanes is a dict of ``[n]`` arrays)."""
+    from poe_jax import rollout as ro
+
+    m = float(np.asarray(env.action_high)[0])
+    eps_logs = [math.log(e) for e in SUPPORT_EPS]
+
+    def prior_quality(g: gaussian.DiagGaussian, quality, key):
+        noise = degraded_noise * m * jax.random.normal(key, g.mean.shape)
+        degraded = jnp.clip(g.mean + noise, -m, m)
+        rand = jax.random.uniform(key, g.mean.shape, minval=-m, maxval=m)
+        mean = jnp.where(quality == 1, degraded, jnp.where(quality == 2, rand, g.mean))
+        return g.replace(mean=mean)
+
+    def program(actor, prior, lanes):
+        def policy(obs, key, lane):
+            k_obs, k_prior, k_act, k_sample = jax.random.split(key, 4)
+            o = obs + lane["obs_noise"] * jax.random.normal(k_obs, obs.shape)
+            a = actor.distribution(o)
+            g = prior_quality(prior.distribution(o, lane["prior_goal"]), lane["quality"], k_prior)
+            c = compose.by_index(lane["rule_idx"], a, g, lane["param"])
+            action = c.sample(k_sample) if sample else c.mean
+            action = action + lane["act_noise"] * jax.random.normal(k_act, action.shape)
+            logp = a.log_prob(action)
+            metrics = {"kl": gaussian.kl(c, a), "fallback": (~compose.prior_valid(g)).astype(jnp.float32)}
+            for eps, le in zip(SUPPORT_EPS, eps_logs):
+                metrics[f"sv_{eps}"] = (logp < le).astype(jnp.float32)
+            return action, metrics
+
+        def goal(state, action, nxt, lane):
+            return jax.lax.switch(lane["goal_idx"], [lambda s, a, n, g=g: g(s, a, n) for g in goals], state, action, nxt)
+
+        base = jax.vmap(jax.random.key)(lanes["seed"])
+        reset_keys = jax.vmap(lambda k, e: jax.random.fold_in(jax.random.fold_in(k, _RESET_TAG), e))(base, lanes["episode"])
+        step_keys = jax.vmap(lambda k, c, e: jax.random.fold_in(jax.random.fold_in(k, c), e))(
+            base, lanes["cell_key"], lanes["episode"])
+        init = jax.vmap(env.reset)(reset_keys)
+        ep = ro.rollout(env, policy, step_keys, max_steps=max_steps, goal=goal, init=init, lane=lanes)
+        return {"return_task": ep.return_task, "return_goal": ep.return_goal, "length": ep.length,
+                "terminated": ep.terminated, **{f"sum_{k}": v for k, v in ep.metrics.items()}}
+
+    return program
+
+
+# ---------------------------------------------------------------- storage
+def _episodes_dir(out: Path) -> Path:
+    return out / "episodes.parquet"
+
+
+def done_lanes(out: Path) -> np.ndarray:
+    """Lane indices already recorded in ``out`` (sorted)."""
+    import pyarrow.parquet as pq
+
+    d = _episodes_dir(out)
+    if not d.is_dir():
+        return np.zeros(0, np.int64)
+    parts = [np.asarray(pq.read_table(p, columns=["lane"]).column("lane")) for p in sorted(d.glob("part-*.parquet"))]
+    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+
+def _write_part(out: Path, df) -> Path:
+    d = _episodes_dir(out)
+    d.mkdir(parents=True, exist_ok=True)
+    lanes = df["lane"].to_numpy()
+    final = d / f"part-{lanes.min():09d}-{lanes.max():09d}-{len(lanes)}.parquet"
+    tmp = d / f".tmp-{os.getpid()}-{final.name}"
+    df.to_parquet(tmp, index=False)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("poe_jax", "jax", "jaxlib", "flax", "numpy", "mujoco", "mujoco-mjx", "orbax-checkpoint", "pyarrow", "pandas"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+# ---------------------------------------------------------------- run
+class RunResult(NamedTuple):
+    out: Path
+    computed: int  # episodes computed by this call (this process)
+    skipped: int  # episodes found already recorded
+    summary: dict
+
+
+def _records(spec: GridSpec, table: dict, idx: np.ndarray, res: dict, env, backend: str, actor_name: str):
+    import pandas as pd
+
+    cs = cells(spec)
+    length = np.asarray(res["length"])
+    safe_len = np.maximum(length, 1)
+    cell_ids = table["cell"][idx]
+    rec = {
+        "env": spec.env,
+        "actor": actor_name,
+        "rule": [cs[i].rule for i in cell_ids],
+        "param": table["param"][idx].astype(np.float64),
+        "alpha_equiv": [float(compose.alpha_equiv(cs[i].rule, cs[i].param)) for i in cell_ids],
+        "goal": [cs[i].goal for i in cell_ids],
+        "prior": [cs[i].prior for i in cell_ids],
+        "shift": [cs[i].shift for i in cell_ids],
+        "seed": table["seed"][idx].astype(np.int64),
+        "episode": table["episode"][idx].astype(np.int64),
+        "return_task": np.asarray(res["return_task"], np.float64),
+        "return_goal": np.asarray(res["return_goal"], np.float64),
+        "normalized_score": 100.0 * (np.asarray(res["return_task"], np.float64) - env.spec.ref_min_score)
+        / (env.spec.ref_max_score - env.spec.ref_min_score),
+        "length": length.astype(np.int64),
+        "terminated": np.asarray(res["terminated"], bool),
+        "kl_to_frozen": np.asarray(res["sum_kl"], np.float64) / safe_len,
+        "support_violation": np.asarray(res["sum_sv_0.01"], np.float64) / safe_len,
+        **{f"support_violation_{e}": np.asarray(res[f"sum_sv_{e}"], np.float64) / safe_len for e in SUPPORT_EPS},
+        "fallback_rate": np.asarray(res["sum_fallback"], np.float64) / safe_len,
+        "success": pd.array([pd.NA] * len(idx), dtype="boolean"),
+        "backend": backend,
+        "cell": cell_ids.astype(np.int64),
+        "lane": table["lane"][idx],
+    }
+    return pd.DataFrame(rec)
+
+
+def _progress(total: int, initial: int):
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, unit="ep", desc="episodes", smoothing=0.1, dynamic_ncols=True)
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+
+
+def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: bool = True,
+        backend: str | None = None, chunk_size: int | None = None) -> RunResult:
+    """Evaluate ``spec`` into ``out`` (see the module docstring). Resumable."""
+    from poe_jax import checkpoints, envs
+    from poe_jax.physics import resolve_backend
+    from poe_jax.runtime import keep_large_allocations
+
+    if backend is not None:
+        spec = spec.replace(backend=backend)
+    if chunk_size is not None:
+        spec = spec.replace(chunk_size=int(chunk_size))
+    resolved = validate(spec)
+    out = Path(out)
+    backend_name = resolve_backend(spec.backend)
+    identity = {**spec.identity(), "backend": backend_name, "actor_sha256": resolved["actor_card"]["sha256"],
+                "prior_sha256": resolved["prior_card"]["sha256"]}
+    pid, nproc = jax.process_index(), jax.process_count()
+    spec_path = out / "spec.json"
+    if spec_path.exists():
+        try:
+            old = json.loads(spec_path.read_text())
+        except json.JSONDecodeError:
+            old = None
+        if old is None or old.get("identity") != identity:
+            if not force:
+                raise SpecError(f"{out}: holds results of a different spec (see {spec_path}); use another --out, "
+                                "or --force to discard them")
+            if pid == 0:
+                shutil.rmtree(_episodes_dir(out), ignore_errors=True)
+                spec_path.unlink()
+                (out / "summary.json").unlink(missing_ok=True)
+    _barrier("poe_jax_grid_spec")
+    out.mkdir(parents=True, exist_ok=True)
+    if pid == 0 and not spec_path.exists():
+        _write_json(spec_path, {"identity": identity, "spec": spec.to_dict()})
+    for tmp in _episodes_dir(out).glob(".tmp-*") if _episodes_dir(out).is_dir() and pid == 0 else []:
+        tmp.unlink(missing_ok=True)
+
+    keep_large_allocations()
+    env = envs.make(spec.env, backend=backend_name)
+    actor = checkpoints.load(resolved["actor_path"], env=spec.env).replace(critic=None)
+    prior = checkpoints.load(resolved["prior_path"], env=spec.env)
+    table = lane_table(spec, prior.spec.goals)
+    n_lanes = table["lane"].size
+    done = np.zeros(n_lanes, bool)
+    done[done_lanes(out)] = True
+    skipped = int(done.sum())
+
+    devices = jax.local_devices()
+    n_dev = len(devices)
+    chunk = max(n_dev, -(-min(spec.chunk_size, n_lanes) // n_dev) * n_dev)
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("lanes",))
+    lane_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("lanes"))
+    program = jax.jit(build_program(env, resolved["goals"], spec.max_steps, spec.degraded_noise, spec.sample))
+
+    chunks = [np.arange(lo, min(lo + chunk, n_lanes)) for lo in range(0, n_lanes, chunk)]
+    mine = [c[~done[c]] for i, c in enumerate(chunks) if i % nproc == pid]
+    mine = [c for c in mine if c.size]
+    bar = _progress(n_lanes, skipped) if (progress and pid == 0) else None
+    t_start = time.perf_counter()
+    compiled, compile_s, computed = None, 0.0, 0
+    actor_name = Path(resolved["actor_path"]).name
+    for idx in mine:
+        padded = np.concatenate([idx, np.full(chunk - idx.size, idx[-1])])
+        lanes = {k: jax.device_put(table[k][padded], lane_sharding) for k in _PROGRAM_KEYS}
+        if compiled is None:
+            t0 = time.perf_counter()
+            compiled = program.lower(actor, prior, lanes).compile()
+            compile_s = time.perf_counter() - t0
+        res = jax.device_get(compiled(actor, prior, lanes))
+        res = {k: np.asarray(v)[: idx.size] for k, v in res.items()}
+        _write_part(out, _records(spec, table, idx, res, env, backend_name, actor_name))
+        computed += idx.size
+        if bar is not None:
+            bar.update(idx.size)
+    if bar is not None:
+        bar.close()
+    wall = time.perf_counter() - t_start
+    _barrier("poe_jax_grid_done")
+    summary = {
+        "spec": spec.to_dict(),
+        "identity": identity,
+        "versions": versions(),
+        "backend": backend_name,
+        "devices": [str(d) for d in jax.devices()],
+        "processes": nproc,
+        "host": socket.gethostname(),
+        "lanes": n_lanes,
+        "episodes_recorded": int(done_lanes(out).size),
+        "episodes_computed_this_run": computed,
+        "episodes_skipped_as_done": skipped,
+        "compile_s": round(compile_s, 3),
+        "wall_s": round(wall, 3),
+        "episodes_per_s": round(computed / max(wall - compile_s, 1e-9), 3) if computed else None,
+        "env_steps_per_s": None,
+        "chunk_size": chunk,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if pid == 0:
+        import pandas as pd
+
+        df = pd.read_parquet(_episodes_dir(out))
+        steps = int(df.loc[df["lane"].isin(np.concatenate(mine) if mine else []), "length"].sum())
+        if computed:
+            summary["env_steps_per_s"] = round(steps / max(wall - compile_s, 1e-9), 1)
+        _write_json(out / "summary.json", summary)
+    return RunResult(out, computed, skipped, summary)
+
+
+def _barrier(name: str) -> None:
+    """Wait for every process (no-op with one); uses the coordination service, not device collectives."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed
+
+    distributed.global_state.client.wait_at_barrier(name, 600_000)
+
+
+def read_episodes(out: str | os.PathLike):
+    """The recorded episodes of a run, sorted by lane (a pandas DataFrame)."""
+    import pandas as pd
+
+    df = pd.read_parquet(_episodes_dir(Path(out)))
+    return df.sort_values("lane", kind="stable").reset_index(drop=True)
+
+
+def summary_table(df) -> str:
+    """One screen: mean ± s.e. goal return and normalised score per (goal, prior, shift, rule, param)."""
+    g = df.groupby(["goal", "prior", "shift", "rule", "param"], sort=False)
+    agg = g.agg(n=("return_goal", "size"), goal_mean=("return_goal", "mean"), goal_se=("return_goal", "sem"),
+                score=("normalized_score", "mean"), kl=("kl_to_frozen", "mean"), sv=("support_violation", "mean"))
+    lines = [f"{'goal':12s} {'prior':8s} {'shift':10s} {'rule':11s} {'param':>6s} {'n':>4s} "
+             f"{'goal return':>18s} {'score':>7s} {'KL':>8s} {'viol':>5s}"]
+    for (goal, prior, shift, rule, param), r in agg.iterrows():
+        se = 0.0 if not np.isfinite(r.goal_se) else r.goal_se
+        lines.append(f"{goal:12s} {prior:8s} {shift[:10]:10s} {rule:11s} {param:6.3g} {int(r.n):4d} "
+                     f"{r.goal_mean:10.1f} ± {se:6.1f} {r.score:7.1f} {r.kl:8.3g} {r.sv:5.2f}")
+    return "\n".join(lines)

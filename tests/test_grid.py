@@ -1,0 +1,209 @@
+"""The grid runner: records, resumption, determinism across chunking/devices/processes, bad specs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from poe_jax import checkpoints, grid, nets
+
+WORKER = Path(__file__).with_name("grid_worker.py")
+CONTRACT = ["env", "actor", "rule", "param", "alpha_equiv", "goal", "prior", "shift", "seed", "episode",
+            "return_task", "return_goal", "normalized_score", "length", "terminated", "kl_to_frozen",
+            "support_violation", "success", "backend"]
+VALUES = ["return_task", "return_goal", "normalized_score", "length", "terminated", "kl_to_frozen",
+          "support_violation_0.001", "support_violation_0.01", "support_violation_0.05", "fallback_rate"]
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpts")
+    actor = nets.init_actor(nets.ActorSpec("iql", 11, 3), jax.random.key(0))
+    prior = nets.init_prior(nets.PriorSpec(11, 3, ("G1_speed", "G2_balanced", "G3_target")), jax.random.key(1))
+    checkpoints.save(d / "actor", actor, env="hopper")
+    checkpoints.save(d / "prior", prior, env="hopper")
+    return d
+
+
+@pytest.fixture(scope="module")
+def smoke(ckpts):
+    return grid.load_spec("preset:smoke", actor=str(ckpts / "actor"), prior=str(ckpts / "prior"))
+
+
+@pytest.fixture(scope="module")
+def reference(smoke, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    res = grid.run(smoke, out, progress=False)
+    return out, res
+
+
+def _values(out):
+    return grid.read_episodes(out)[["lane", *VALUES]]
+
+
+def test_smoke_run_records(smoke, reference):
+    out, res = reference
+    df = grid.read_episodes(out)
+    n_cells = len(grid.cells(smoke))
+    assert len(df) == n_cells * len(smoke.seeds) * smoke.episodes == res.computed
+    assert set(CONTRACT) <= set(df.columns)
+    assert df["lane"].is_unique and (df["lane"].to_numpy() == np.arange(len(df))).all()
+    assert set(df["rule"]) == set(smoke.rules) and len(set(df["rule"])) >= 3
+    assert np.isfinite(df["return_task"]).all() and (df["length"] <= smoke.max_steps).all()
+    # frozen ignores the prior, and every cell starts from the same states: identical returns
+    fz = df[df.rule == "frozen"]
+    a = fz[(fz.prior == "trained") & (fz.goal == "G1_speed")]["return_task"].to_numpy()
+    b = fz[(fz.prior == "random") & (fz.goal == "G3_target")]["return_task"].to_numpy()
+    np.testing.assert_array_equal(a, b)
+    assert (fz["kl_to_frozen"] == 0).all()
+    # PoE under a trained prior moves away from the actor: positive KL
+    assert (df[(df.rule == "poe")]["kl_to_frozen"] > 0).all()
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("spec", "versions", "backend", "devices", "compile_s", "wall_s", "episodes_per_s"):
+        assert key in s
+    assert s["backend"] == "native" and s["episodes_recorded"] == len(df)
+
+
+def test_rerun_resumes_without_recomputing(smoke, reference):
+    out, _ = reference
+    before = _values(out)
+    res = grid.run(smoke, out, progress=False)
+    assert res.computed == 0 and res.skipped == len(before)
+    pd.testing.assert_frame_equal(_values(out), before)
+
+
+def test_chunk_size_does_not_change_results(smoke, reference, tmp_path):
+    res = grid.run(smoke.replace(chunk_size=24), tmp_path / "c24", progress=False)
+    assert res.summary["chunk_size"] == 24
+    pd.testing.assert_frame_equal(_values(tmp_path / "c24"), _values(reference[0]))
+
+
+def _worker(spec, out, tmp_path, extra_env=None, args=()):
+    spec_file = tmp_path / f"spec-{abs(hash(str(out)))}.json"
+    spec_file.write_text(json.dumps(spec.to_dict()))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    env.setdefault("POE_JAX_CACHE", str(Path(jax.config.jax_compilation_cache_dir)))
+    return subprocess.Popen([sys.executable, str(WORKER), str(spec_file), str(out), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(smoke, reference, tmp_path):
+    spec = smoke.replace(chunk_size=8)
+    out = tmp_path / "killed"
+    proc = _worker(spec, out, tmp_path)
+    parts = out / "episodes.parquet"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(parts.glob("part-*.parquet"))) < 2 and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, f"worker finished before it could be killed: {proc.communicate()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = grid.done_lanes(out)
+    assert 0 < done.size < len(grid.read_episodes(reference[0])), "kill did not land part-way"
+    res = grid.run(spec, out, progress=False)
+    assert res.skipped == done.size
+    pd.testing.assert_frame_equal(_values(out), _values(reference[0]))
+
+
+def test_four_devices_equal_one(smoke, reference, tmp_path):
+    out = tmp_path / "dev4"
+    proc = _worker(smoke, out, tmp_path, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert json.loads(stdout.strip().splitlines()[-1])["devices"] == 4
+    pd.testing.assert_frame_equal(_values(out), _values(reference[0]))
+
+
+def test_two_process_distributed_equals_one(smoke, reference, tmp_path):
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "dist"
+    spec = smoke.replace(chunk_size=16)
+    procs = [_worker(spec, out, tmp_path, args=("--coordinator", f"localhost:{port}", "--nproc", "2", "--pid", str(i)))
+             for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    info = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    assert all(i["processes"] == 2 for i in info) and sum(i["computed"] for i in info) == len(_values(reference[0]))
+    assert all(i["computed"] > 0 for i in info), "one process did all the work"
+    pd.testing.assert_frame_equal(_values(out), _values(reference[0]))
+
+
+def test_different_spec_is_refused_unless_forced(smoke, reference, tmp_path):
+    out = tmp_path / "f"
+    grid.run(smoke.replace(max_steps=10, seeds=(0,), episodes=1), out, progress=False)
+    with pytest.raises(grid.SpecError, match="different spec"):
+        grid.run(smoke.replace(max_steps=11, seeds=(0,), episodes=1), out, progress=False)
+    res = grid.run(smoke.replace(max_steps=11, seeds=(0,), episodes=1), out, force=True, progress=False)
+    assert (grid.read_episodes(out)["length"] <= 11).all() and res.computed == len(grid.read_episodes(out))
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"env": "humanoid"}, "env: unknown env 'humanoid'"),
+    ({"rules": {"poe": [0.5], "magic": [1.0]}}, "rules: unknown rule 'magic'"),
+    ({"rules": {}}, "rules: empty"),
+    ({"rules": {"poe": [1.5]}}, r"rules.poe: .*alpha must be in \[0.0, 1.0\]"),
+    ({"rules": {"poe": []}}, "rules.poe: empty coefficient grid"),
+    ({"rules": {"frozen": [0.3]}}, "rules.frozen: takes no coefficient"),
+    ({"goals": ("G1_speed", "G7_fly")}, "goals: unknown goal 'G7_fly'"),
+    ({"goals": ()}, "goals: empty"),
+    ({"priors": ("trained", "psychic")}, "priors: unknown prior quality 'psychic'"),
+    ({"seeds": ()}, "seeds: empty"),
+    ({"shifts": ("gravity=2",)}, "shifts: cannot parse"),
+    ({"episodes": 0}, "episodes: must be >= 1"),
+    ({"actor": "/nonexistent/actor"}, "actor: no checkpoint at /nonexistent/actor"),
+    ({"prior": "zoo:does-not-exist"}, "prior: no shipped checkpoint 'does-not-exist'"),
+    ({"backend": "tpu9"}, "backend: unknown backend 'tpu9'"),
+])
+def test_bad_specs_fail_before_compiling(smoke, tmp_path, change, field):
+    out = tmp_path / "never"
+    with pytest.raises(grid.SpecError, match=field):
+        grid.run(smoke.replace(**change), out, progress=False)
+    assert not out.exists()
+
+
+def test_wrong_env_checkpoint_and_unknown_fields(smoke, ckpts):
+    with pytest.raises(grid.SpecError, match="checkpoint does not fit env 'walker2d'"):
+        grid.validate(smoke.replace(env="walker2d"))
+    with pytest.raises(grid.SpecError, match=r"unknown spec field\(s\) \['alpha'\]"):
+        grid.load_spec({**smoke.to_dict(), "alpha": 0.5})
+    with pytest.raises(grid.SpecError, match="unknown preset 'nope'"):
+        grid.load_spec("preset:nope")
+
+
+def test_cli_run_from_toml(ckpts, tmp_path, capsys):
+    from poe_jax.cli import main
+
+    cfg = tmp_path / "grid.toml"
+    cfg.write_text(f'''env = "hopper"
+actor = "{ckpts / 'actor'}"
+prior = "{ckpts / 'prior'}"
+goals = ["G2_balanced"]
+priors = ["trained", "degraded"]
+seeds = [3]
+episodes = 2
+max_steps = 20
+[rules]
+frozen = []
+poe = [0.25, 0.75]
+''')
+    out = tmp_path / "cli"
+    assert main(["run", str(cfg), "--out", str(out), "--backend", "native"]) == 0
+    text = capsys.readouterr().out
+    assert "G2_balanced" in text and "episodes/s" in text
+    assert len(grid.read_episodes(out)) == (1 + 2) * 2 * 2
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "x"), "--actor", "/nope"]) == 2
+    assert "actor: no checkpoint at /nope" in capsys.readouterr().err
