@@ -136,6 +136,7 @@ class GridSpec:
     sample: bool = False
     chunk_size: int = 1024
     goal_params: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    env_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     name: str = ""
     base_dir: str = "."  # where relative checkpoint paths are resolved (the TOML's folder)
 
@@ -255,6 +256,10 @@ def validate(spec: GridSpec) -> dict:
 
     if spec.env not in envs.names():
         raise SpecError(f"env: unknown env {spec.env!r}; known envs: {', '.join(envs.names())}")
+    allowed_options = {"terminate_when_unhealthy", "max_steps"}
+    bad_options = sorted(set(spec.env_options) - allowed_options)
+    if bad_options:
+        raise SpecError(f"env_options: unknown option(s) {bad_options}; known: {', '.join(sorted(allowed_options))}")
     if spec.backend not in BACKENDS:
         raise SpecError(f"backend: unknown backend {spec.backend!r}; known: {', '.join(BACKENDS)}")
     if not spec.rules:
@@ -359,8 +364,14 @@ _PROGRAM_KEYS = ("rule_idx", "param", "goal_idx", "prior_goal", "quality", "obs_
                  "seed", "episode")
 
 
-def build_program(env, goals, max_steps: int, degraded_noise: float, sample: bool):
-    """``program(actor, prior, lanes) -> per-lane totals`` (jittable; lanes is a dict of ``[n]`` arrays)."""
+def build_program(env, goals, max_steps: int, degraded_noise: float, sample: bool,
+                  obs_noise: bool = True, act_noise: bool = True, prior_noise: bool = True):
+    """``program(actor, prior, lanes) -> per-lane totals`` (jittable; lanes is a dict of ``[n]`` arrays).
+
+    ``obs_noise``, ``act_noise``, ``prior_noise`` are static switches: when no lane
+    of the grid uses that kind of noise, its random draws are left out of the
+    program (the results are the same; the program is cheaper).
+    """
     from poe_jax import rollout as ro
 
     m = float(np.asarray(env.action_high)[0])
@@ -376,12 +387,15 @@ def build_program(env, goals, max_steps: int, degraded_noise: float, sample: boo
     def program(actor, prior, lanes):
         def policy(obs, key, lane):
             k_obs, k_prior, k_act, k_sample = jax.random.split(key, 4)
-            o = obs + lane["obs_noise"] * jax.random.normal(k_obs, obs.shape)
+            o = obs + lane["obs_noise"] * jax.random.normal(k_obs, obs.shape) if obs_noise else obs
             a = actor.distribution(o)
-            g = prior_quality(prior.distribution(o, lane["prior_goal"]), lane["quality"], k_prior)
+            g = prior.distribution(o, lane["prior_goal"])
+            if prior_noise:
+                g = prior_quality(g, lane["quality"], k_prior)
             c = compose.by_index(lane["rule_idx"], a, g, lane["param"])
             action = c.sample(k_sample) if sample else c.mean
-            action = action + lane["act_noise"] * jax.random.normal(k_act, action.shape)
+            if act_noise:
+                action = action + lane["act_noise"] * jax.random.normal(k_act, action.shape)
             logp = a.log_prob(action)
             metrics = {"kl": gaussian.kl(c, a), "fallback": (~compose.prior_valid(g)).astype(jnp.float32)}
             for eps, le in zip(SUPPORT_EPS, eps_logs):
@@ -542,7 +556,7 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
         tmp.unlink(missing_ok=True)
 
     keep_large_allocations()
-    env = envs.make(spec.env, backend=backend_name)
+    env = envs.make(spec.env, backend=backend_name, **spec.env_options)
     actor = checkpoints.load(resolved["actor_path"], env=spec.env).replace(critic=None)
     prior = checkpoints.load(resolved["prior_path"], env=spec.env)
     table = lane_table(spec, prior.spec.goals)
@@ -556,7 +570,11 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
     chunk = max(n_dev, -(-min(spec.chunk_size, n_lanes) // n_dev) * n_dev)
     mesh = jax.sharding.Mesh(np.asarray(devices), ("lanes",))
     lane_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("lanes"))
-    program = jax.jit(build_program(env, resolved["goals"], spec.max_steps, spec.degraded_noise, spec.sample))
+    shifts = resolved["shifts"]
+    program = jax.jit(build_program(
+        env, resolved["goals"], spec.max_steps, spec.degraded_noise, spec.sample,
+        obs_noise=any(s.obs_noise > 0 for s in shifts), act_noise=any(s.action_noise > 0 for s in shifts),
+        prior_noise=any(q != "trained" for q in spec.priors)))
 
     chunks = [np.arange(lo, min(lo + chunk, n_lanes)) for lo in range(0, n_lanes, chunk)]
     mine = [c[~done[c]] for i, c in enumerate(chunks) if i % nproc == pid]
