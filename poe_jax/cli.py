@@ -23,6 +23,17 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prior", help="override the spec's prior checkpoint")
     run.add_argument("--force", action="store_true", help="discard results of a different spec in --out")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    data = sub.add_parser("data", help="D4RL-format datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    gen = data_sub.add_parser("generate", help="SAC behaviour policies (phase 'policies'), then datasets ('datasets')")
+    gen.add_argument("--env", required=True)
+    gen.add_argument("--out", required=True, help="folder for policies/, sac.log and ENV-KIND.hdf5")
+    gen.add_argument("--phase", choices=["all", "policies", "datasets"], default="all")
+    gen.add_argument("--sac-steps", type=int, default=1_000_000)
+    gen.add_argument("--time-budget", type=float, help="stop SAC after this many seconds")
+    gen.add_argument("--eval-every", type=int, default=20_000)
+    gen.add_argument("--size", type=int, default=200_000, help="transitions per dataset")
+    gen.add_argument("--seed", type=int, default=0)
     port = sub.add_parser("port", help="port an actor trained elsewhere to a poe_jax checkpoint")
     port_sub = port.add_subparsers(dest="source", required=True)
     corl = port_sub.add_parser("corl", help="a CORL (PyTorch) trainer checkpoint; loaded with weights_only=True")
@@ -61,6 +72,17 @@ def _run(args) -> int:
     print(f"\n{s['episodes_recorded']} episodes in {res.out} ({res.computed} computed now, {res.skipped} already there); "
           f"backend {s['backend']}, compile {s['compile_s']:.1f} s, wall {s['wall_s']:.1f} s, "
           f"{s['episodes_per_s'] or 0:.1f} episodes/s, {s['env_steps_per_s'] or 0:.0f} env-steps/s")
+    return 0
+
+
+def _data(args) -> int:
+    from poe_jax.data import generate
+
+    if args.phase in ("all", "policies"):
+        generate.policies(args.env, args.out, steps=args.sac_steps, time_budget=args.time_budget, seed=args.seed,
+                          eval_every=args.eval_every)
+    if args.phase in ("all", "datasets"):
+        generate.datasets(args.env, args.out, size=args.size, seed=args.seed)
     return 0
 
 
@@ -105,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"{name:12s} {env.obs_size:4d} {env.act_size:4d} {env.spec.frame_skip:10d} {env.max_steps:9d}  {goals}")
         return 0
+    if args.command == "data":
+        return _data(args)
     if args.command == "run":
         return _run(args)
     if args.command == "port":

@@ -1,0 +1,125 @@
+"""``poe-jax data generate``: behaviour policies by online SAC, then D4RL-style datasets.
+
+Phase 1 (``policies``): SAC (:mod:`poe_jax.train.sac`) on the native backend; every
+``eval_every`` steps the deterministic policy is evaluated and saved as a
+checkpoint ``DIR/policies/step-NNNNNNN`` (card with its eval return). The
+**expert** is the best snapshot; the **medium** policy is the snapshot whose
+return is closest to one third of the expert's (D4RL: "a policy trained to
+approximately 1/3 the performance of the expert").
+
+Phase 2 (``datasets``), in D4RL layout under ``DIR/ENV-KIND.hdf5``:
+
+* ``random``: uniform random actions;
+* ``medium`` / ``expert``: the medium / expert policy's *stochastic* actions;
+* ``medium-replay``: D4RL stores SAC's replay buffer up to the medium point.
+  poe_jax does not keep the buffer; it rolls out every saved snapshot up to the
+  medium one (stochastic), in training order, the same number of steps each --
+  the same policies a replay buffer would hold, sampled evenly rather than in
+  proportion to training time. Documented deviation;
+* ``medium-expert``: medium and expert concatenated.
+
+Sizes default to 200,000 transitions each (D4RL: 1M; 2M for medium-expert), a
+budget choice recorded in each file's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from poe_jax import checkpoints, data, envs, nets
+
+__all__ = ["KINDS", "datasets", "pick_policies", "policies"]
+
+KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+
+
+def policies(env_name: str, out: str | Path, steps: int = 1_000_000, time_budget: float | None = None,
+             seed: int = 0, eval_every: int = 20_000, log=print) -> list[dict]:
+    """Phase 1: SAC snapshots under ``out/policies``; returns their records."""
+    from poe_jax.train import sac
+
+    out = Path(out)
+    (out / "policies").mkdir(parents=True, exist_ok=True)
+    env = envs.make(env_name, backend="native")
+    cfg = sac.SACConfig(steps=steps, seed=seed, warmup=10_000 if env_name in ("halfcheetah", "ant") else 5_000)
+    records = []
+    logf = open(out / "sac.log", "a")
+
+    def say(msg):
+        log(msg)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    def save(snap):
+        path = out / "policies" / f"step-{snap['step']:07d}"
+        score = 100 * (snap["eval_return"] - env.spec.ref_min_score) / (env.spec.ref_max_score - env.spec.ref_min_score)
+        checkpoints.save(path, snap["actor"], env=env_name, overwrite=True, provenance={
+            "algo": "SAC (poe_jax.train.sac)", "env_steps": snap["step"], "seed": seed, "config": str(cfg)},
+            scores=[{"episodes": 10, "return_mean": snap["eval_return"], "return_std": snap["eval_std"],
+                     "normalized_mean": score, "deterministic": True}])
+        records.append({"path": path.name, "step": snap["step"], "eval_return": snap["eval_return"],
+                        "normalized": score})
+        (out / "policies" / "index.json").write_text(json.dumps(records, indent=2))
+
+    t0 = time.time()
+    sac.train(env, cfg, eval_every=eval_every, log=say, time_budget=time_budget, on_snapshot=save)
+    say(f"SAC done in {time.time() - t0:.0f} s")
+    return records
+
+
+def pick_policies(out: str | Path) -> tuple[dict, dict, list[dict]]:
+    """(expert, medium, snapshots up to medium) from ``out/policies/index.json``."""
+    recs = json.loads((Path(out) / "policies" / "index.json").read_text())
+    expert = max(recs, key=lambda r: r["eval_return"])
+    target = expert["eval_return"] / 3.0
+    before = [r for r in recs if r["step"] <= expert["step"]]
+    medium = min(before, key=lambda r: abs(r["eval_return"] - target))
+    return expert, medium, [r for r in recs if r["step"] <= medium["step"]]
+
+
+def _stochastic(actor: nets.Actor):
+    def act(obs, key):
+        mu, std = actor.base(obs).mean, actor.base(obs).std
+        return actor.spec.max_action * jnp.tanh(mu + std * jax.random.normal(key, mu.shape))
+
+    return act
+
+
+def datasets(env_name: str, out: str | Path, size: int = 200_000, lanes: int = 64, seed: int = 0,
+             log=print) -> dict[str, Path]:
+    """Phase 2: the five datasets as ``out/ENV-KIND.hdf5``; returns their paths."""
+    out = Path(out)
+    env = envs.make(env_name, backend="native")
+    expert, medium, replay = pick_policies(out)
+    load = lambda r: checkpoints.load(out / "policies" / r["path"], env=env_name)  # noqa: E731
+    key = jax.random.key(seed + 1)
+    meta = {"env": env_name, "size": size, "generator": "poe_jax.data.generate", "seed": seed,
+            "expert": expert, "medium": medium}
+    paths = {}
+
+    def put(kind, d):
+        paths[kind] = data.write(out / f"{env_name}-{kind}.hdf5", d, {**meta, "kind": kind})
+        r = d["rewards"]
+        ends = np.flatnonzero(d["terminals"] | d["timeouts"])
+        rets = np.add.reduceat(r, np.r_[0, ends[:-1] + 1]) if len(ends) else np.array([r.sum()])
+        log(f"{env_name}-{kind}: {len(r)} transitions, {len(ends)} episodes, mean return {rets.mean():.1f}")
+
+    act_size, hi = env.act_size, float(np.asarray(env.action_high)[0])
+    k = jax.random.split(key, 4)
+    put("random", data.collect(env, lambda o, kk: jax.random.uniform(kk, (act_size,), minval=-hi, maxval=hi),
+                               size, lanes, k[0]))
+    d_med = data.collect(env, _stochastic(load(medium)), size, lanes, k[1])
+    put("medium", d_med)
+    d_exp = data.collect(env, _stochastic(load(expert)), size, lanes, k[2])
+    put("expert", d_exp)
+    per = max(lanes, size // max(len(replay), 1))
+    parts = [data.collect(env, _stochastic(load(r)), per, lanes, jax.random.fold_in(k[3], i)) for i, r in enumerate(replay)]
+    put("medium-replay", {key_: np.concatenate([p[key_] for p in parts]) for key_ in parts[0]})
+    put("medium-expert", {key_: np.concatenate([d_med[key_], d_exp[key_]]) for key_ in d_med})
+    return paths
