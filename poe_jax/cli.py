@@ -34,6 +34,22 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--eval-every", type=int, default=20_000)
     gen.add_argument("--size", type=int, default=200_000, help="transitions per dataset")
     gen.add_argument("--seed", type=int, default=0)
+    sub.add_parser("zoo", help="list the shipped checkpoints (and POE_JAX_ZOO folders) with their scores")
+    tr = sub.add_parser("train", help="offline training of frozen actors and goal priors")
+    tr_sub = tr.add_subparsers(dest="algo", required=True)
+    t_iql = tr_sub.add_parser("iql", help="IQL (CORL settings) on one or more datasets of one env, trained together")
+    t_iql.add_argument("--dataset", required=True, nargs="+", help="D4RL-format .hdf5 file(s) named ENV-KIND.hdf5")
+    t_iql.add_argument("--env", required=True)
+    t_iql.add_argument("--out", required=True, help="folder; writes DATASET-iql/ checkpoints")
+    t_iql.add_argument("--steps", type=int, default=1_000_000)
+    t_iql.add_argument("--time-budget", type=float)
+    t_iql.add_argument("--seed", type=int, default=0)
+    t_pr = tr_sub.add_parser("prior", help="goal-conditioned prior by AWR on a dataset, all goals")
+    t_pr.add_argument("--dataset", required=True)
+    t_pr.add_argument("--env", required=True)
+    t_pr.add_argument("--out", required=True, help="folder; writes ENV-prior/")
+    t_pr.add_argument("--steps", type=int, default=100_000)
+    t_pr.add_argument("--seed", type=int, default=0)
     port = sub.add_parser("port", help="port an actor trained elsewhere to a poe_jax checkpoint")
     port_sub = port.add_subparsers(dest="source", required=True)
     corl = port_sub.add_parser("corl", help="a CORL (PyTorch) trainer checkpoint; loaded with weights_only=True")
@@ -86,6 +102,36 @@ def _data(args) -> int:
     return 0
 
 
+def _zoo() -> int:
+    from poe_jax import checkpoints, grid
+
+    print(f"{'name':30s} {'kind':6s} {'algo':10s} {'env':12s} {'dataset':28s} {'score':>14s}  folder")
+    for d in grid.zoo_dirs():
+        for path in sorted(p for p in d.glob("*") if (p / "card.json").is_file()):
+            try:
+                card = checkpoints.read_card(path)
+            except checkpoints.CheckpointError as e:
+                print(f"{path.name:30s} unreadable: {e}")
+                continue
+            sc = card["scores"][0] if card["scores"] else None
+            score = f"{sc['normalized_mean']:.1f} ({sc['episodes']} ep)" if sc and "normalized_mean" in sc else "-"
+            print(f"{path.name:30s} {card['kind']:6s} {card['algo']:10s} {card['env'] or '-':12s} "
+                  f"{card['dataset'] or '-':28s} {score:>14s}  {d}")
+    return 0
+
+
+def _train(args) -> int:
+    from pathlib import Path
+
+    from poe_jax.train import zoo
+
+    if args.algo == "iql":
+        zoo.train_iql(args.env, [Path(f) for f in args.dataset], Path(args.out), args.steps, args.time_budget, args.seed)
+    else:
+        zoo.train_prior(args.env, Path(args.dataset), Path(args.out), args.steps, args.seed)
+    return 0
+
+
 def _port(args) -> int:
     from poe_jax.checkpoints import CheckpointError
     from poe_jax.port import PortError, port_corl
@@ -127,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"{name:12s} {env.obs_size:4d} {env.act_size:4d} {env.spec.frame_skip:10d} {env.max_steps:9d}  {goals}")
         return 0
+    if args.command == "zoo":
+        return _zoo()
+    if args.command == "train":
+        return _train(args)
     if args.command == "data":
         return _data(args)
     if args.command == "run":

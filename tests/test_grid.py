@@ -207,3 +207,12 @@ poe = [0.25, 0.75]
     assert len(grid.read_episodes(out)) == (1 + 2) * 2 * 2
     assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "x"), "--actor", "/nope"]) == 2
     assert "actor: no checkpoint at /nope" in capsys.readouterr().err
+
+
+def test_every_shipped_preset_validates():
+    names = grid.preset_names()
+    assert {"smoke", "quickstart", "main_table", "prior_quality", "harder", "shift"} <= set(names)
+    for name in names:
+        spec = grid.load_spec(f"preset:{name}")
+        grid.validate(spec)
+        assert len(grid.cells(spec)) >= 3

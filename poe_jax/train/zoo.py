@@ -1,0 +1,86 @@
+"""Build an env's frozen-actor zoo: IQL actors (+critics) and the goal prior, with cards.
+
+``build(env, work)`` expects ``work/ENV-KIND.hdf5`` from ``poe-jax data generate``
+and writes ``out/ENV-KIND-iql`` for KIND in medium, medium-replay, medium-expert
+(trained together, one vmapped program) and ``out/ENV-prior`` (AWR on
+medium-replay, all three goals), each evaluated and carded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from poe_jax import checkpoints, data, envs
+
+__all__ = ["IQL_KINDS", "build", "evaluate_scores", "train_iql", "train_prior"]
+
+IQL_KINDS = ("medium", "medium-replay", "medium-expert")
+
+
+def evaluate_scores(env, actor, episodes: int = 20, seed: int = 10_000) -> dict:
+    from poe_jax.train.sac import evaluate
+
+    ret = evaluate(env, actor, episodes, seed)
+    norm = 100 * (ret - env.spec.ref_min_score) / (env.spec.ref_max_score - env.spec.ref_min_score)
+    return {"episodes": int(episodes), "deterministic": True, "backend": "native", "seed": seed,
+            "return_mean": float(ret.mean()), "return_std": float(ret.std()),
+            "normalized_mean": float(norm.mean()), "normalized_se": float(norm.std(ddof=1) / np.sqrt(episodes))}
+
+
+def train_iql(env_name: str, files: list[Path], out: Path, steps: int, time_budget: float | None = None,
+              seed: int = 0, log=print) -> list[Path]:
+    from poe_jax.train import iql
+
+    env = envs.make(env_name, backend="native")
+    raw = [data.read(f) for f in files]
+    q = [data.qlearning_dataset(d) for d in raw]
+    scales = [iql.reward_scale(d) for d in raw]
+    for d, s in zip(q, scales):
+        d["rewards"] = d["rewards"] * s
+    cfg = iql.IQLConfig(steps=steps, seed=seed, normalize_reward=False)
+    actors, info = iql.train(q, env.obs_size, env.act_size, cfg, float(np.asarray(env.action_high)[0]), log=log,
+                             time_budget=time_budget)
+    paths = []
+    for f, actor, scale in zip(files, actors, scales):
+        dataset = Path(f).stem
+        score = evaluate_scores(env, actor)
+        log(f"{dataset}: IQL normalized score {score['normalized_mean']:.1f} ± {score['normalized_se']:.1f} "
+            f"(return {score['return_mean']:.0f})")
+        path = checkpoints.save(out / f"{dataset}-iql", actor, env=env_name, dataset=dataset, overwrite=True,
+                                scores=[score], normalization_note="dataset mean, std + 1e-3 (CORL)",
+                                provenance={"algo": "IQL (poe_jax.train.iql)", "config": str(cfg),
+                                            "steps": info["steps"], "reward_scale": scale, "seed": seed,
+                                            "train_seconds": info["seconds"]})
+        paths.append(path)
+    return paths
+
+
+def train_prior(env_name: str, file: Path, out: Path, steps: int, seed: int = 0, log=print) -> Path:
+    from poe_jax.envs import goal_names
+    from poe_jax.train import prior
+
+    env = envs.make(env_name, backend="native")
+    d = data.read(file)
+    cfg = prior.PriorConfig(steps=steps, seed=seed)
+    p, info = prior.train(env, d, goal_names(), cfg, log=log)
+    return checkpoints.save(out / f"{env_name}-prior", p, env=env_name, dataset=Path(file).stem, overwrite=True,
+                            normalization_note="dataset mean, std + 1e-3",
+                            provenance={"algo": "AWR goal prior (poe_jax.train.prior)", "config": str(cfg), **info})
+
+
+def build(env_name: str, work: str | Path, out: str | Path, iql_steps: int = 1_000_000, prior_steps: int = 100_000,
+          iql_time_budget: float | None = None, seed: int = 0, log=print) -> dict:
+    work, out = Path(work), Path(out)
+    t0 = time.time()
+    files = [work / f"{env_name}-{k}.hdf5" for k in IQL_KINDS]
+    iql_paths = train_iql(env_name, files, out, iql_steps, iql_time_budget, seed, log)
+    t1 = time.time()
+    prior_path = train_prior(env_name, work / f"{env_name}-medium-replay.hdf5", out, prior_steps, seed, log)
+    record = {"env": env_name, "iql": [str(p.name) for p in iql_paths], "prior": prior_path.name,
+              "iql_seconds": round(t1 - t0, 1), "prior_seconds": round(time.time() - t1, 1)}
+    (out / f"{env_name}-build.json").write_text(json.dumps(record, indent=2))
+    return record

@@ -1,0 +1,82 @@
+"""D4RL-format data: write -> read -> qlearning_dataset -> replay through the env."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from poe_jax import data
+
+
+@pytest.fixture(scope="module")
+def small(get_env, tmp_path_factory):
+    env = get_env("hopper")
+    d = data.collect(env, lambda o, k: jax.random.uniform(k, (3,), minval=-1, maxval=1), 600, 4, jax.random.key(0),
+                     max_steps=100)
+    path = data.write(tmp_path_factory.mktemp("d4rl") / "hopper-random.hdf5", d, {"env": "hopper", "kind": "random"})
+    return env, d, path
+
+
+def test_layout_round_trip(small):
+    env, d, path = small
+    r = data.read(path)
+    for k in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations", "infos/qpos",
+              "infos/qvel"):
+        np.testing.assert_array_equal(r[k], d[k])
+    assert r["infos/qpos"].dtype == np.float64 and r["infos/qpos"].shape == (600, env.nq)
+    assert r["metadata/env"] == "hopper"
+    # every trajectory ends in a terminal or a timeout, including the cut-off last one
+    assert r["terminals"][-1] or r["timeouts"][-1]
+    assert (r["timeouts"] & r["terminals"]).sum() == 0
+
+
+def test_qlearning_dataset_semantics(small):
+    _, d, path = small
+    r = data.read(path)
+    q = data.qlearning_dataset(r)
+    n_timeouts = int(r["timeouts"].sum())
+    assert n_timeouts > 0
+    assert len(q["observations"]) == len(r["observations"]) - n_timeouts
+    keep = ~r["timeouts"]
+    np.testing.assert_array_equal(q["next_observations"], r["next_observations"][keep].astype(np.float32))
+    np.testing.assert_array_equal(q["terminals"], r["terminals"][keep].astype(np.float32))
+    assert len(data.qlearning_dataset(r, terminate_on_end=True)["observations"]) == len(r["observations"])
+    # without next_observations, D4RL's convention: the next row's observation
+    r2 = {k: v for k, v in r.items() if k != "next_observations"}
+    q2 = data.qlearning_dataset(r2)
+    nxt = np.concatenate([r["observations"][1:], r["observations"][-1:]])
+    keep2 = ~r["timeouts"]
+    keep2[-1] = False
+    np.testing.assert_array_equal(q2["next_observations"], nxt[keep2].astype(np.float32))
+
+
+def test_replay_through_env(small):
+    env, _, path = small
+    res = data.replay_check(env, data.read(path))
+    assert res["rows"] == 600
+    assert res["obs_max_err"] < 1e-6 and res["reward_within_tol"] == 1.0 and res["next_obs_within_tol"] == 1.0
+    # a tampered file is caught
+    r = data.read(path)
+    r["rewards"] = r["rewards"] + 0.5
+    assert data.replay_check(env, r)["reward_within_tol"] == 0.0
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(data.DatasetError, match="no such dataset"):
+        data.read(tmp_path / "nope.hdf5")
+    (tmp_path / "junk.hdf5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(data.DatasetError, match="not a readable HDF5"):
+        data.read(tmp_path / "junk.hdf5")
+    data.write(tmp_path / "partial.hdf5", {"observations": np.zeros((3, 2)), "actions": np.zeros((3, 1))})
+    with pytest.raises(data.DatasetError, match=r"missing \['rewards', 'terminals', 'timeouts'\]"):
+        data.read(tmp_path / "partial.hdf5")
+    with pytest.raises(data.DatasetError, match="rewards has 2 rows"):
+        data.write(tmp_path / "x.hdf5", {"observations": np.zeros((3, 2)), "rewards": np.zeros(2)})
+
+
+def test_obs_stats_follow_corl():
+    obs = np.random.default_rng(0).normal(3.0, 2.0, size=(5000, 4)).astype(np.float32)
+    norm = data.obs_stats(obs)
+    np.testing.assert_allclose(np.asarray(norm.mean), obs.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(norm.std), obs.std(0) + 1e-3, rtol=1e-5)
