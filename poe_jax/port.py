@@ -194,16 +194,7 @@ def _actor_params(sd: dict[str, np.ndarray], algo: str, where: str) -> tuple[dic
     unexpected = sorted(set(sd) - used)
     if unexpected:
         raise PortError(f"{where}: unexpected keys for algo {algo!r}: {unexpected}")
-    return _nest({k: v for k, v in _flatten_leaves(flat)}), hidden, int(obs_size), int(act_size)
-
-
-def _flatten_leaves(flat: dict[str, Any]):
-    for k, v in flat.items():
-        if isinstance(v, dict):
-            for kk, vv in v.items():
-                yield f"{k}/{kk}", vv
-        else:
-            yield k, v
+    return _nest(flat), hidden, int(obs_size), int(act_size)
 
 
 def _iql_critics(qf: dict[str, np.ndarray], vf: dict[str, np.ndarray], where: str) -> tuple[dict, tuple[int, ...]]:
