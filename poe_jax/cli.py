@@ -37,13 +37,14 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser("zoo", help="list the shipped checkpoints (and POE_JAX_ZOO folders) with their scores")
     tr = sub.add_parser("train", help="offline training of frozen actors and goal priors")
     tr_sub = tr.add_subparsers(dest="algo", required=True)
-    t_iql = tr_sub.add_parser("iql", help="IQL (CORL settings) on one or more datasets of one env, trained together")
-    t_iql.add_argument("--dataset", required=True, nargs="+", help="D4RL-format .hdf5 file(s) named ENV-KIND.hdf5")
-    t_iql.add_argument("--env", required=True)
-    t_iql.add_argument("--out", required=True, help="folder; writes DATASET-iql/ checkpoints")
-    t_iql.add_argument("--steps", type=int, default=1_000_000)
-    t_iql.add_argument("--time-budget", type=float)
-    t_iql.add_argument("--seed", type=int, default=0)
+    for algo, what in (("iql", "IQL"), ("td3_bc", "TD3+BC"), ("bc", "behaviour cloning")):
+        t = tr_sub.add_parser(algo, help=f"{what} (CORL settings) on one or more datasets of one env, trained together")
+        t.add_argument("--dataset", required=True, nargs="+", help="D4RL-format .hdf5 file(s) named ENV-KIND.hdf5")
+        t.add_argument("--env", required=True)
+        t.add_argument("--out", required=True, help=f"folder; writes DATASET-{algo}/ checkpoints")
+        t.add_argument("--steps", type=int, default=1_000_000)
+        t.add_argument("--time-budget", type=float)
+        t.add_argument("--seed", type=int, default=0)
     t_pr = tr_sub.add_parser("prior", help="goal-conditioned prior by AWR on a dataset, all goals")
     t_pr.add_argument("--dataset", required=True)
     t_pr.add_argument("--env", required=True)
@@ -125,8 +126,9 @@ def _train(args) -> int:
 
     from poe_jax.train import zoo
 
-    if args.algo == "iql":
-        zoo.train_iql(args.env, [Path(f) for f in args.dataset], Path(args.out), args.steps, args.time_budget, args.seed)
+    if args.algo in ("iql", "td3_bc", "bc"):
+        zoo.train_actors(args.env, [Path(f) for f in args.dataset], Path(args.out), args.steps, args.algo,
+                         args.time_budget, args.seed)
     else:
         zoo.train_prior(args.env, Path(args.dataset), Path(args.out), args.steps, args.seed)
     return 0

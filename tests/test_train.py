@@ -74,3 +74,29 @@ def test_sac_chunk_runs_and_fills_the_buffer(get_env):
     state = chunk(state)
     assert int(state.step) == 200 and int(state.buffer.size) == 200
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state.actor))
+
+
+@pytest.mark.parametrize("algo", ["bc", "td3_bc"])
+def test_bc_and_td3bc_learn_the_behaviour(tiny, algo):
+    from poe_jax.train import bc
+
+    _, d = tiny
+    q = data.qlearning_dataset(d)
+    cfg = bc.BCConfig(algo=algo, steps=1000, chunk=500, batch=128)
+    untrained = nets.init_actor(nets.ActorSpec(algo, 11, 3), jax.random.key(0), data.obs_stats(q["observations"]))
+    (actor,), info = bc.train([q], 11, 3, cfg, log=lambda *_: None)
+    err = lambda a: float(np.mean((np.asarray(a.act(q["observations"])) - q["actions"]) ** 2))  # noqa: E731
+    assert info["steps"] == 1000 and actor.spec.algo == algo
+    assert err(actor) < 0.5 * err(untrained)
+
+
+def test_cli_trains_from_a_d4rl_file(tiny, tmp_path):
+    from poe_jax.cli import main
+
+    _, d = tiny
+    data.write(tmp_path / "hopper-tiny.hdf5", d)
+    assert main(["train", "bc", "--env", "hopper", "--dataset", str(tmp_path / "hopper-tiny.hdf5"), "--out",
+                 str(tmp_path / "ck"), "--steps", "500"]) == 0
+    card = checkpoints.read_card(tmp_path / "ck" / "hopper-tiny-bc")
+    assert card["algo"] == "bc" and card["scores"][0]["episodes"] == 20 and card["dataset"] == "hopper-tiny"
+    assert checkpoints.load(tmp_path / "ck" / "hopper-tiny-bc", env="hopper").spec.algo == "bc"

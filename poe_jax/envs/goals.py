@@ -27,7 +27,7 @@ from poe_jax.envs.base import State
 
 def _tilt(env: str, qpos: jax.Array) -> jax.Array:
     if env == "ant":
-        qw, qx, qy, qz = qpos[3], qpos[4], qpos[5], qpos[6]
+        qx, qy = qpos[4], qpos[5]
         z_up = 1.0 - 2.0 * (qx * qx + qy * qy)  # z component of the torso z axis
         return jnp.arccos(jnp.clip(z_up, -1.0, 1.0))
     return qpos[2]

@@ -15,15 +15,14 @@ only its own rows), one compiled program for all of them.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from poe_jax import nets
+from poe_jax.train import offline
 
 __all__ = ["IQLConfig", "reward_scale", "train"]
 
@@ -73,22 +72,8 @@ def train(datasets: Sequence[dict], obs_size: int, act_size: int, cfg: IQLConfig
     normalisation) and ``{"steps", "reward_scales", "seconds"}``. ``time_budget``
     stops early (after whole chunks)."""
     n_sets = len(datasets)
-    size = max(len(d["observations"]) for d in datasets)
-    norms = [nets.ObsNorm.from_data(d["observations"], cfg.obs_eps) for d in datasets]
     scales = [reward_scale(d) if cfg.normalize_reward else 1.0 for d in datasets]
-
-    def pad(x):
-        return np.concatenate([x, np.zeros((size - len(x), *x.shape[1:]), x.dtype)])
-
-    arrays = {
-        "obs": np.stack([pad(np.asarray(norms[i](d["observations"]))) for i, d in enumerate(datasets)]),
-        "act": np.stack([pad(np.clip(d["actions"], -max_action, max_action)) for d in datasets]),
-        "rew": np.stack([pad(d["rewards"] * scales[i]) for i, d in enumerate(datasets)]).astype(np.float32),
-        "nobs": np.stack([pad(np.asarray(norms[i](d["next_observations"]))) for i, d in enumerate(datasets)]),
-        "done": np.stack([pad(np.asarray(d["terminals"], np.float32)) for d in datasets]),
-        "n": np.asarray([len(d["observations"]) for d in datasets], np.int32),
-    }
-    arrays = jax.tree_util.tree_map(jnp.asarray, arrays)
+    arrays, norms = offline.stack_datasets(datasets, max_action, cfg.obs_eps, scales)
     aspec = nets.ActorSpec("iql", obs_size, act_size, cfg.hidden, max_action)
     cspec = nets.CriticSpec(obs_size, act_size, cfg.hidden)
     pi_mod, mlp = nets._module(aspec), nets.MLP((*cfg.hidden, 1))
@@ -147,35 +132,11 @@ def train(datasets: Sequence[dict], obs_size: int, act_size: int, cfg: IQLConfig
                "opt_v": opt_v, "step": st["step"] + 1}
         return new, jnp.stack([lv, lq, lp])
 
-    def chunk_one(st, data, key):
-        def body(c, k):
-            return update(c, data, k)
-
-        st, losses = jax.lax.scan(body, st, jax.random.split(key, cfg.chunk))
-        return st, losses.mean(0)
-
-    chunk = jax.jit(jax.vmap(chunk_one))
-    keys = jax.random.split(jax.random.key(cfg.seed), n_sets)
-    state = jax.jit(jax.vmap(init))(keys)
-    t0 = time.time()
-    n_chunks = -(-cfg.steps // cfg.chunk)
-    done_steps = 0
-    for i in range(n_chunks):
-        state, losses = chunk(state, arrays, jax.vmap(lambda k: jax.random.fold_in(k, i))(keys))
-        done_steps += cfg.chunk
-        if (i + 1) % max(1, n_chunks // 20) == 0 or i == n_chunks - 1:
-            l = np.asarray(losses)
-            log(f"iql step {(i + 1) * cfg.chunk:8d}  " + "  ".join(
-                f"[{j}] v {l[j, 0]:.3f} q {l[j, 1]:.3f} pi {l[j, 2]:.3f}" for j in range(n_sets))
-                + f"  {time.time() - t0:6.0f} s")
-        if time_budget is not None and time.time() - t0 > time_budget:
-            log(f"time budget reached after {(i + 1) * cfg.chunk} steps")
-            break
-    state = jax.device_get(state)
+    state, done_steps, seconds = offline.run("iql", init, update, arrays, n_sets, cfg.steps, cfg.chunk, cfg.seed,
+                                             ("v", "q", "pi"), log, time_budget)
     out = []
     for j in range(n_sets):
-        pick = lambda t: jax.tree_util.tree_map(lambda x: jnp.asarray(x[j]), t)  # noqa: E731
-        critic = nets.Critic({"q1": pick(state["q"]["q1"]), "q2": pick(state["q"]["q2"]), "v": pick(state["v"])},
-                             norms[j], cspec)
-        out.append(nets.Actor(pick(state["actor"]), norms[j], aspec, critic))
-    return out, {"steps": done_steps, "reward_scales": scales, "seconds": round(time.time() - t0, 1)}
+        critic = nets.Critic({"q1": offline.pick(state["q"]["q1"], j), "q2": offline.pick(state["q"]["q2"], j),
+                              "v": offline.pick(state["v"], j)}, norms[j], cspec)
+        out.append(nets.Actor(offline.pick(state["actor"], j), norms[j], aspec, critic))
+    return out, {"steps": done_steps, "reward_scales": scales, "seconds": seconds}

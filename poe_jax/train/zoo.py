@@ -16,7 +16,7 @@ import numpy as np
 
 from poe_jax import checkpoints, data, envs
 
-__all__ = ["IQL_KINDS", "build", "evaluate_scores", "train_iql", "train_prior"]
+__all__ = ["IQL_KINDS", "build", "evaluate_scores", "train_actors", "train_prior"]
 
 IQL_KINDS = ("medium", "medium-replay", "medium-expert")
 
@@ -31,28 +31,36 @@ def evaluate_scores(env, actor, episodes: int = 20, seed: int = 10_000) -> dict:
             "normalized_mean": float(norm.mean()), "normalized_se": float(norm.std(ddof=1) / np.sqrt(episodes))}
 
 
-def train_iql(env_name: str, files: list[Path], out: Path, steps: int, time_budget: float | None = None,
-              seed: int = 0, log=print) -> list[Path]:
-    from poe_jax.train import iql
+def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: str = "iql",
+                 time_budget: float | None = None, seed: int = 0, log=print) -> list[Path]:
+    """Train ``algo`` (iql, td3_bc or bc) on each file at once; write ``out/DATASET-ALGO`` with cards."""
+    from poe_jax.train import bc, iql
 
     env = envs.make(env_name, backend="native")
     raw = [data.read(f) for f in files]
     q = [data.qlearning_dataset(d) for d in raw]
-    scales = [iql.reward_scale(d) for d in raw]
-    for d, s in zip(q, scales):
-        d["rewards"] = d["rewards"] * s
-    cfg = iql.IQLConfig(steps=steps, seed=seed, normalize_reward=False)
-    actors, info = iql.train(q, env.obs_size, env.act_size, cfg, float(np.asarray(env.action_high)[0]), log=log,
-                             time_budget=time_budget)
+    max_action = float(np.asarray(env.action_high)[0])
+    scales = [1.0] * len(q)
+    if algo == "iql":
+        scales = [iql.reward_scale(d) for d in raw]  # CORL scales IQL's locomotion rewards
+        for d, s in zip(q, scales):
+            d["rewards"] = d["rewards"] * s
+        cfg = iql.IQLConfig(steps=steps, seed=seed, normalize_reward=False)
+        actors, info = iql.train(q, env.obs_size, env.act_size, cfg, max_action, log=log, time_budget=time_budget)
+    elif algo in ("td3_bc", "bc"):
+        cfg = bc.BCConfig(algo=algo, steps=steps, seed=seed)
+        actors, info = bc.train(q, env.obs_size, env.act_size, cfg, max_action, log=log, time_budget=time_budget)
+    else:
+        raise ValueError(f"unknown training algo {algo!r}; known: iql, td3_bc, bc")
     paths = []
     for f, actor, scale in zip(files, actors, scales):
         dataset = Path(f).stem
         score = evaluate_scores(env, actor)
-        log(f"{dataset}: IQL normalized score {score['normalized_mean']:.1f} ± {score['normalized_se']:.1f} "
+        log(f"{dataset}: {algo} normalized score {score['normalized_mean']:.1f} ± {score['normalized_se']:.1f} "
             f"(return {score['return_mean']:.0f})")
-        path = checkpoints.save(out / f"{dataset}-iql", actor, env=env_name, dataset=dataset, overwrite=True,
+        path = checkpoints.save(out / f"{dataset}-{algo}", actor, env=env_name, dataset=dataset, overwrite=True,
                                 scores=[score], normalization_note="dataset mean, std + 1e-3 (CORL)",
-                                provenance={"algo": "IQL (poe_jax.train.iql)", "config": str(cfg),
+                                provenance={"algo": f"{algo} (poe_jax.train)", "config": str(cfg),
                                             "steps": info["steps"], "reward_scale": scale, "seed": seed,
                                             "train_seconds": info["seconds"]})
         paths.append(path)
@@ -77,7 +85,7 @@ def build(env_name: str, work: str | Path, out: str | Path, iql_steps: int = 1_0
     work, out = Path(work), Path(out)
     t0 = time.time()
     files = [work / f"{env_name}-{k}.hdf5" for k in IQL_KINDS]
-    iql_paths = train_iql(env_name, files, out, iql_steps, iql_time_budget, seed, log)
+    iql_paths = train_actors(env_name, files, out, iql_steps, "iql", iql_time_budget, seed, log)
     t1 = time.time()
     prior_path = train_prior(env_name, work / f"{env_name}-medium-replay.hdf5", out, prior_steps, seed, log)
     record = {"env": env_name, "iql": [str(p.name) for p in iql_paths], "prior": prior_path.name,
