@@ -548,12 +548,13 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
                 shutil.rmtree(_episodes_dir(out), ignore_errors=True)
                 spec_path.unlink()
                 (out / "summary.json").unlink(missing_ok=True)
+        if pid == 0:
+            for tmp in _episodes_dir(out).glob(".tmp-*"):  # parts a killed run left half-written
+                tmp.unlink(missing_ok=True)
     _barrier("poe_jax_grid_spec")
     out.mkdir(parents=True, exist_ok=True)
     if pid == 0 and not spec_path.exists():
         _write_json(spec_path, {"identity": identity, "spec": spec.to_dict()})
-    for tmp in _episodes_dir(out).glob(".tmp-*") if _episodes_dir(out).is_dir() and pid == 0 else []:
-        tmp.unlink(missing_ok=True)
 
     keep_large_allocations()
     env = envs.make(spec.env, backend=backend_name, **spec.env_options)
