@@ -1,0 +1,117 @@
+"""Statistics of grid results: seed-level means, paired tests against ``frozen``, labels.
+
+The unit of replication is the **seed**: episodes are averaged within each
+(cell, rule, coefficient, seed) first, so the tests see one number per seed.
+
+* Exclusions: an episode with a non-finite goal return is excluded (and counted);
+  a seed with no finite episode left is dropped for that row.
+* Per row (cell × rule × coefficient): mean over seeds, standard error
+  (``std(ddof=1)/sqrt(n)``), and a 95% t-interval (``scipy.stats.t``).
+* Paired test against ``frozen`` of the same cell on the seeds both have: a paired
+  t-test (``scipy.stats.ttest_rel``) and, with at least 6 pairs, the Wilcoxon
+  signed-rank test (``scipy.stats.wilcoxon``; fewer pairs cannot reach p < 0.05).
+  Holm's step-down correction is applied across every tested row of the grid
+  (family = all non-frozen rows), to the t-test p-values, which decide labels.
+* Label of a (cell, rule) at an operating point: ``HELP`` if its Holm-adjusted p
+  < ``level`` and its mean exceeds frozen's, ``HURT`` if adjusted p < ``level`` and
+  it is below, else ``FROZEN``. Operating points: (a) ``oracle`` -- the coefficient
+  with the best mean goal return; (b) ``kl_budget`` -- the largest-KL coefficient
+  whose mean per-step KL to the frozen actor stays within the budget (ties and
+  an empty budget fall back to the smallest-KL coefficient).
+
+A cell is (env, actor, goal, prior, shift).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+__all__ = ["CELL", "holm", "label_cells", "row_stats", "seed_means"]
+
+CELL = ["env", "actor", "goal", "prior", "shift"]
+ROW = [*CELL, "rule", "param"]
+
+
+def seed_means(df: pd.DataFrame, value: str = "return_goal") -> tuple[pd.DataFrame, dict]:
+    """Per (row, seed) means of ``value`` and of ``kl_to_frozen``; plus exclusion counts."""
+    finite = np.isfinite(df[value].to_numpy(dtype=float))
+    excluded = {"non_finite_episodes": int((~finite).sum()), "episodes": int(len(df))}
+    kept = df[finite]
+    agg = {value: (value, "mean"), "episodes": (value, "size")}
+    if "kl_to_frozen" in kept:
+        agg["kl"] = ("kl_to_frozen", "mean")
+    out = kept.groupby([*ROW, "seed"], sort=False, dropna=False).agg(**agg).reset_index()
+    return out, excluded
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (monotone, capped at 1)."""
+    p = np.asarray(p, float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adj[i] = running
+    return adj
+
+
+def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05) -> tuple[pd.DataFrame, dict]:
+    """One row per (cell, rule, coefficient): n, mean, se, CI, paired tests vs frozen, Holm."""
+    sm, excluded = seed_means(df, value)
+    frozen = sm[sm.rule == "frozen"].set_index([*CELL, "seed"])[value]
+    rows = []
+    for key, g in sm.groupby(ROW, sort=False, dropna=False):
+        x = g[value].to_numpy(float)
+        n = len(x)
+        mean = float(x.mean())
+        se = float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan
+        half = float(sps.t.ppf(0.975, n - 1) * se) if n > 1 else np.nan
+        rec = dict(zip(ROW, key), n=n, mean=mean, se=se, ci_low=mean - half, ci_high=mean + half,
+                   kl=float(g["kl"].mean()) if "kl" in g else np.nan)
+        if rec["rule"] != "frozen":
+            cell = tuple(rec[c] for c in CELL)
+            try:
+                base = frozen.loc[cell]
+            except KeyError:
+                base = pd.Series(dtype=float)
+            pairs = pd.DataFrame({"x": g.set_index("seed")[value], "f": base}).dropna()
+            rec["n_pairs"] = len(pairs)
+            rec["frozen_mean"] = float(pairs["f"].mean()) if len(pairs) else np.nan
+            rec["diff"] = float((pairs["x"] - pairs["f"]).mean()) if len(pairs) else np.nan
+            if len(pairs) >= 2 and np.any(pairs["x"].to_numpy() != pairs["f"].to_numpy()):
+                rec["p_t"] = float(sps.ttest_rel(pairs["x"], pairs["f"]).pvalue)
+            else:
+                rec["p_t"] = 1.0 if len(pairs) >= 2 else np.nan
+            if len(pairs) >= 6 and np.any(pairs["x"].to_numpy() != pairs["f"].to_numpy()):
+                rec["p_wilcoxon"] = float(sps.wilcoxon(pairs["x"], pairs["f"]).pvalue)
+            else:
+                rec["p_wilcoxon"] = np.nan
+        rows.append(rec)
+    out = pd.DataFrame(rows)
+    tested = out["rule"].ne("frozen") & out.get("p_t", pd.Series(np.nan, index=out.index)).notna()
+    out["p_holm"] = np.nan
+    if tested.any():
+        out.loc[tested, "p_holm"] = holm(out.loc[tested, "p_t"].to_numpy())
+    out["label"] = np.where(
+        out["rule"].eq("frozen"), "",
+        np.where((out["p_holm"] < level) & (out["diff"] > 0), "HELP",
+                 np.where((out["p_holm"] < level) & (out["diff"] < 0), "HURT", "FROZEN")))
+    return out, excluded
+
+
+def label_cells(rows: pd.DataFrame, kl_budget: float = 0.5) -> pd.DataFrame:
+    """Per (cell, rule): the oracle and KL-budget operating points, their labels, and the selector's regret."""
+    out = []
+    for key, g in rows[rows.rule != "frozen"].groupby([*CELL, "rule"], sort=False, dropna=False):
+        oracle = g.loc[g["mean"].idxmax()]
+        within = g[g["kl"] <= kl_budget]
+        chosen = within.loc[within["kl"].idxmax()] if len(within) else g.loc[g["kl"].idxmin()]
+        out.append(dict(zip([*CELL, "rule"], key), oracle_param=oracle["param"], oracle_mean=oracle["mean"],
+                        oracle_label=oracle["label"], oracle_p_holm=oracle["p_holm"],
+                        selector_param=chosen["param"], selector_mean=chosen["mean"], selector_kl=chosen["kl"],
+                        selector_label=chosen["label"], regret=oracle["mean"] - chosen["mean"]))
+    return pd.DataFrame(out)
