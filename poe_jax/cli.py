@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -34,6 +35,9 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--eval-every", type=int, default=20_000)
     gen.add_argument("--size", type=int, default=200_000, help="transitions per dataset")
     gen.add_argument("--seed", type=int, default=0)
+    rep = sub.add_parser("report", help="DIR/report.md and DIR/figures/*.png from a grid run")
+    rep.add_argument("dir")
+    rep.add_argument("--kl-budget", type=float, default=0.5, help="nats per step for the KL-budget selector")
     sub.add_parser("zoo", help="list the shipped checkpoints (and POE_JAX_ZOO folders) with their scores")
     tr = sub.add_parser("train", help="offline training of frozen actors and goal priors")
     tr_sub = tr.add_subparsers(dest="algo", required=True)
@@ -174,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{g}({', '.join(f'{k}={v}' for k, v in goal_params(g, name).items())})" for g in envs.goal_names()
             )
             print(f"{name:12s} {env.obs_size:4d} {env.act_size:4d} {env.spec.frame_skip:10d} {env.max_steps:9d}  {goals}")
+        return 0
+    if args.command == "report":
+        from poe_jax.report import write_report
+
+        if not (Path(args.dir) / "episodes.parquet").exists():
+            print(f"poe-jax report: {args.dir} has no episodes.parquet (run poe-jax run first)", file=sys.stderr)
+            return 2
+        print(f"wrote {write_report(args.dir, kl_budget=args.kl_budget)}")
         return 0
     if args.command == "zoo":
         return _zoo()

@@ -62,7 +62,7 @@ def holm(p: np.ndarray) -> np.ndarray:
 def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05) -> tuple[pd.DataFrame, dict]:
     """One row per (cell, rule, coefficient): n, mean, se, CI, paired tests vs frozen, Holm."""
     sm, excluded = seed_means(df, value)
-    frozen = sm[sm.rule == "frozen"].set_index([*CELL, "seed"])[value]
+    frozen = sm[sm.rule == "frozen"].set_index([*CELL, "seed"]).sort_index()[value]
     rows = []
     for key, g in sm.groupby(ROW, sort=False, dropna=False):
         x = g[value].to_numpy(float)
