@@ -50,8 +50,7 @@ class CheckpointError(ValueError):
 
 # ---------------------------------------------------------------- helpers
 def _flat(tree) -> dict[str, np.ndarray]:
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v) for path, v in flat}
+    return {k: np.asarray(v) for k, v in nets.flat_paths(tree).items()}
 
 
 def checksum(tree) -> str:
@@ -299,11 +298,11 @@ def load(path: str | os.PathLike, env=None) -> nets.Actor | nets.GoalPrior:
             meta = ckptr.metadata(pdir)
             meta_tree = getattr(meta, "item_metadata", meta)
             meta_tree = getattr(meta_tree, "tree", meta_tree)
-            shapes = {k: list(v.shape) for k, v in _flat_meta(meta_tree).items()}
+            shapes = {k: list(v.shape) for k, v in nets.flat_paths(meta_tree, _has_shape).items()}
             _compare_shapes("stored arrays", shapes, want, path)
             target = jax.tree_util.tree_map(
                 lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.float32), meta_tree,
-                is_leaf=lambda x: hasattr(x, "shape"),
+                is_leaf=_has_shape,
             )
             tree = ckptr.restore(pdir, target)
     except CheckpointError:
@@ -327,9 +326,8 @@ def load(path: str | os.PathLike, env=None) -> nets.Actor | nets.GoalPrior:
     return nets.Actor(as_jax(tree["actor"]), norm, spec, critic)
 
 
-def _flat_meta(tree) -> dict:
-    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
-    return {"/".join(str(getattr(k, "key", k)) for k in path): v for path, v in flat}
+def _has_shape(x) -> bool:
+    return hasattr(x, "shape")
 
 
 def _version() -> str:

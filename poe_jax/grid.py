@@ -476,18 +476,25 @@ def _records(spec: GridSpec, table: dict, idx: np.ndarray, res: dict, env, backe
     import pandas as pd
 
     cs = cells(spec)
+    per_cell = {  # cell fields once per cell, then indexed per lane
+        "rule": np.asarray([c.rule for c in cs], object),
+        "alpha_equiv": np.asarray([float(compose.alpha_equiv(c.rule, c.param)) for c in cs]),
+        "goal": np.asarray([c.goal for c in cs], object),
+        "prior": np.asarray([c.prior for c in cs], object),
+        "shift": np.asarray([c.shift for c in cs], object),
+    }
     length = np.asarray(res["length"])
     safe_len = np.maximum(length, 1)
     cell_ids = table["cell"][idx]
     rec = {
         "env": spec.env,
         "actor": actor_name,
-        "rule": [cs[i].rule for i in cell_ids],
+        "rule": per_cell["rule"][cell_ids],
         "param": table["param"][idx].astype(np.float64),
-        "alpha_equiv": [float(compose.alpha_equiv(cs[i].rule, cs[i].param)) for i in cell_ids],
-        "goal": [cs[i].goal for i in cell_ids],
-        "prior": [cs[i].prior for i in cell_ids],
-        "shift": [cs[i].shift for i in cell_ids],
+        "alpha_equiv": per_cell["alpha_equiv"][cell_ids],
+        "goal": per_cell["goal"][cell_ids],
+        "prior": per_cell["prior"][cell_ids],
+        "shift": per_cell["shift"][cell_ids],
         "seed": table["seed"][idx].astype(np.int64),
         "episode": table["episode"][idx].astype(np.int64),
         "return_task": np.asarray(res["return_task"], np.float64),

@@ -407,10 +407,15 @@ def init_prior(spec: PriorSpec, key: jax.Array, norm: ObsNorm | None = None) -> 
     return GoalPrior(params, norm or ObsNorm.identity(spec.obs_size), spec)
 
 
+def flat_paths(tree, is_leaf=None) -> dict:
+    """``{"a/b/kernel": leaf}`` for every leaf of a (nested dict) tree."""
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in path): v for path, v in flat}
+
+
 def param_shapes(params) -> dict[str, list[int]]:
     """``{"a/b/kernel": shape}`` for every array in a parameter tree."""
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    return {"/".join(str(getattr(k, "key", k)) for k in path): list(jnp.shape(v)) for path, v in flat}
+    return {k: list(jnp.shape(v)) for k, v in flat_paths(params).items()}
 
 
 def expected_shapes(kind: str, spec) -> dict[str, list[int]]:

@@ -38,70 +38,67 @@ def _p(x):
     return "–" if not np.isfinite(x) else (f"{x:.2g}" if x >= 1e-3 else f"{x:.1e}")
 
 
-def _figures(rows: pd.DataFrame, figdir: Path) -> list[str]:
+def _per_goal_figure(path: Path, goals: list[str], draw, title: str, xlabel: str, ylabel: str) -> str:
+    """One panel per goal; ``draw(ax, goal)`` plots it. Saves ``path`` and returns its name."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figdir.mkdir(parents=True, exist_ok=True)
-    made = []
-    first = "trained" if "trained" in set(rows["prior"]) else rows["prior"].iloc[0]
-    trained = rows[rows["prior"] == first]
-    # 1. goal return vs coefficient, one panel per goal
-    goals = list(dict.fromkeys(trained["goal"]))
     fig, axes = plt.subplots(1, len(goals), figsize=(5 * len(goals), 4), squeeze=False)
     for ax, goal in zip(axes[0], goals):
+        draw(ax, goal)
+        ax.set_title(f"{goal}: {title}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _figures(rows: pd.DataFrame, figdir: Path) -> list[str]:
+    figdir.mkdir(parents=True, exist_ok=True)
+    first = "trained" if "trained" in set(rows["prior"]) else rows["prior"].iloc[0]
+    trained = rows[rows["prior"] == first]
+    goals = list(dict.fromkeys(trained["goal"]))
+
+    def coefficient(ax, goal):
         g = trained[(trained.goal == goal) & (trained["shift"] == trained["shift"].iloc[0])]
-        fz = g[g.rule == "frozen"]
         for rule, r in g[g.rule != "frozen"].groupby("rule", sort=False):
             x = rows_alpha(r)
             ax.plot(x, r["mean"], marker="o", label=rule)
             ax.fill_between(x, r["ci_low"], r["ci_high"], alpha=0.2)
+        fz = g[g.rule == "frozen"]
         if len(fz):
             ax.axhline(fz["mean"].iloc[0], color="k", ls="--", label="frozen")
-        ax.set_title(f"{goal}: goal return vs coefficient")
-        ax.set_xlabel("PoE-equivalent coefficient α (kl_reg: β/(1+β))")
-        ax.set_ylabel("goal return per episode (mean ± 95% CI over seeds)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(figdir / "return_vs_coefficient.png", dpi=110)
-    plt.close(fig)
-    made.append("return_vs_coefficient.png")
-    # 2. KL vs return frontier
-    fig, axes = plt.subplots(1, len(goals), figsize=(5 * len(goals), 4), squeeze=False)
-    for ax, goal in zip(axes[0], goals):
+
+    def frontier(ax, goal):
         g = trained[trained.goal == goal]
         for rule, r in g.groupby("rule", sort=False):
-            ax.errorbar(r["kl"], r["mean"], yerr=r["se"].fillna(0), marker="o", ls="-" if len(r) > 1 else "", label=rule,
-                        capsize=2)
+            ax.errorbar(r["kl"], r["mean"], yerr=r["se"].fillna(0), marker="o", ls="-" if len(r) > 1 else "",
+                        label=rule, capsize=2)
         ax.set_xscale("symlog", linthresh=1e-2)
-        ax.set_title(f"{goal}: deviation vs goal return")
-        ax.set_xlabel("mean per-step KL(composed ‖ frozen actor) [nats]")
-        ax.set_ylabel("goal return per episode (mean ± s.e.)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(figdir / "kl_frontier.png", dpi=110)
-    plt.close(fig)
-    made.append("kl_frontier.png")
-    # 3. prior-quality degradation
+
     qualities = [q for q in grid.PRIOR_QUALITIES if q in set(rows["prior"])]
+
+    def degradation(ax, goal):
+        for rule, r in rows[rows.goal == goal].groupby("rule", sort=False):
+            best = r.groupby("prior")["mean"].max().reindex(qualities)
+            ax.plot(range(len(qualities)), best.to_numpy(), marker="o", label=rule)
+        ax.set_xticks(range(len(qualities)), qualities)
+
+    made = [
+        _per_goal_figure(figdir / "return_vs_coefficient.png", goals, coefficient, "goal return vs coefficient",
+                         "PoE-equivalent coefficient α (kl_reg: β/(1+β))",
+                         "goal return per episode (mean ± 95% CI over seeds)"),
+        _per_goal_figure(figdir / "kl_frontier.png", goals, frontier, "deviation vs goal return",
+                         "mean per-step KL(composed ‖ frozen actor) [nats]", "goal return per episode (mean ± s.e.)"),
+    ]
     if len(qualities) > 1:
-        fig, axes = plt.subplots(1, len(goals), figsize=(5 * len(goals), 4), squeeze=False)
-        for ax, goal in zip(axes[0], goals):
-            g = rows[rows.goal == goal]
-            for rule, r in g.groupby("rule", sort=False):
-                best = r.groupby("prior")["mean"].max().reindex(qualities)
-                ax.plot(range(len(qualities)), best.to_numpy(), marker="o", label=rule)
-            ax.set_xticks(range(len(qualities)), qualities)
-            ax.set_title(f"{goal}: prior quality degradation")
-            ax.set_xlabel("prior quality")
-            ax.set_ylabel("best goal return over coefficients (mean over seeds)")
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(figdir / "prior_quality.png", dpi=110)
-        plt.close(fig)
-        made.append("prior_quality.png")
+        made.append(_per_goal_figure(figdir / "prior_quality.png", goals, degradation, "prior quality degradation",
+                                     "prior quality", "best goal return over coefficients (mean over seeds)"))
     return made
 
 

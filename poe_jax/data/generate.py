@@ -85,7 +85,8 @@ def pick_policies(out: str | Path) -> tuple[dict, dict, list[dict]]:
 
 def _stochastic(actor: nets.Actor):
     def act(obs, key):
-        mu, std = actor.base(obs).mean, actor.base(obs).std
+        base = actor.base(obs)
+        mu, std = base.mean, base.std
         return actor.spec.max_action * jnp.tanh(mu + std * jax.random.normal(key, mu.shape))
 
     return act

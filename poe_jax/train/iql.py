@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from poe_jax import nets
+from poe_jax.gaussian import DiagGaussian
 from poe_jax.train import offline
 
 __all__ = ["IQLConfig", "reward_scale", "train"]
@@ -58,10 +59,6 @@ def reward_scale(d: dict, max_steps: int = 1000) -> float:
     if len(rets) < 2 or max(rets) == min(rets):
         return 1.0
     return max_steps / (max(rets) - min(rets))
-
-
-def _gauss_logp(mean, std, a):
-    return jnp.sum(-0.5 * ((a - mean) / std) ** 2 - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi), -1)
 
 
 def train(datasets: Sequence[dict], obs_size: int, act_size: int, cfg: IQLConfig = IQLConfig(),
@@ -123,7 +120,7 @@ def train(datasets: Sequence[dict], obs_size: int, act_size: int, cfg: IQLConfig
 
         def pi_loss(p):
             mean, std = pi_mod.apply({"params": p}, s)
-            return jnp.mean(w * -_gauss_logp(mean, std, a / max_action))
+            return jnp.mean(w * -DiagGaussian(mean, std).log_prob(a / max_action))
 
         lp, g = jax.value_and_grad(pi_loss)(st["actor"])
         upd, opt_a = actor_opt.update(g, st["opt_actor"], st["actor"])

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from poe_jax import nets
+from poe_jax.gaussian import DiagGaussian
 
 __all__ = ["PriorConfig", "goal_rewards", "returns_to_go", "train"]
 
@@ -106,7 +107,7 @@ def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorCo
         adv = jax.lax.stop_gradient(target - v)
         w = jnp.minimum(jnp.exp(adv / cfg.beta), cfg.w_max)
         mean, std = net.apply({"params": p["prior"]}, s, g)
-        logp = jnp.sum(-0.5 * ((a - mean) / std) ** 2 - jnp.log(std), -1)
+        logp = DiagGaussian(mean, std).log_prob(a)
         return jnp.mean((v - target) ** 2) - jnp.mean(w * logp), (jnp.mean((v - target) ** 2), jnp.mean(w))
 
     @jax.jit

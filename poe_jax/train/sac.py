@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from poe_jax import nets
+from poe_jax.gaussian import DiagGaussian
 
 __all__ = ["SACConfig", "SACState", "evaluate", "init", "train"]
 
@@ -87,7 +88,7 @@ def _pi(params, spec, obs, key):
     mu, std = nets._module(spec).apply({"params": params}, obs)
     u = mu + std * jax.random.normal(key, mu.shape)
     a = jnp.tanh(u)
-    logp = jnp.sum(-0.5 * ((u - mu) / std) ** 2 - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi), -1)
+    logp = DiagGaussian(mu, std).log_prob(u)
     logp -= jnp.sum(2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u)), -1)
     return a * spec.max_action, logp - spec.act_size * jnp.log(spec.max_action)
 
