@@ -7,7 +7,11 @@ all three variants do the same physics work):
 * ``native``     -- ``poe_jax.rollout`` on the native backend: policy, env logic and
   ``mujoco.rollout`` stepping inside one jitted ``while_loop``.
 * ``open-loop``  -- ``mujoco.rollout`` alone on the same batch and step count with
-  precomputed controls: no policy, no Python, no JAX (the CPU limit).
+  precomputed controls: no policy, no Python, no JAX (the CPU limit the issue
+  names).
+* ``open-loop batch`` -- the same with ``mujoco.batch.Batch.rollout`` (MuJoCo >= 4),
+  the stepper the native backend uses: its own physics limit, reported beside
+  the ``mujoco.rollout`` one so that the closed-loop overhead is visible.
 * ``gymnasium``  -- ``gymnasium.make_vec(..., vectorization_mode="sync")`` stepping
   the v4 envs, with the same jitted MLP computing the batch's actions
   (fewer steps; it is slow).
@@ -34,7 +38,7 @@ from mujoco import rollout as mj_rollout
 
 from compose_throughput import machine
 from poe_jax import envs, rollout
-from poe_jax.physics.native import default_threads
+from poe_jax.physics.native import default_threads, mj_batch
 from poe_jax.runtime import keep_large_allocations
 
 GYM_IDS = {"hopper": "Hopper-v4", "halfcheetah": "HalfCheetah-v4"}
@@ -80,13 +84,26 @@ def bench_env(name: str, lanes: int, steps: int, gym_steps: int, repeats: int = 
     ctrl = np.random.default_rng(0).uniform(-1, 1, (lanes, steps * env.spec.frame_skip, m.nu))
     out = np.empty((lanes, steps * env.spec.frame_skip, nstate))
     open_loop = lambda: pool.rollout(m, datas, init, ctrl, state=out)  # noqa: E731
-    # Interleave the two so that machine noise (shared VMs) hits both alike.
-    native(), open_loop()
-    t_native, t_open = [], []
+    variants = {"native": native, "open": open_loop}
+    if mj_batch is not None:
+        batch = mj_batch.Batch(m, nsim=lanes, nthread=default_threads())
+        qpos_out = {"qpos": np.empty((lanes, steps * env.spec.frame_skip, m.nq))}
+
+        def open_batch():
+            batch.state[:] = 0.0
+            batch.bind("qpos")[:] = m.qpos0
+            batch.rollout(steps * env.spec.frame_skip, control=ctrl, out=qpos_out)
+
+        variants["batch"] = open_batch
+    # Interleave the variants so that machine noise (shared VMs) hits them alike.
+    times = {k: [] for k in variants}
+    for fn in variants.values():
+        fn()
     for _ in range(repeats):
-        t_native.append(timed(native, 1))
-        t_open.append(timed(open_loop, 1))
-    t_native, t_open = float(np.median(t_native)), float(np.median(t_open))
+        for k, fn in variants.items():
+            times[k].append(timed(fn, 1))
+    t = {k: float(np.median(v)) for k, v in times.items()}
+    t_native, t_open = t["native"], t["open"]
 
     import gymnasium
 
@@ -107,8 +124,11 @@ def bench_env(name: str, lanes: int, steps: int, gym_steps: int, repeats: int = 
         "open-loop mujoco.rollout": lanes * steps / t_open,
         "gymnasium sync vector env": lanes * gym_steps / t_gym,
     }
+    if "batch" in t:
+        rows["open-loop mujoco.batch"] = lanes * steps / t["batch"]
     return {"env": name, "lanes": lanes, "steps": steps, "repeats": repeats, "gym_steps": gym_steps,
             "env_steps_per_s": rows, "native_over_open_loop": rows["native (closed loop)"] / rows["open-loop mujoco.rollout"],
+            "native_over_open_loop_batch": rows["native (closed loop)"] / rows.get("open-loop mujoco.batch", np.nan),
             "native_over_gymnasium": rows["native (closed loop)"] / rows["gymnasium sync vector env"]}
 
 
@@ -123,16 +143,18 @@ def main(argv=None):
     args = ap.parse_args(argv)
     keep_large_allocations()
     results = []
-    print(f"{'env':12s} {'lanes':>6s} {'native':>10s} {'open-loop':>10s} {'gymnasium':>10s} {'nat/open':>9s} {'nat/gym':>8s}  (env-steps/s)")
+    print(f"{'env':12s} {'lanes':>6s} {'native':>10s} {'open-loop':>10s} {'open-batch':>10s} {'gymnasium':>10s} "
+          f"{'nat/open':>9s} {'nat/batch':>9s} {'nat/gym':>8s}  (env-steps/s)")
     for name in args.envs:
         for lanes in args.lanes:
             r = bench_env(name, lanes, args.steps, args.gym_steps, args.repeats)
             s = r["env_steps_per_s"]
             print(f"{name:12s} {lanes:6d} {s['native (closed loop)']:10.0f} {s['open-loop mujoco.rollout']:10.0f} "
-                  f"{s['gymnasium sync vector env']:10.0f} {r['native_over_open_loop']:9.2f} {r['native_over_gymnasium']:8.1f}")
+                  f"{s.get('open-loop mujoco.batch', np.nan):10.0f} {s['gymnasium sync vector env']:10.0f} "
+                  f"{r['native_over_open_loop']:9.2f} {r['native_over_open_loop_batch']:9.2f} {r['native_over_gymnasium']:8.1f}")
             results.append(r)
     record = {"benchmark": "rollout_throughput", "machine": machine(), "threads": default_threads(),
-              "policy": "MLP 2x256 tanh, jitted", "results": results, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+              "policy": "MLP 2x256 tanh, jitted", "stepper": "batch" if mj_batch is not None else "rollout", "results": results, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"rollout-{socket.gethostname()}.json"

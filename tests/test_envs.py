@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from poe_jax import envs
+from poe_jax.physics import native
 
 GYM_IDS = {"hopper": "Hopper-v4", "halfcheetah": "HalfCheetah-v4", "walker2d": "Walker2d-v4", "ant": "Ant-v4"}
 GYM_OBS = {"hopper": 11, "halfcheetah": 17, "walker2d": 17, "ant": 27}
@@ -141,3 +142,26 @@ def test_float64_state_survives_the_round_trip(get_env):
     p, v = s.q.to_float64()
     np.testing.assert_allclose(p[0], qpos, rtol=0, atol=1e-13)
     np.testing.assert_allclose(v[0], qvel, rtol=0, atol=1e-13)
+
+
+@pytest.mark.skipif(native.mj_batch is None, reason="mujoco.batch needs MuJoCo >= 4")
+@pytest.mark.parametrize("name", ["hopper", "ant"])
+def test_native_steppers_agree_bit_for_bit(name, get_env):
+    """mujoco.batch (default) and mujoco.rollout step the same lanes to the same bits,
+    with inactive lanes untouched and batches that grow and shrink between calls."""
+    m = get_env(name).model
+    fs = envs.make(name, backend="native").spec.frame_skip
+    by_batch = native.NativePhysics(m, fs, nthread=2, stepper="batch")
+    by_rollout = native.NativePhysics(m, fs, nthread=2, stepper="rollout")
+    qpos0, qvel0, actions, *_ = gym_transitions(name, n=40)
+    for lanes in (8, 40, 5):
+        qpos, qvel, ctrl = qpos0[:lanes], qvel0[:lanes], actions[:lanes]
+        active = np.arange(lanes) % 3 != 1
+        a = by_batch.step_host(qpos, qvel, ctrl, active)
+        b = by_rollout.step_host(qpos, qvel, ctrl, active)
+        for x, y, x0 in zip(a, b, (qpos, qvel)):
+            np.testing.assert_array_equal(x, y)
+            np.testing.assert_array_equal(x[~active], x0[~active])
+            assert not np.array_equal(x[active], x0[active])
+    with pytest.raises(ValueError, match="unknown native stepper 'threads'"):
+        native.NativePhysics(m, fs, stepper="threads")
