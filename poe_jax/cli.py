@@ -81,18 +81,25 @@ def _run(args) -> int:
     if not args.out:
         print("poe-jax run: --out DIR is required", file=sys.stderr)
         return 2
+    source = args.config or f"preset:{args.preset}"
     try:
-        spec = grid.load_spec(args.config or f"preset:{args.preset}", actor=args.actor, prior=args.prior)
-        res = grid.run(spec, args.out, force=args.force, progress=not args.quiet, backend=args.backend,
-                       chunk_size=args.chunk_size)
+        specs = grid.load_specs(source, actor=args.actor, prior=args.prior)
+        opts = dict(force=args.force, progress=not args.quiet, backend=args.backend, chunk_size=args.chunk_size)
+        if len(specs) == 1:
+            results = [grid.run(specs[0], args.out, **opts)]
+        else:
+            name = args.preset or Path(args.config).stem
+            results = grid.run_many(specs, args.out, name=name, **opts)
     except grid.SpecError as e:
         print(f"poe-jax run: {e}", file=sys.stderr)
         return 2
-    s = res.summary
-    print(grid.summary_table(grid.read_episodes(res.out)))
-    print(f"\n{s['episodes_recorded']} episodes in {res.out} ({res.computed} computed now, {res.skipped} already there); "
-          f"backend {s['backend']}, compile {s['compile_s']:.1f} s, wall {s['wall_s']:.1f} s, "
-          f"{s['episodes_per_s'] or 0:.1f} episodes/s, {s['env_steps_per_s'] or 0:.0f} env-steps/s")
+    print(grid.summary_table(grid.read_episodes(args.out)))
+    print()
+    for res in results:
+        s = res.summary
+        print(f"{s['episodes_recorded']} episodes in {res.out} ({res.computed} computed now, {res.skipped} already there); "
+              f"backend {s['backend']}, compile {s['compile_s']:.1f} s, wall {s['wall_s']:.1f} s, "
+              f"{s['episodes_per_s'] or 0:.1f} episodes/s, {s['env_steps_per_s'] or 0:.0f} env-steps/s")
     return 0
 
 

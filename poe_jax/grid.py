@@ -60,7 +60,8 @@ import numpy as np
 
 from poe_jax import compose, gaussian
 
-__all__ = ["PRIOR_QUALITIES", "GridSpec", "SpecError", "load_spec", "preset_names", "resolve_checkpoint", "run"]
+__all__ = ["PRIOR_QUALITIES", "GridSpec", "SpecError", "grid_dirs", "load_spec", "load_specs", "preset_names",
+           "read_episodes", "resolve_checkpoint", "run", "run_many"]
 
 PRIOR_QUALITIES = ("trained", "degraded", "random")
 SUPPORT_EPS = (0.001, 0.01, 0.05)
@@ -169,28 +170,30 @@ def _as_tuple(name: str, value, kind=str) -> tuple:
         raise SpecError(f"{name}: expected a list of {kind.__name__}; got {value!r}") from None
 
 
-def load_spec(source: str | os.PathLike | dict, **overrides) -> GridSpec:
-    """A :class:`GridSpec` from a TOML file, a preset name (``preset:NAME``) or a dict."""
-    base = "."
+def _read_source(source: str | os.PathLike | dict) -> tuple[dict, str]:
+    """The raw table of a TOML file, a preset (``preset:NAME``) or a dict, and its folder."""
     if isinstance(source, dict):
-        data = dict(source)
+        return dict(source), "."
+    text = str(source)
+    if text.startswith("preset:"):
+        name = text.split(":", 1)[1]
+        path = _PRESETS / f"{name}.toml"
+        if not path.is_file():
+            raise SpecError(f"unknown preset {name!r}; presets: {', '.join(preset_names())}")
     else:
-        text = str(source)
-        if text.startswith("preset:"):
-            name = text.split(":", 1)[1]
-            path = _PRESETS / f"{name}.toml"
-            if not path.is_file():
-                raise SpecError(f"unknown preset {name!r}; presets: {', '.join(preset_names())}")
-        else:
-            path = Path(text)
-            if not path.is_file():
-                raise SpecError(f"{path}: no such config file")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise SpecError(f"{path}: invalid TOML ({e})") from None
-        base = str(path.parent.absolute())
-        data.setdefault("name", path.stem)
+        path = Path(text)
+        if not path.is_file():
+            raise SpecError(f"{path}: no such config file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: invalid TOML ({e})") from None
+    data.setdefault("name", path.stem)
+    return data, str(path.parent.absolute())
+
+
+def _from_dict(data: dict, base: str, overrides: dict) -> GridSpec:
+    data = dict(data)
     data.update({k: v for k, v in overrides.items() if v is not None})
     data.setdefault("base_dir", base)
     fields = {f.name for f in dataclasses.fields(GridSpec)}
@@ -207,6 +210,54 @@ def load_spec(source: str | os.PathLike | dict, **overrides) -> GridSpec:
         if k in data:
             data[k] = _as_tuple(k, data[k], kind)
     return GridSpec(**data)
+
+
+def load_spec(source: str | os.PathLike | dict, **overrides) -> GridSpec:
+    """A :class:`GridSpec` from a TOML file, a preset name (``preset:NAME``) or a dict.
+
+    A multi-grid source (with ``[[grids]]``) is refused here; use :func:`load_specs`.
+    """
+    data, base = _read_source(source)
+    if "grids" in data:
+        raise SpecError(f"{data.get('name', 'spec')}: has [[grids]] (several grids); load it with load_specs()")
+    return _from_dict(data, base, overrides)
+
+
+def load_specs(source: str | os.PathLike | dict, **overrides) -> list[GridSpec]:
+    """One or several :class:`GridSpec` from a source (see :func:`load_spec`).
+
+    A source with ``[[grids]]`` tables is several grids: each table (at least
+    ``env``, ``actor``, ``prior``) is merged over the top-level fields, which hold
+    what the grids share. A grid's ``name`` defaults to ``ENV-ACTOR`` (the
+    actor's checkpoint name); it names the grid's folder in the run directory.
+    """
+    data, base = _read_source(source)
+    if "grids" not in data:
+        return [_from_dict(data, base, overrides)]
+    entries = data.pop("grids")
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise SpecError("grids: expected one or more [[grids]] tables (each with env, actor, prior)")
+    if any(overrides.get(k) is not None for k in ("actor", "prior")):
+        raise SpecError("--actor/--prior override a single grid; this spec has several [[grids]]")
+    data.pop("name", None)
+    specs = []
+    for i, entry in enumerate(entries):
+        merged = {**data, **entry}
+        if "env" not in merged or "actor" not in merged:
+            raise SpecError(f"grids[{i}]: needs env and actor (and prior)")
+        default = f"{merged['env']}-{str(merged['actor']).removeprefix('zoo:').rstrip('/').split('/')[-1]}"
+        merged["name"] = str(entry.get("name", default))
+        if not merged["name"] or not all(c.isalnum() or c in "-_." for c in merged["name"]):
+            raise SpecError(f"grids[{i}].name: {merged['name']!r} must be a folder name (letters, digits, - _ .)")
+        try:
+            specs.append(_from_dict(merged, base, overrides))
+        except SpecError as e:
+            raise SpecError(f"grids[{i}] ({merged['name']}): {e}") from None
+    names = [sp.name for sp in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SpecError(f"grids: duplicate grid names {dup}; give each [[grids]] table a distinct name")
+    return specs
 
 
 def preset_names() -> tuple[str, ...]:
@@ -638,6 +689,55 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
     return RunResult(out, computed, skipped, summary)
 
 
+def run_many(specs: Sequence[GridSpec], out: str | os.PathLike, name: str = "", force: bool = False,
+             progress: bool = True, backend: str | None = None, chunk_size: int | None = None) -> list[RunResult]:
+    """Run several grids (e.g. one per env, from :func:`load_specs`) into ``out/<grid name>/``.
+
+    Every grid is validated before the first one runs. ``out/grids.json`` lists the
+    grids (another list on the same ``out`` is refused unless ``force``), and
+    ``out/summary.json`` holds each grid's summary and the total wall time.
+    :func:`read_episodes` on ``out`` reads them all. Resumable like :func:`run`.
+    """
+    out = Path(out)
+    specs = list(specs)
+    if backend is not None:
+        specs = [sp.replace(backend=backend) for sp in specs]
+    for sp in specs:
+        validate(sp)
+    index = {"name": name or out.name, "grids": [sp.name for sp in specs]}
+    index_path = out / "grids.json"
+    if index_path.exists() and json.loads(index_path.read_text()) != index and not force:
+        raise SpecError(f"{out}: holds a run of other grids (see {index_path}); use another --out, or --force")
+    if (out / "episodes.parquet").exists():
+        raise SpecError(f"{out}: holds a single-grid run; use another --out for several grids")
+    out.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        _write_json(index_path, index)
+    t0 = time.perf_counter()
+    results = [run(sp, out / sp.name, force=force, progress=progress, chunk_size=chunk_size) for sp in specs]
+    if jax.process_index() == 0:
+        subs = {r.out.name: r.summary for r in results}
+        first = results[0].summary
+        _write_json(out / "summary.json", {
+            "spec": {"name": index["name"], "grids": {k: v["spec"] for k, v in subs.items()}},
+            "versions": first["versions"], "backend": first["backend"], "devices": first["devices"],
+            "host": first["host"], "wall_s": round(time.perf_counter() - t0, 3),
+            "episodes_recorded": sum(v["episodes_recorded"] for v in subs.values()),
+            "grids": subs,
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        })
+    return results
+
+
+def grid_dirs(out: str | os.PathLike) -> list[Path]:
+    """The run folders under ``out``: ``[out]`` for one grid, ``out/<name>`` for each of several."""
+    out = Path(out)
+    index = out / "grids.json"
+    if index.is_file():
+        return [out / n for n in json.loads(index.read_text())["grids"]]
+    return [out]
+
+
 def _barrier(name: str) -> None:
     """Wait for every process (no-op with one); uses the coordination service, not device collectives."""
     if jax.process_count() == 1:
@@ -648,15 +748,22 @@ def _barrier(name: str) -> None:
 
 
 def read_episodes(out: str | os.PathLike):
-    """The recorded episodes of a run, sorted by lane (a pandas DataFrame)."""
+    """The recorded episodes of a run (one grid or several), sorted by grid then lane (a pandas DataFrame)."""
     import pandas as pd
 
-    df = pd.read_parquet(_episodes_dir(Path(out)))
-    return df.sort_values("lane", kind="stable").reset_index(drop=True)
+    frames = []
+    for d in grid_dirs(out):
+        if not _episodes_dir(d).is_dir():
+            raise FileNotFoundError(f"{d}: no recorded episodes (episodes.parquet); run the grid first")
+        frames.append(pd.read_parquet(_episodes_dir(d)).sort_values("lane", kind="stable"))
+    return pd.concat(frames, ignore_index=True)
 
 
 def summary_table(df) -> str:
     """One screen: mean ± s.e. goal return and normalised score per (goal, prior, shift, rule, param)."""
+    if df["env"].nunique() > 1 or df["actor"].nunique() > 1:
+        return "\n\n".join(f"== {env} / {actor}\n" + summary_table(sub)
+                            for (env, actor), sub in df.groupby(["env", "actor"], sort=False))
     g = df.groupby(["goal", "prior", "shift", "rule", "param"], sort=False)
     agg = g.agg(n=("return_goal", "size"), goal_mean=("return_goal", "mean"), goal_se=("return_goal", "sem"),
                 score=("normalized_score", "mean"), kl=("kl_to_frozen", "mean"), sv=("support_violation", "mean"))

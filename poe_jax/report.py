@@ -38,22 +38,27 @@ def _p(x):
     return "–" if not np.isfinite(x) else (f"{x:.2g}" if x >= 1e-3 else f"{x:.1e}")
 
 
-def _per_goal_figure(path: Path, goals: list[str], draw, title: str, xlabel: str, ylabel: str) -> str:
-    """One panel per goal; ``draw(ax, goal)`` plots it. Saves ``path`` and returns its name."""
+def _panel_figure(path: Path, rows: pd.DataFrame, draw, title: str, xlabel: str, ylabel: str) -> str:
+    """One panel per (env, actor) row and goal column; ``draw(ax, sub)`` plots one
+    panel's rows. Saves ``path`` and returns its name."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(goals), figsize=(5 * len(goals), 4), squeeze=False)
-    for ax, goal in zip(axes[0], goals):
-        draw(ax, goal)
-        ax.set_title(f"{goal}: {title}")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=8)
+    actors = list(dict.fromkeys(zip(rows["env"], rows["actor"])))
+    goals = list(dict.fromkeys(rows["goal"]))
+    fig, axes = plt.subplots(len(actors), len(goals), figsize=(5 * len(goals), 3.8 * len(actors)), squeeze=False)
+    for i, (env, actor) in enumerate(actors):
+        for j, goal in enumerate(goals):
+            ax = axes[i, j]
+            draw(ax, rows[(rows.env == env) & (rows.actor == actor) & (rows.goal == goal)])
+            ax.set_title(f"{actor} · {goal}: {title}", fontsize=9)
+            ax.set_xlabel(xlabel, fontsize=8)
+            ax.set_ylabel(ylabel, fontsize=8)
+            ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path.name
 
@@ -61,21 +66,20 @@ def _per_goal_figure(path: Path, goals: list[str], draw, title: str, xlabel: str
 def _figures(rows: pd.DataFrame, figdir: Path) -> list[str]:
     figdir.mkdir(parents=True, exist_ok=True)
     first = "trained" if "trained" in set(rows["prior"]) else rows["prior"].iloc[0]
-    trained = rows[rows["prior"] == first]
-    goals = list(dict.fromkeys(trained["goal"]))
+    first_shift = rows["shift"].iloc[0]
+    trained = rows[(rows["prior"] == first) & (rows["shift"] == first_shift)]
 
-    def coefficient(ax, goal):
-        g = trained[(trained.goal == goal) & (trained["shift"] == trained["shift"].iloc[0])]
-        for rule, r in g[g.rule != "frozen"].groupby("rule", sort=False):
+    def coefficient(ax, g):
+        for rule, r in g[~g.rule.isin(["frozen", "prior_only"])].groupby("rule", sort=False):
             x = rows_alpha(r)
             ax.plot(x, r["mean"], marker="o", label=rule)
             ax.fill_between(x, r["ci_low"], r["ci_high"], alpha=0.2)
-        fz = g[g.rule == "frozen"]
-        if len(fz):
-            ax.axhline(fz["mean"].iloc[0], color="k", ls="--", label="frozen")
+        for rule, style in (("frozen", "--"), ("prior_only", ":")):
+            r = g[g.rule == rule]
+            if len(r):
+                ax.axhline(r["mean"].iloc[0], color="k", ls=style, label=rule)
 
-    def frontier(ax, goal):
-        g = trained[trained.goal == goal]
+    def frontier(ax, g):
         for rule, r in g.groupby("rule", sort=False):
             ax.errorbar(r["kl"], r["mean"], yerr=r["se"].fillna(0), marker="o", ls="-" if len(r) > 1 else "",
                         label=rule, capsize=2)
@@ -83,22 +87,24 @@ def _figures(rows: pd.DataFrame, figdir: Path) -> list[str]:
 
     qualities = [q for q in grid.PRIOR_QUALITIES if q in set(rows["prior"])]
 
-    def degradation(ax, goal):
-        for rule, r in rows[rows.goal == goal].groupby("rule", sort=False):
+    def degradation(ax, g):
+        for rule, r in g.groupby("rule", sort=False):
             best = r.groupby("prior")["mean"].max().reindex(qualities)
             ax.plot(range(len(qualities)), best.to_numpy(), marker="o", label=rule)
         ax.set_xticks(range(len(qualities)), qualities)
 
     made = [
-        _per_goal_figure(figdir / "return_vs_coefficient.png", goals, coefficient, "goal return vs coefficient",
-                         "PoE-equivalent coefficient α (kl_reg: β/(1+β))",
-                         "goal return per episode (mean ± 95% CI over seeds)"),
-        _per_goal_figure(figdir / "kl_frontier.png", goals, frontier, "deviation vs goal return",
-                         "mean per-step KL(composed ‖ frozen actor) [nats]", "goal return per episode (mean ± s.e.)"),
+        _panel_figure(figdir / "return_vs_coefficient.png", trained, coefficient,
+                      f"goal return vs coefficient ({first} prior)",
+                      "PoE-equivalent coefficient α (kl_reg: β/(1+β))",
+                      "goal return per episode (mean ± 95% CI over seeds)"),
+        _panel_figure(figdir / "kl_frontier.png", trained, frontier, f"deviation vs goal return ({first} prior)",
+                      "mean per-step KL(composed ‖ frozen actor) [nats]", "goal return per episode (mean ± s.e.)"),
     ]
     if len(qualities) > 1:
-        made.append(_per_goal_figure(figdir / "prior_quality.png", goals, degradation, "prior quality degradation",
-                                     "prior quality", "best goal return over coefficients (mean over seeds)"))
+        made.append(_panel_figure(figdir / "prior_quality.png", rows[rows["shift"] == first_shift], degradation,
+                                  "prior quality degradation", "prior quality",
+                                  "best goal return over coefficients (mean over seeds)"))
     return made
 
 

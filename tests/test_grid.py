@@ -213,6 +213,68 @@ def test_every_shipped_preset_validates():
     names = grid.preset_names()
     assert {"smoke", "quickstart", "main_table", "prior_quality", "harder", "shift"} <= set(names)
     for name in names:
-        spec = grid.load_spec(f"preset:{name}")
-        grid.validate(spec)
-        assert len(grid.cells(spec)) >= 3
+        for spec in grid.load_specs(f"preset:{name}"):
+            grid.validate(spec)
+            assert len(grid.cells(spec)) >= 3
+    main_table = grid.load_specs("preset:main_table")
+    assert [s.env for s in main_table] == ["hopper", "halfcheetah", "walker2d", "ant"]
+    assert [s.name for s in main_table] == [f"{e}-{e}-medium-iql" for e in ("hopper", "halfcheetah", "walker2d", "ant")]
+    assert all(s.rules == main_table[0].rules and s.seeds == (0, 1, 2, 3, 4) for s in main_table)
+    with pytest.raises(grid.SpecError, match="has \\[\\[grids\\]\\]"):
+        grid.load_spec("preset:main_table")
+
+
+def test_several_grids_in_one_spec(ckpts, tmp_path, capsys):
+    """[[grids]]: shared fields on top, one table per env; each grid runs into its own folder,
+    read_episodes and the report read them together."""
+    from poe_jax.cli import main
+    from poe_jax.report import write_report
+
+    cheetah = tmp_path / "cheetah"
+    checkpoints.save(cheetah / "actor", nets.init_actor(nets.ActorSpec("iql", 17, 6), jax.random.key(2)), env="halfcheetah")
+    checkpoints.save(cheetah / "prior", nets.init_prior(nets.PriorSpec(17, 6, ("G1_speed", "G2_balanced", "G3_target")),
+                                                         jax.random.key(3)), env="halfcheetah")
+    cfg = tmp_path / "multi.toml"
+    cfg.write_text(f'''goals = ["G1_speed"]
+seeds = [0, 1]
+episodes = 2
+max_steps = 15
+backend = "native"
+[rules]
+frozen = []
+poe = [0.5]
+[[grids]]
+env = "hopper"
+actor = "{ckpts / 'actor'}"
+prior = "{ckpts / 'prior'}"
+[[grids]]
+env = "halfcheetah"
+name = "cheetah"
+actor = "{cheetah / 'actor'}"
+prior = "{cheetah / 'prior'}"
+max_steps = 10
+''')
+    specs = grid.load_specs(cfg)
+    assert [(s.env, s.name, s.max_steps) for s in specs] == [("hopper", "hopper-actor", 15), ("halfcheetah", "cheetah", 10)]
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    assert "== halfcheetah / actor" in capsys.readouterr().out
+    assert json.loads((out / "grids.json").read_text()) == {"name": "multi", "grids": ["hopper-actor", "cheetah"]}
+    df = grid.read_episodes(out)
+    assert df.groupby("env").size().to_dict() == {"hopper": 8, "halfcheetah": 8}
+    assert df.loc[df.env == "halfcheetah", "length"].max() <= 10
+    # Each grid equals the same grid run alone.
+    alone = grid.run(specs[1], tmp_path / "alone", progress=False)
+    pd.testing.assert_frame_equal(grid.read_episodes(alone.out)[VALUES],
+                                  df[df.env == "halfcheetah"][VALUES].reset_index(drop=True))
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["grids"]) == {"hopper-actor", "cheetah"} and summary["episodes_recorded"] == 16
+    report = write_report(out).read_text()
+    assert "| halfcheetah | G1_speed |" in report and "| hopper | G1_speed |" in report
+    # Rerun resumes; another grid list on the same folder is refused; overriding the actor is refused.
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert "0 computed now, 8 already there" in capsys.readouterr().out
+    with pytest.raises(grid.SpecError, match="holds a run of other grids"):
+        grid.run_many(specs[:1], out)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "y"), "--actor", "x"]) == 2
+    assert "override a single grid" in capsys.readouterr().err
