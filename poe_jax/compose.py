@@ -18,6 +18,8 @@ rule           param       result
 ``additive``   alpha       mean (1-a)mu_t + a mu_g, std (1-a)s_t + a s_g
 ``poe``        alpha       lam = (1-a)lam_t + a lam_g, mu = ((1-a)lam_t mu_t + a lam_g mu_g)/lam
 ``kl_reg``     beta >= 0   lam = lam_t + b lam_g,  mu = (lam_t mu_t + b lam_g mu_g)/lam
+``poe_adaptive`` eps >= 0  ``poe`` at a per-state a(s): the largest a in [0, 1] with
+                           KL(poe(a)(s) || pi_t(s)) <= eps nats (adaptive alpha)
 =============  ==========  ====================================================
 
 ``poe(a).mean == kl_reg(a/(1-a)).mean`` and ``kl_reg(..).var == (1-a) poe(a).var``.
@@ -58,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
-from poe_jax.gaussian import DiagGaussian
+from poe_jax.gaussian import DiagGaussian, kl
 
 __all__ = [
     "RULES",
@@ -326,6 +328,75 @@ def kl_reg(actor: DiagGaussian, prior: DiagGaussian, beta) -> DiagGaussian:
     return _fallback(ok, DiagGaussian(mean, std), actor)
 
 
+def adaptive_alpha(actor: DiagGaussian, prior: DiagGaussian, budget, rule: str = "poe",
+                   num_iters: int = 20) -> jax.Array:
+    """Per state, the largest ``alpha`` in [0, 1] with ``KL(rule(alpha)(s) || actor(s)) <= budget``.
+
+    For ``poe`` (and ``additive``) the KL is nondecreasing in ``alpha``: the composed
+    policies lie on a line in natural parameters that starts at the actor. Bisection
+    then finds the boundary to within ``2**-num_iters``; the returned ``alpha`` is
+    always within budget (``alpha = 1`` when the whole prior is).
+
+    Args:
+        actor, prior: ``[..., act_dim]``.
+        budget: KL budget in nats, broadcastable to ``[...]`` (or ``[..., 1]``).
+        rule: ``"poe"`` or ``"additive"``.
+        num_iters: bisection steps.
+
+    Returns:
+        ``[...]`` coefficients (use ``alpha[..., None]`` as the rule's parameter).
+    """
+    if rule not in ("poe", "additive"):
+        raise ValueError(f"adaptive_alpha needs a monotone alpha rule ('poe', 'additive'); got rule={rule!r}")
+    fn = poe if rule == "poe" else additive
+    dtype = actor.mean.dtype
+    batch = actor.mean.shape[:-1]
+    budget = jnp.asarray(budget, dtype)
+    if budget.ndim == len(batch) + 1:  # a per-state [..., 1] (or per-dim) budget: one value per state
+        budget = budget[..., 0]
+    budget = jnp.broadcast_to(budget, batch)
+
+    def kl_at(alpha):
+        return kl(fn(actor, prior, alpha[..., None]), actor)
+
+    def body(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        inside = kl_at(mid) <= budget
+        return jnp.where(inside, mid, lo), jnp.where(inside, hi, mid)
+
+    one = jnp.ones(batch, dtype)
+    lo, _ = jax.lax.fori_loop(0, num_iters, body, (jnp.zeros(batch, dtype), one))
+    return jnp.where(kl_at(one) <= budget, one, lo)
+
+
+def poe_adaptive(actor: DiagGaussian, prior: DiagGaussian, budget) -> DiagGaussian:
+    """``poe`` at a per-state ``alpha(s)``: the largest alpha whose KL to the actor is within ``budget``.
+
+    A trust region instead of a fixed coefficient: where the prior agrees with the
+    actor, alpha goes up to 1; where it disagrees (or is confidently wrong), alpha
+    shrinks so that the composed policy moves at most ``budget`` nats from the
+    frozen actor (:func:`adaptive_alpha`, 20 bisection steps).
+
+    Args:
+        actor, prior: ``[..., act_dim]``.
+        budget: per-state KL budget ``eps >= 0`` in nats; 0 gives the actor.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> a = DiagGaussian(jnp.zeros((2, 1)), jnp.ones((2, 1)))
+        >>> g = DiagGaussian(jnp.array([[0.1], [10.0]]), jnp.ones((2, 1)))
+        >>> [round(float(m), 3) for m in poe_adaptive(a, g, 0.125).mean[:, 0]]
+        [0.1, 0.5]
+    """
+    budget = _coefficient("budget", budget, 0.0, math.inf, actor.mean.dtype)
+    alpha = adaptive_alpha(actor, prior, budget)
+    # A zero budget is the actor exactly (float32 KL of near-equal Gaussians can round to <= 0).
+    positive = budget > 0
+    alpha = jnp.where(positive[..., 0] if positive.ndim == alpha.ndim + 1 else positive, alpha, 0.0)
+    return poe(actor, prior, alpha[..., None])
+
+
 # --------------------------------------------------------------------------- coefficients
 
 
@@ -390,7 +461,8 @@ class Rule(NamedTuple):
 def alpha_equiv(rule: str, param):
     """The PoE-equivalent coefficient of ``rule(param)`` (same mean for ``kl_reg``).
 
-    ``frozen`` is 0, ``prior_only`` is 1, ``kl_reg(beta)`` is ``beta/(1+beta)``.
+    ``frozen`` is 0, ``prior_only`` is 1, ``kl_reg(beta)`` is ``beta/(1+beta)``;
+    ``poe_adaptive`` has no fixed one (NaN: its alpha varies per state).
     """
     rule = get(rule).name
     if rule == "frozen":
@@ -399,6 +471,8 @@ def alpha_equiv(rule: str, param):
         return jnp.ones_like(jnp.asarray(param, float))
     if rule == "kl_reg":
         return beta_to_alpha(param)
+    if rule == "poe_adaptive":
+        return jnp.full_like(jnp.asarray(param, float), jnp.nan)
     return jnp.asarray(param)
 
 
@@ -433,6 +507,7 @@ RULES = _Registry(
         Rule("additive", additive, "alpha", 0.0, 1.0),
         Rule("poe", poe, "alpha", 0.0, 1.0),
         Rule("kl_reg", kl_reg, "beta", 0.0, math.inf),
+        Rule("poe_adaptive", poe_adaptive, "budget", 0.0, math.inf),
     ]
 )
 RULE_NAMES: tuple[str, ...] = tuple(RULES)

@@ -33,8 +33,12 @@ Inside the program, per lane and step (``o`` the observation):
    fresh each step (both keep the prior's std, so a wrong prior stays confident);
 3. the lane's rule; the executed action is the composed mean (``sample = true``:
    a sample), plus ``action_noise * N(0, I)``;
-4. metrics: ``KL(composed || actor)``; support violation: the actor's density at
-   the executed action below ε ∈ {0.001, 0.01, 0.05}; prior fallbacks.
+4. metrics: ``KL(composed || actor)``; bounds on ``TV(composed, actor)`` (upper:
+   min of Pinsker, Bretagnolle-Huber and Hellinger; lower: squared Hellinger), whose
+   episode mean is δπ; support violation: the actor's density at the executed
+   action below ε ∈ {0.001, 0.01, 0.05}; prior fallbacks; for ``poe_adaptive`` the
+   per-state α it used. The rollout also sums the γ = 0.99 discounted goal return
+   and the largest |goal reward| (for performance-difference bounds).
 """
 
 from __future__ import annotations
@@ -416,7 +420,7 @@ _PROGRAM_KEYS = ("rule_idx", "param", "goal_idx", "prior_goal", "quality", "obs_
 
 
 def build_program(env, goals, max_steps: int, degraded_noise: float, sample: bool,
-                  obs_noise: bool = True, act_noise: bool = True, prior_noise: bool = True):
+                  obs_noise: bool = True, act_noise: bool = True, prior_noise: bool = True, adaptive: bool = True):
     """``program(actor, prior, lanes) -> per-lane totals`` (jittable; lanes is a dict of ``[n]`` arrays).
 
     ``obs_noise``, ``act_noise``, ``prior_noise`` are static switches: when no lane
@@ -448,7 +452,11 @@ def build_program(env, goals, max_steps: int, degraded_noise: float, sample: boo
             if act_noise:
                 action = action + lane["act_noise"] * jax.random.normal(k_act, action.shape)
             logp = a.log_prob(action)
-            metrics = {"kl": gaussian.kl(c, a), "fallback": (~compose.prior_valid(g)).astype(jnp.float32)}
+            metrics = {"kl": gaussian.kl(c, a), "tv_upper": gaussian.tv_upper_bound(c, a),
+                       "tv_lower": gaussian.tv_lower_bound(c, a),
+                       "fallback": (~compose.prior_valid(g)).astype(jnp.float32)}
+            if adaptive:
+                metrics["alpha"] = compose.adaptive_alpha(a, g, jnp.maximum(lane["param"], 0.0))
             for eps, le in zip(SUPPORT_EPS, eps_logs):
                 metrics[f"sv_{eps}"] = (logp < le).astype(jnp.float32)
             return action, metrics
@@ -463,7 +471,8 @@ def build_program(env, goals, max_steps: int, degraded_noise: float, sample: boo
         init = jax.vmap(env.reset)(reset_keys)
         ep = ro.rollout(env, policy, step_keys, max_steps=max_steps, goal=goal, init=init, lane=lanes)
         return {"return_task": ep.return_task, "return_goal": ep.return_goal, "length": ep.length,
-                "terminated": ep.terminated, **{f"sum_{k}": v for k, v in ep.metrics.items()}}
+                "terminated": ep.terminated, "discounted_goal": ep.discounted_goal, "max_abs_goal": ep.max_abs_goal,
+                **{f"sum_{k}": v for k, v in ep.metrics.items()}}
 
     return program
 
@@ -555,6 +564,13 @@ def _records(spec: GridSpec, table: dict, idx: np.ndarray, res: dict, env, backe
         "length": length.astype(np.int64),
         "terminated": np.asarray(res["terminated"], bool),
         "kl_to_frozen": np.asarray(res["sum_kl"], np.float64) / safe_len,
+        "tv_upper": np.asarray(res["sum_tv_upper"], np.float64) / safe_len,
+        "tv_lower": np.asarray(res["sum_tv_lower"], np.float64) / safe_len,
+        "discounted_goal": np.asarray(res["discounted_goal"], np.float64),
+        "max_abs_goal_reward": np.asarray(res["max_abs_goal"], np.float64),
+        "alpha_used": np.where(per_cell["rule"][cell_ids] == "poe_adaptive",
+                               np.asarray(res.get("sum_alpha", np.full(len(idx), np.nan)), np.float64) / safe_len,
+                               per_cell["alpha_equiv"][cell_ids]),
         "support_violation": np.asarray(res["sum_sv_0.01"], np.float64) / safe_len,
         **{f"support_violation_{e}": np.asarray(res[f"sum_sv_{e}"], np.float64) / safe_len for e in SUPPORT_EPS},
         "fallback_rate": np.asarray(res["sum_fallback"], np.float64) / safe_len,
@@ -633,7 +649,7 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
     program = jax.jit(build_program(
         env, resolved["goals"], spec.max_steps, spec.degraded_noise, spec.sample,
         obs_noise=any(s.obs_noise > 0 for s in shifts), act_noise=any(s.action_noise > 0 for s in shifts),
-        prior_noise=any(q != "trained" for q in spec.priors)))
+        prior_noise=any(q != "trained" for q in spec.priors), adaptive="poe_adaptive" in spec.rules))
 
     chunks = [np.arange(lo, min(lo + chunk, n_lanes)) for lo in range(0, n_lanes, chunk)]
     mine = [c[~done[c]] for i, c in enumerate(chunks) if i % nproc == pid]

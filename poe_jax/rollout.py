@@ -34,6 +34,9 @@ class Episodes(NamedTuple):
     Attributes:
         return_task: sum of the env's rewards.
         return_goal: sum of the goal's rewards (0 without a goal).
+        discounted_goal: ``sum_t gamma^t r_goal_t`` (the quantity performance-difference
+            bounds speak about).
+        max_abs_goal: ``max_t |r_goal_t|`` over the live steps.
         length: control steps taken before done (or ``max_steps``).
         terminated: the env's termination rule fired (not truncation).
         metrics: per-step policy metrics summed over the episode.
@@ -46,6 +49,8 @@ class Episodes(NamedTuple):
     terminated: jax.Array
     metrics: dict[str, jax.Array]
     final: State
+    discounted_goal: jax.Array
+    max_abs_goal: jax.Array
 
 
 class _Carry(NamedTuple):
@@ -55,6 +60,8 @@ class _Carry(NamedTuple):
     return_goal: jax.Array
     length: jax.Array
     metrics: dict[str, jax.Array]
+    discounted_goal: jax.Array
+    max_abs_goal: jax.Array
 
 
 def rollout(
@@ -65,6 +72,7 @@ def rollout(
     goal: GoalFn | None = None,
     init: State | None = None,
     lane=None,
+    gamma: float = 0.99,
 ) -> Episodes:
     """Run one episode per key (see module docstring). Jittable; ``env``,
     ``policy`` and ``goal`` are static (close over them or mark them static).
@@ -81,6 +89,7 @@ def rollout(
             given, it is passed on as ``policy(obs, key, lane_i)`` and
             ``goal(state, action, next_state, lane_i)`` (e.g. each lane's rule,
             coefficient and goal in a grid).
+        gamma: discount of :attr:`Episodes.discounted_goal`.
 
     Returns:
         :class:`Episodes`.
@@ -101,6 +110,8 @@ def rollout(
         return_goal=zeros,
         length=jnp.zeros((batch,), jnp.int32),
         metrics={k: jnp.zeros((batch,), jnp.float32) for k in metric_shapes},
+        discounted_goal=zeros,
+        max_abs_goal=zeros,
     )
 
     def cond(c: _Carry):
@@ -120,10 +131,13 @@ def rollout(
             return_goal=c.return_goal + live(g),
             length=c.length + alive.astype(jnp.int32),
             metrics={k: c.metrics[k] + live(jnp.asarray(v, jnp.float32)) for k, v in metrics.items()},
+            discounted_goal=c.discounted_goal + live(g) * jnp.asarray(gamma, jnp.float32) ** c.t.astype(jnp.float32),
+            max_abs_goal=jnp.maximum(c.max_abs_goal, live(jnp.abs(g))),
         )
 
     out = jax.lax.while_loop(cond, body, carry)
-    return Episodes(out.return_task, out.return_goal, out.length, out.state.terminated, out.metrics, out.state)
+    return Episodes(out.return_task, out.return_goal, out.length, out.state.terminated, out.metrics, out.state,
+                    out.discounted_goal, out.max_abs_goal)
 
 
 def deterministic(act_fn: Callable[[jax.Array], jax.Array]) -> Policy:

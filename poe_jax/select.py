@@ -110,23 +110,4 @@ def adaptive_alpha(
         >>> [round(float(x), 3) for x in adaptive_alpha(a, g, 0.125)]
         [1.0, 0.05]
     """
-    if rule not in ("poe", "additive"):
-        raise ValueError(f"adaptive_alpha needs a monotone alpha rule ('poe', 'additive'); got rule={rule!r}")
-    fn = compose.get(rule).fn
-    dtype = actor.mean.dtype
-    batch = actor.mean.shape[:-1]
-
-    def kl_at(alpha):
-        return kl(fn(actor, prior, alpha[..., None]), actor)
-
-    budget = jnp.broadcast_to(jnp.asarray(budget, dtype), batch)
-    one = jnp.ones(batch, dtype)
-
-    def body(_, bounds):
-        lo, hi = bounds
-        mid = 0.5 * (lo + hi)
-        inside = kl_at(mid) <= budget
-        return jnp.where(inside, mid, lo), jnp.where(inside, hi, mid)
-
-    lo, _ = jax.lax.fori_loop(0, num_iters, body, (jnp.zeros(batch, dtype), one))
-    return jnp.where(kl_at(one) <= budget, one, lo)
+    return compose.adaptive_alpha(actor, prior, budget, rule=rule, num_iters=num_iters)

@@ -309,6 +309,8 @@ def test_non_finite_prior_falls_back_and_is_counted():
         # The invalid entries are the actor's; valid entries of the same state are composed.
         np.testing.assert_array_equal(d.mean[bad_entry], actor.mean[bad_entry], err_msg=name)
         np.testing.assert_array_equal(d.std[bad_entry], actor.std[bad_entry], err_msg=name)
+        if name == "poe_adaptive":  # alpha(s) sees the whole state's KL, so valid dims differ too
+            continue
         ref = compose.RULES[name](actor, DiagGaussian(jnp.ones((4, 3)), jnp.ones((4, 3))), 0.7)
         np.testing.assert_allclose(d.mean[~bad_entry], ref.mean[~bad_entry], rtol=1e-6, err_msg=name)
     # Gradients through the fallback stay finite too (no NaN from the masked branch).
@@ -322,7 +324,7 @@ def test_non_finite_prior_falls_back_and_is_counted():
 
 
 def test_unknown_rule_lists_known():
-    with pytest.raises(KeyError, match="unknown rule 'pow'; known rules: additive, frozen, kl_reg, poe, prior_only"):
+    with pytest.raises(KeyError, match="unknown rule 'pow'; known rules: additive, frozen, kl_reg, poe, poe_adaptive, prior_only"):
         compose.RULES["pow"]
 
 
@@ -362,9 +364,47 @@ def test_by_index_rule_is_data():
     actor = DiagGaussian(jax.random.normal(k[0], (6, 3)), jnp.full((6, 3), 0.3))
     prior = DiagGaussian(jax.random.normal(k[1], (6, 3)), jnp.full((6, 3), 0.7))
     idx = jnp.arange(len(compose.RULE_NAMES))
-    params = jnp.array([0.0, 0.0, 0.4, 0.4, 2.0])
+    params = jnp.array([0.0, 0.0, 0.4, 0.4, 2.0, 0.3])
     out = jax.jit(jax.vmap(compose.by_index, in_axes=(0, None, None, 0)))(idx, actor, prior, params)
     for i, name in enumerate(compose.RULE_NAMES):
         ref = compose.RULES[name](actor, prior, params[i])
         np.testing.assert_allclose(out.mean[i], ref.mean, rtol=1e-6)
         np.testing.assert_allclose(out.std[i], ref.std, rtol=1e-6)
+
+
+def test_poe_adaptive_matches_a_float64_root_finder():
+    """poe_adaptive(eps): per state, alpha solves KL(poe(alpha) || actor) = eps (float64 brentq
+    reference), alpha = 1 when the whole prior is within budget, eps = 0 is the actor."""
+    from scipy.optimize import brentq
+
+    k = jax.random.split(jax.random.key(7), 3)
+    actor = DiagGaussian(jax.random.normal(k[0], (64, 3)), 0.1 + jax.random.uniform(k[1], (64, 3)))
+    near = jnp.arange(64)[:, None] < 16  # a quarter of the priors agree with the actor: alpha = 1 there
+    prior = DiagGaussian(jnp.where(near, actor.mean + 0.01, 2.0 * jax.random.normal(k[2], (64, 3))),
+                         jnp.where(near, actor.std, 0.5))
+    eps = 0.2
+    out = jax.jit(compose.poe_adaptive)(actor, prior, eps)
+    mt, st, mg, sg = (np.asarray(x, np.float64) for x in (actor.mean, actor.std, prior.mean, prior.std))
+
+    def kl64(a, i):
+        lam = (1 - a) / st[i] ** 2 + a / sg[i] ** 2
+        mu = ((1 - a) * mt[i] / st[i] ** 2 + a * mg[i] / sg[i] ** 2) / lam
+        v = 1 / lam
+        return float(np.sum(0.5 * (v / st[i] ** 2 + (mu - mt[i]) ** 2 / st[i] ** 2 - 1 - np.log(v / st[i] ** 2))))
+
+    full = 0
+    for i in range(64):
+        a = 1.0 if kl64(1.0, i) <= eps else brentq(lambda x: kl64(x, i) - eps, 0.0, 1.0, xtol=1e-12)
+        full += a == 1.0
+        lam = (1 - a) / st[i] ** 2 + a / sg[i] ** 2
+        mu = ((1 - a) * mt[i] / st[i] ** 2 + a * mg[i] / sg[i] ** 2) / lam
+        np.testing.assert_allclose(out.mean[i], mu, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(out.std[i], lam ** -0.5, rtol=1e-4)
+    assert 0 < full < 64  # both regimes are exercised
+    kls = np.asarray(kl(out, actor))
+    assert np.all(kls <= eps * (1 + 1e-4))
+    zero = compose.poe_adaptive(actor, prior, 0.0)
+    np.testing.assert_allclose(zero.mean, actor.mean, atol=1e-6)
+    with pytest.raises(ValueError, match="budget must be in"):
+        compose.poe_adaptive(actor, prior, -0.1)
+    assert np.isnan(float(compose.alpha_equiv("poe_adaptive", 0.2)))

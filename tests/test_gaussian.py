@@ -6,7 +6,7 @@ import numpy as np
 from scipy import integrate, stats
 
 from poe_jax.gaussian import DiagGaussian, entropy, from_natural, kl, log_prob, to_natural
-from poe_jax.gaussian import total_variation, tv_upper_bound
+from poe_jax.gaussian import total_variation, tv_lower_bound, tv_upper_bound
 
 RNG = np.random.default_rng(0)
 M = RNG.normal(size=(5, 3))
@@ -56,7 +56,19 @@ def test_total_variation_estimate_and_bound():
         exact = exact_tv_1d(m1, s1, m2, s2)
         est = float(total_variation(p, q, k, num_samples=100_000))
         assert abs(est - exact) < 0.01, (exact, est)  # 5 standard errors at n=1e5
-        assert float(tv_upper_bound(p, q)) >= exact - 1e-6
+        assert float(tv_lower_bound(p, q)) - 1e-6 <= exact <= float(tv_upper_bound(p, q)) + 1e-6
+    # Several dims against a float64 Monte-Carlo TV: the bounds bracket it; the Hellinger bound
+    # is the tightest of the three upper bounds when the distributions are far apart.
+    p = DiagGaussian(jnp.array([0.0, 1.0, -0.5]), jnp.array([0.3, 0.5, 1.0]))
+    q = DiagGaussian(jnp.array([1.0, 0.0, 0.5]), jnp.array([0.5, 0.2, 0.7]))
+    x = np.random.default_rng(0).normal(np.asarray(p.mean, float), np.asarray(p.std, float), (400_000, 3))
+    logr = (stats.norm.logpdf(x, np.asarray(q.mean, float), np.asarray(q.std, float)).sum(1)
+            - stats.norm.logpdf(x, np.asarray(p.mean, float), np.asarray(p.std, float)).sum(1))
+    tv = float(np.mean(np.maximum(0.0, 1.0 - np.exp(np.minimum(logr, 0.0)))))
+    lo, hi = float(tv_lower_bound(p, q)), float(tv_upper_bound(p, q))
+    assert lo <= tv <= hi and hi < float(np.sqrt(1 - np.exp(-kl(p, q))))
+    point = DiagGaussian(jnp.zeros(1), jnp.zeros(1))  # kl_reg(beta=inf): a point mass is TV 1 from any Gaussian
+    assert float(tv_lower_bound(point, DiagGaussian(jnp.zeros(1), jnp.ones(1)))) == 1.0
     # KL of independent dims adds up.
     p = DiagGaussian(jnp.zeros(2), jnp.ones(2))
     q = DiagGaussian(jnp.array([1.0, 0.0]), jnp.array([1.0, 2.0]))

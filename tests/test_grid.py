@@ -22,7 +22,8 @@ WORKER = Path(__file__).with_name("grid_worker.py")
 CONTRACT = ["env", "actor", "rule", "param", "alpha_equiv", "goal", "prior", "shift", "seed", "episode",
             "return_task", "return_goal", "normalized_score", "length", "terminated", "kl_to_frozen",
             "support_violation", "success", "backend"]
-VALUES = ["return_task", "return_goal", "normalized_score", "length", "terminated", "kl_to_frozen",
+VALUES = ["return_task", "return_goal", "normalized_score", "length", "terminated", "kl_to_frozen", "tv_upper",
+          "tv_lower", "discounted_goal", "max_abs_goal_reward", "alpha_used",
           "support_violation_0.001", "support_violation_0.01", "support_violation_0.05", "fallback_rate"]
 
 
@@ -67,8 +68,19 @@ def test_smoke_run_records(smoke, reference):
     b = fz[(fz.prior == "random") & (fz.goal == "G3_target")]["return_task"].to_numpy()
     np.testing.assert_array_equal(a, b)
     assert (fz["kl_to_frozen"] == 0).all()
-    # PoE under a trained prior moves away from the actor: positive KL
-    assert (df[(df.rule == "poe")]["kl_to_frozen"] > 0).all()
+    assert (fz["tv_upper"] == 0).all() and (fz["tv_lower"] == 0).all()
+    # PoE under a trained prior moves away from the actor: positive KL and TV, bounds ordered
+    poe = df[df.rule == "poe"]
+    assert (poe["kl_to_frozen"] > 0).all() and (poe["tv_upper"] > 0).all()
+    assert ((0 <= df["tv_lower"]) & (df["tv_lower"] <= df["tv_upper"]) & (df["tv_upper"] <= 1)).all()
+    # Discounting: |sum gamma^t r| <= length * max |r|, and the first reward is undiscounted.
+    assert (df["discounted_goal"].abs() <= df["length"] * df["max_abs_goal_reward"] + 1e-4).all()
+    assert (df["discounted_goal"].abs() < df["return_goal"].abs() + 1e-3).any()
+    # poe_adaptive stays within its per-step KL budget and reports the alpha it used.
+    ad = df[df.rule == "poe_adaptive"]
+    assert len(ad) and (ad["kl_to_frozen"] <= 0.05 * (1 + 1e-4)).all()
+    assert ((0 <= ad["alpha_used"]) & (ad["alpha_used"] <= 1)).all() and ad["alpha_equiv"].isna().all()
+    assert (df.loc[df.rule == "poe", "alpha_used"] == 0.5).all()
     s = json.loads((out / "summary.json").read_text())
     for key in ("spec", "versions", "backend", "devices", "compile_s", "wall_s", "episodes_per_s"):
         assert key in s

@@ -117,3 +117,15 @@ def test_goal_formulas(get_env):
     sa2 = ant.step(sa, jnp.zeros(8))
     g = make_goal("G2_balanced", "ant", ctrl_weight=0.0)
     assert abs(float(g(sa, jnp.zeros(8), sa2)) - float(sa2.metrics["x_velocity"])) < 1e-3
+
+
+def test_discounted_goal_return_and_max_abs_reward(get_env):
+    env = get_env("hopper")
+    zero = rollout.deterministic(lambda obs: jnp.zeros(env.act_size))
+    ramp = lambda s, a, n: n.step.astype(jnp.float32) - 4.0  # noqa: E731  rewards -3, -2, ..., 6
+    ep = jax.jit(lambda k: rollout.rollout(env, zero, k, max_steps=10, goal=ramp, gamma=0.9))(
+        jax.random.split(jax.random.key(0), 2))
+    expected = sum(0.9**t * (t + 1 - 4.0) for t in range(10))
+    np.testing.assert_allclose(ep.discounted_goal, expected, rtol=1e-5)
+    np.testing.assert_allclose(ep.return_goal, sum(t + 1 - 4.0 for t in range(10)))
+    np.testing.assert_array_equal(ep.max_abs_goal, 6.0)
