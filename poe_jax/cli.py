@@ -29,7 +29,8 @@ def _build_parser() -> argparse.ArgumentParser:
     gen = data_sub.add_parser("generate", help="SAC behaviour policies (phase 'policies'), then datasets ('datasets')")
     gen.add_argument("--env", required=True)
     gen.add_argument("--out", required=True, help="folder for policies/, sac.log and ENV-KIND.hdf5")
-    gen.add_argument("--phase", choices=["all", "policies", "datasets"], default="all")
+    gen.add_argument("--phase", choices=["all", "policies", "datasets", "probe"], default="all",
+                     help="'probe': DIR/probe-states/ENV-medium.npz, states for the off-policy scorer")
     gen.add_argument("--sac-steps", type=int, default=1_000_000)
     gen.add_argument("--time-budget", type=float, help="stop SAC after this many seconds")
     gen.add_argument("--eval-every", type=int, default=20_000)
@@ -38,6 +39,8 @@ def _build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="DIR/report.md and DIR/figures/*.png from a grid run")
     rep.add_argument("dir")
     rep.add_argument("--kl-budget", type=float, default=0.5, help="nats per step for the KL-budget selector")
+    rep.add_argument("--states", help="dataset states for the off-policy scorer (.npz with 'observations' or D4RL "
+                     ".hdf5; default: the shipped probe states of each actor's dataset)")
     sub.add_parser("zoo", help="list the shipped checkpoints (and POE_JAX_ZOO folders) with their scores")
     tr = sub.add_parser("train", help="offline training of frozen actors and goal priors")
     tr_sub = tr.add_subparsers(dest="algo", required=True)
@@ -111,6 +114,8 @@ def _data(args) -> int:
                           eval_every=args.eval_every)
     if args.phase in ("all", "datasets"):
         generate.datasets(args.env, args.out, size=args.size, seed=args.seed)
+    if args.phase in ("all", "probe"):
+        generate.probe_states(args.env, args.out, seed=args.seed)
     return 0
 
 
@@ -189,10 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from poe_jax.report import write_report
 
-        if not (Path(args.dir) / "episodes.parquet").exists():
-            print(f"poe-jax report: {args.dir} has no episodes.parquet (run poe-jax run first)", file=sys.stderr)
+        from poe_jax import grid
+
+        missing = [d for d in grid.grid_dirs(args.dir) if not (d / "episodes.parquet").exists()]
+        if missing:
+            print(f"poe-jax report: {missing[0]} has no episodes.parquet (run poe-jax run first)", file=sys.stderr)
             return 2
-        print(f"wrote {write_report(args.dir, kl_budget=args.kl_budget)}")
+        print(f"wrote {write_report(args.dir, kl_budget=args.kl_budget, states=args.states)}")
         return 0
     if args.command == "zoo":
         return _zoo()

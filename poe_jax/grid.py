@@ -37,8 +37,11 @@ Inside the program, per lane and step (``o`` the observation):
    min of Pinsker, Bretagnolle-Huber and Hellinger; lower: squared Hellinger), whose
    episode mean is δπ; support violation: the actor's density at the executed
    action below ε ∈ {0.001, 0.01, 0.05}; prior fallbacks; for ``poe_adaptive`` the
-   per-state α it used. The rollout also sums the γ = 0.99 discounted goal return
-   and the largest |goal reward| (for performance-difference bounds).
+   per-state α it used. The rollout also sums the γ = 0.99 discounted goal return,
+   the largest |goal reward|, and the TV bounds weighted by ``(1 - γ) γ^t``: δπ,
+   the expected TV under the episode's discounted state visitation (after
+   termination both policies sit in the absorbing state, TV 0), which is what the
+   performance-difference bound ``|ΔJ_γ| <= 2 R_max δπ / (1 - γ)^2`` uses.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ __all__ = ["PRIOR_QUALITIES", "GridSpec", "SpecError", "grid_dirs", "load_spec",
 
 PRIOR_QUALITIES = ("trained", "degraded", "random")
 SUPPORT_EPS = (0.001, 0.01, 0.05)
+GAMMA = 0.99  # discount of discounted_goal and delta_pi (performance-difference bounds)
 _RESET_TAG = 0x5EED
 _PRESETS = Path(__file__).parent / "presets"
 
@@ -232,8 +236,9 @@ def load_specs(source: str | os.PathLike | dict, **overrides) -> list[GridSpec]:
 
     A source with ``[[grids]]`` tables is several grids: each table (at least
     ``env``, ``actor``, ``prior``) is merged over the top-level fields, which hold
-    what the grids share. A grid's ``name`` defaults to ``ENV-ACTOR`` (the
-    actor's checkpoint name); it names the grid's folder in the run directory.
+    what the grids share. A grid's ``name`` defaults to the actor's checkpoint
+    name, prefixed with ``ENV-`` unless it starts with it; it names the grid's
+    folder in the run directory.
     """
     data, base = _read_source(source)
     if "grids" not in data:
@@ -249,7 +254,8 @@ def load_specs(source: str | os.PathLike | dict, **overrides) -> list[GridSpec]:
         merged = {**data, **entry}
         if "env" not in merged or "actor" not in merged:
             raise SpecError(f"grids[{i}]: needs env and actor (and prior)")
-        default = f"{merged['env']}-{str(merged['actor']).removeprefix('zoo:').rstrip('/').split('/')[-1]}"
+        actor_name = str(merged["actor"]).removeprefix("zoo:").rstrip("/").split("/")[-1]
+        default = actor_name if actor_name.startswith(str(merged["env"])) else f"{merged['env']}-{actor_name}"
         merged["name"] = str(entry.get("name", default))
         if not merged["name"] or not all(c.isalnum() or c in "-_." for c in merged["name"]):
             raise SpecError(f"grids[{i}].name: {merged['name']!r} must be a folder name (letters, digits, - _ .)")
@@ -419,6 +425,20 @@ _PROGRAM_KEYS = ("rule_idx", "param", "goal_idx", "prior_goal", "quality", "obs_
                  "seed", "episode")
 
 
+def apply_prior_quality(g: gaussian.DiagGaussian, quality, key, degraded_noise: float, max_action: float):
+    """The prior at quality index ``quality`` (into :data:`PRIOR_QUALITIES`), drawn from ``key``.
+
+    ``trained``: as is; ``degraded``: mean ``clip(mu_g + degraded_noise * max_action * N(0, I))``;
+    ``random``: mean ``U(-max_action, max_action)``. The std is kept.
+    """
+    m = max_action
+    noise = degraded_noise * m * jax.random.normal(key, g.mean.shape)
+    degraded = jnp.clip(g.mean + noise, -m, m)
+    rand = jax.random.uniform(key, g.mean.shape, minval=-m, maxval=m)
+    mean = jnp.where(quality == 1, degraded, jnp.where(quality == 2, rand, g.mean))
+    return g.replace(mean=mean)
+
+
 def build_program(env, goals, max_steps: int, degraded_noise: float, sample: bool,
                   obs_noise: bool = True, act_noise: bool = True, prior_noise: bool = True, adaptive: bool = True):
     """``program(actor, prior, lanes) -> per-lane totals`` (jittable; lanes is a dict of ``[n]`` arrays).
@@ -433,11 +453,7 @@ def build_program(env, goals, max_steps: int, degraded_noise: float, sample: boo
     eps_logs = [math.log(e) for e in SUPPORT_EPS]
 
     def prior_quality(g: gaussian.DiagGaussian, quality, key):
-        noise = degraded_noise * m * jax.random.normal(key, g.mean.shape)
-        degraded = jnp.clip(g.mean + noise, -m, m)
-        rand = jax.random.uniform(key, g.mean.shape, minval=-m, maxval=m)
-        mean = jnp.where(quality == 1, degraded, jnp.where(quality == 2, rand, g.mean))
-        return g.replace(mean=mean)
+        return apply_prior_quality(g, quality, key, degraded_noise, m)
 
     def program(actor, prior, lanes):
         def policy(obs, key, lane):
@@ -469,9 +485,10 @@ def build_program(env, goals, max_steps: int, degraded_noise: float, sample: boo
         step_keys = jax.vmap(lambda k, c, e: jax.random.fold_in(jax.random.fold_in(k, c), e))(
             base, lanes["cell_key"], lanes["episode"])
         init = jax.vmap(env.reset)(reset_keys)
-        ep = ro.rollout(env, policy, step_keys, max_steps=max_steps, goal=goal, init=init, lane=lanes)
+        ep = ro.rollout(env, policy, step_keys, max_steps=max_steps, goal=goal, init=init, lane=lanes, gamma=GAMMA)
         return {"return_task": ep.return_task, "return_goal": ep.return_goal, "length": ep.length,
                 "terminated": ep.terminated, "discounted_goal": ep.discounted_goal, "max_abs_goal": ep.max_abs_goal,
+                "dsum_tv_upper": ep.discounted_metrics["tv_upper"], "dsum_tv_lower": ep.discounted_metrics["tv_lower"],
                 **{f"sum_{k}": v for k, v in ep.metrics.items()}}
 
     return program
@@ -567,6 +584,8 @@ def _records(spec: GridSpec, table: dict, idx: np.ndarray, res: dict, env, backe
         "tv_upper": np.asarray(res["sum_tv_upper"], np.float64) / safe_len,
         "tv_lower": np.asarray(res["sum_tv_lower"], np.float64) / safe_len,
         "discounted_goal": np.asarray(res["discounted_goal"], np.float64),
+        "delta_pi_upper": (1 - GAMMA) * np.asarray(res["dsum_tv_upper"], np.float64),
+        "delta_pi_lower": (1 - GAMMA) * np.asarray(res["dsum_tv_lower"], np.float64),
         "max_abs_goal_reward": np.asarray(res["max_abs_goal"], np.float64),
         "alpha_used": np.where(per_cell["rule"][cell_ids] == "poe_adaptive",
                                np.asarray(res.get("sum_alpha", np.full(len(idx), np.nan)), np.float64) / safe_len,

@@ -70,8 +70,8 @@ def _figures(rows: pd.DataFrame, figdir: Path) -> list[str]:
     trained = rows[(rows["prior"] == first) & (rows["shift"] == first_shift)]
 
     def coefficient(ax, g):
-        for rule, r in g[~g.rule.isin(["frozen", "prior_only"])].groupby("rule", sort=False):
-            x = rows_alpha(r)
+        for rule, r in g[~g.rule.isin(["frozen", "prior_only", "poe_adaptive"])].groupby("rule", sort=False):
+            x = rows_alpha(r)  # poe_adaptive has no fixed alpha: it is on the KL frontier figure
             ax.plot(x, r["mean"], marker="o", label=rule)
             ax.fill_between(x, r["ci_low"], r["ci_high"], alpha=0.2)
         for rule, style in (("frozen", "--"), ("prior_only", ":")):
@@ -114,8 +114,14 @@ def rows_alpha(r: pd.DataFrame) -> np.ndarray:
     return np.asarray([float(compose.alpha_equiv(rule, p)) for rule, p in zip(r["rule"], r["param"])])
 
 
-def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05) -> Path:
-    """Write ``out/report.md`` and ``out/figures/*.png`` for the run in ``out``."""
+def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, states: str | Path | None = None) -> Path:
+    """Write ``out/report.md``, ``out/figures/*.png`` (and ``out/offpolicy.csv``) for the run in ``out``.
+
+    ``states``: dataset states for the off-policy scorer (default: the shipped probe
+    states of each actor's dataset; see :mod:`poe_jax.offpolicy`).
+    """
+    from poe_jax import offpolicy
+
     out = Path(out)
     df = grid.read_episodes(out)
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
@@ -129,15 +135,33 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05) -
         lines.append(f"**{point.replace('selector', 'KL-budget selector')} operating point:** " + ", ".join(
             f"{lab} {int(counts.get(lab, 0))}" for lab in ("HELP", "FROZEN", "HURT")) + f" of {len(cells)} (cell, rule) pairs.")
     lines += ["", f"Exclusions: {excluded['non_finite_episodes']} of {excluded['episodes']} episodes had a non-finite goal return.", ""]
+    lines += _split_lines(cells)
+
+    offp, off_notes = (None, [])
+    if "delta_pi_upper" in df:
+        offp, off_notes = offpolicy.score_run(out, states)
+    critic = {}
+    if offp is not None:
+        offp.to_csv(out / "offpolicy.csv", index=False)
+        critic = {tuple(r[k] for k in ("env", "actor", "goal", "prior", "rule", "param")): r["delta_q"]
+                  for _, r in offp.iterrows()}
+
     lines += ["## Per cell and rule", "",
-              "| env | goal | prior | shift | rule | oracle coef | mean ± s.e. | frozen | p (Holm) | label | selector coef | regret | selector label |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "Oracle operating point; `critic ΔQ`: the off-policy scorer at the same coefficient (see below).", "",
+              "| env | goal | prior | shift | rule | oracle coef | mean ± s.e. | frozen | p (Holm) | label | "
+              "selector coef | regret | selector label | critic ΔQ |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     rs = rows.set_index(stats.ROW)
     for _, c in cells.iterrows():
         o = rs.loc[(c.env, c.actor, c.goal, c.prior, c["shift"], c.rule, c.oracle_param)]
+        dq = critic.get((c.env, c.actor, c.goal, c.prior, c.rule, c.oracle_param), np.nan)
         lines.append(f"| {c.env} | {c.goal} | {c.prior} | {c['shift']} | {c.rule} | {c.oracle_param:g} | "
                      f"{_fmt(o['mean'])} ± {_fmt(o['se'])} | {_fmt(o['frozen_mean'])} | {_p(o['p_holm'])} | "
-                     f"**{c.oracle_label}** | {c.selector_param:g} | {_fmt(c.regret)} | {c.selector_label} |")
+                     f"**{c.oracle_label}** | {c.selector_param:g} | {_fmt(c.regret)} | {c.selector_label} | {_fmt(dq, 2)} |")
+    lines += _selector_lines(rows, kl_budget)
+    if "delta_pi_upper" in df:
+        lines += _deviation_lines(stats.deviation(df, cells))
+    lines += _offpolicy_lines(df, offp, off_notes, level)
     sv = df.groupby("rule")[[f"support_violation_{e}" for e in grid.SUPPORT_EPS]].mean()
     lines += ["", "## Support violation (fraction of executed actions with actor density < ε)", "",
               "| rule | " + " | ".join(f"ε = {e}" for e in grid.SUPPORT_EPS) + " |",
@@ -147,7 +171,88 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05) -
     lines += ["", "## Figures", ""] + [f"![{f}](figures/{f})" for f in figs]
     lines += ["", "## Spec and versions", "", "```json", json.dumps({"spec": summary.get("spec"),
               "versions": summary.get("versions"), "backend": summary.get("backend"),
-              "devices": summary.get("devices"), "wall_s": summary.get("wall_s")}, indent=2), "```", ""]
+              "devices": summary.get("devices"), "host": summary.get("host"), "wall_s": summary.get("wall_s")},
+              indent=2), "```", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _split_lines(cells: pd.DataFrame) -> list[str]:
+    """HELP/FROZEN/HURT counts per (env, prior quality, rule) at the oracle operating point."""
+    t = cells.assign(n=1).pivot_table(index=["env", "prior", "rule"], columns="oracle_label", values="n",
+                                      aggfunc="sum", fill_value=0, sort=False)
+    lines = ["## HELP / FROZEN / HURT by env, prior quality and rule (oracle coefficient, counts over goals)", "",
+             "| env | prior | rule | HELP | FROZEN | HURT |", "|---|---|---|---|---|---|"]
+    for (env, prior, rule), r in t.iterrows():
+        lines.append(f"| {env} | {prior} | {rule} | " + " | ".join(str(int(r.get(k, 0))) for k in ("HELP", "FROZEN", "HURT")) + " |")
+    return lines + [""]
+
+
+def _selector_lines(rows: pd.DataFrame, kl_budget: float) -> list[str]:
+    sel = stats.selectors(rows, kl_budget)
+    if sel.empty:
+        return []
+    lines = ["", "## Selectors: choosing α without hindsight", "",
+             f"For `poe`: the oracle α (best mean goal return, hindsight), the KL-budget selector's α (largest "
+             f"mean per-step KL within {kl_budget} nats), and adaptive α (`poe_adaptive`: per state, the largest α "
+             f"whose KL stays within the budget). Regret = oracle mean − chosen mean (goal return).", ""]
+    has_ad = "adaptive_regret" in sel
+    lines.append(f"Mean regret over {len(sel)} cells: KL-budget selector {_fmt(sel['selector_regret'].mean())}"
+                 + (f"; adaptive α {_fmt(sel['adaptive_regret'].mean())} (lower than the selector's in "
+                    f"{int((sel['adaptive_regret'] < sel['selector_regret']).sum())} cells)" if has_ad else "") + ".")
+    lines += ["", "| env | goal | prior | shift | oracle α | oracle mean | selector α | selector regret |"
+              + (" adaptive ε | adaptive KL | adaptive regret |" if has_ad else ""),
+              "|---|---|---|---|---|---|---|---|" + ("---|---|---|" if has_ad else "")]
+    for _, r in sel.iterrows():
+        line = (f"| {r.env} | {r.goal} | {r.prior} | {r['shift']} | {r.oracle_param:g} | {_fmt(r.oracle_mean)} | "
+                f"{r.selector_param:g} | {_fmt(r.selector_regret)} |")
+        if has_ad:
+            line += (f" {r.adaptive_budget:g} | {_fmt(r.adaptive_kl, 3)} | {_fmt(r.adaptive_regret)} |"
+                     if np.isfinite(r.get("adaptive_regret", np.nan)) else " – | – | – |")
+        lines.append(line)
+    return lines
+
+
+def _deviation_lines(dev: pd.DataFrame) -> list[str]:
+    lines = ["", "## Deviation from the frozen actor: δπ and the performance-difference bound", "",
+             "δπ: expected total variation between the composed policy and the frozen actor under the composed "
+             "policy's discounted state visitation (γ = 0.99), given as [lower, upper] bounds (squared Hellinger; "
+             "min of Pinsker, Bretagnolle–Huber, Hellinger). Bound: |J_γ(rule) − J_γ(frozen)| ≤ 2 R_max δπ / (1−γ)², "
+             "with R_max the largest |goal reward| seen in the cell; `scale` = R_max/(1−γ) is the largest possible "
+             "|J_γ|, so a bound above it is vacuous. `observed`: the measured |ΔJ_γ| (discounted goal return).",
+             "", f"Vacuous (bound ≥ scale) in {int((dev['bound'] >= dev['scale']).sum())} of {len(dev)} (cell, rule) "
+             f"pairs; the observed change exceeded the bound in {int((dev['observed'] > dev['bound']).sum())}.", "",
+             "| env | goal | prior | shift | rule | coef | δπ | R_max | bound | scale | observed |ΔJ_γ| |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in dev.iterrows():
+        lines.append(f"| {r.env} | {r.goal} | {r.prior} | {r['shift']} | {r.rule} | {r.param:g} | "
+                     f"[{r.delta_pi_lower:.3g}, {r.delta_pi_upper:.3g}] | {r.r_max:.3g} | {r.bound:.3g} | "
+                     f"{r.scale:.3g} | {r.observed:.3g} |")
+    return lines
+
+
+def _offpolicy_lines(df: pd.DataFrame, offp, notes: list[str], level: float) -> list[str]:
+    from scipy import stats as sps
+
+    lines = ["", "## Off-policy scorer: the actor's critic at the composed actions", "",
+             "`critic ΔQ` = mean over dataset states of Q(s, composed action) − Q(s, frozen action), with the IQL "
+             "critic shipped with the actor (task reward, critic units; `offpolicy.csv` has every row). Beside it, "
+             "the rollouts' change in D4RL-normalised task score; ρ is the Spearman rank correlation between the two "
+             "over the grid's (goal, rule, coefficient) rows."]
+    lines += [f"- {n}" for n in notes]
+    if offp is None:
+        return lines + ["", "No off-policy scores (no critic or no dataset states)."]
+    task, _ = stats.row_stats(df, value="normalized_score", level=level)
+    task = task[task.rule != "frozen"][["env", "actor", "goal", "prior", "rule", "param", "diff"]]
+    m = offp.merge(task, on=["env", "actor", "goal", "prior", "rule", "param"])
+    lines += ["", "| env | actor | prior | rows | ρ(critic ΔQ, rollout Δ score) | p | states |", "|---|---|---|---|---|---|---|"]
+    for (env, actor, prior), g in m.groupby(["env", "actor", "prior"], sort=False):
+        ok = np.isfinite(g["diff"]) & np.isfinite(g["delta_q"])
+        if ok.sum() >= 3 and g.loc[ok, "delta_q"].nunique() > 1 and g.loc[ok, "diff"].nunique() > 1:
+            rho, p = sps.spearmanr(g.loc[ok, "delta_q"], g.loc[ok, "diff"])
+        else:
+            rho, p = np.nan, np.nan
+        lines.append(f"| {env} | {actor} | {prior} | {int(ok.sum())} | {_fmt(rho, 2)} | {_p(p)} | "
+                     f"{int(g['states'].iloc[0])} ({g['states_file'].iloc[0]}) |")
+    return lines

@@ -37,6 +37,9 @@ class Episodes(NamedTuple):
         discounted_goal: ``sum_t gamma^t r_goal_t`` (the quantity performance-difference
             bounds speak about).
         max_abs_goal: ``max_t |r_goal_t|`` over the live steps.
+        discounted_metrics: per-step policy metrics summed with weights ``gamma^t``
+            (``(1 - gamma)`` times one is the metric's average under the discounted
+            state visitation of the episode).
         length: control steps taken before done (or ``max_steps``).
         terminated: the env's termination rule fired (not truncation).
         metrics: per-step policy metrics summed over the episode.
@@ -51,6 +54,7 @@ class Episodes(NamedTuple):
     final: State
     discounted_goal: jax.Array
     max_abs_goal: jax.Array
+    discounted_metrics: dict[str, jax.Array]
 
 
 class _Carry(NamedTuple):
@@ -62,6 +66,7 @@ class _Carry(NamedTuple):
     metrics: dict[str, jax.Array]
     discounted_goal: jax.Array
     max_abs_goal: jax.Array
+    discounted_metrics: dict[str, jax.Array]
 
 
 def rollout(
@@ -112,6 +117,7 @@ def rollout(
         metrics={k: jnp.zeros((batch,), jnp.float32) for k in metric_shapes},
         discounted_goal=zeros,
         max_abs_goal=zeros,
+        discounted_metrics={k: jnp.zeros((batch,), jnp.float32) for k in metric_shapes},
     )
 
     def cond(c: _Carry):
@@ -124,6 +130,7 @@ def rollout(
         alive = ~c.state.done
         g = jax.vmap(goal)(c.state, action, nxt, *extra) if goal is not None else zeros
         live = lambda x: jnp.where(alive, x, 0.0)  # noqa: E731
+        discount = jnp.asarray(gamma, jnp.float32) ** c.t.astype(jnp.float32)
         return _Carry(
             t=c.t + 1,
             state=nxt,
@@ -131,13 +138,15 @@ def rollout(
             return_goal=c.return_goal + live(g),
             length=c.length + alive.astype(jnp.int32),
             metrics={k: c.metrics[k] + live(jnp.asarray(v, jnp.float32)) for k, v in metrics.items()},
-            discounted_goal=c.discounted_goal + live(g) * jnp.asarray(gamma, jnp.float32) ** c.t.astype(jnp.float32),
+            discounted_goal=c.discounted_goal + live(g) * discount,
             max_abs_goal=jnp.maximum(c.max_abs_goal, live(jnp.abs(g))),
+            discounted_metrics={k: c.discounted_metrics[k] + live(jnp.asarray(v, jnp.float32)) * discount
+                                for k, v in metrics.items()},
         )
 
     out = jax.lax.while_loop(cond, body, carry)
     return Episodes(out.return_task, out.return_goal, out.length, out.state.terminated, out.metrics, out.state,
-                    out.discounted_goal, out.max_abs_goal)
+                    out.discounted_goal, out.max_abs_goal, out.discounted_metrics)
 
 
 def deterministic(act_fn: Callable[[jax.Array], jax.Array]) -> Policy:

@@ -28,7 +28,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-__all__ = ["CELL", "holm", "label_cells", "row_stats", "seed_means"]
+__all__ = ["CELL", "GAMMA", "deviation", "holm", "label_cells", "row_stats", "seed_means", "selectors"]
+
+GAMMA = 0.99
 
 CELL = ["env", "actor", "goal", "prior", "shift"]
 ROW = [*CELL, "rule", "param"]
@@ -103,15 +105,84 @@ def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05)
     return out, excluded
 
 
+def _kl_choice(g: pd.DataFrame, kl_budget: float) -> pd.Series:
+    """The KL-budget selector's row: largest mean KL within the budget, else the smallest KL."""
+    within = g[g["kl"] <= kl_budget]
+    return within.loc[within["kl"].idxmax()] if len(within) else g.loc[g["kl"].idxmin()]
+
+
 def label_cells(rows: pd.DataFrame, kl_budget: float = 0.5) -> pd.DataFrame:
     """Per (cell, rule): the oracle and KL-budget operating points, their labels, and the selector's regret."""
     out = []
     for key, g in rows[rows.rule != "frozen"].groupby([*CELL, "rule"], sort=False, dropna=False):
         oracle = g.loc[g["mean"].idxmax()]
-        within = g[g["kl"] <= kl_budget]
-        chosen = within.loc[within["kl"].idxmax()] if len(within) else g.loc[g["kl"].idxmin()]
+        chosen = _kl_choice(g, kl_budget)
         out.append(dict(zip([*CELL, "rule"], key), oracle_param=oracle["param"], oracle_mean=oracle["mean"],
                         oracle_label=oracle["label"], oracle_p_holm=oracle["p_holm"],
                         selector_param=chosen["param"], selector_mean=chosen["mean"], selector_kl=chosen["kl"],
                         selector_label=chosen["label"], regret=oracle["mean"] - chosen["mean"]))
+    return pd.DataFrame(out)
+
+
+def deviation(df: pd.DataFrame, cells: pd.DataFrame, gamma: float = GAMMA) -> pd.DataFrame:
+    """Per (cell, rule) at its oracle coefficient: δπ, the performance-difference bound, the observed change.
+
+    δπ is the expected total variation between the composed policy and the frozen
+    actor under the composed policy's discounted state visitation (grid columns
+    ``delta_pi_lower`` / ``delta_pi_upper``: bounds, since TV between diagonal
+    Gaussians has no closed form), averaged over episodes within a seed, then over
+    seeds. The bound (performance-difference lemma, ``|A| <= osc Q <= 2 R_max/(1-γ)``):
+
+        |J_γ(composed) - J_γ(frozen)| <= 2 R_max δπ / (1 - γ)^2,
+
+    with ``R_max`` the largest |goal reward| seen in the cell (an empirical stand-in
+    for the reward bound) and ``J_γ`` the discounted goal return (``observed``: the
+    difference of the seed-averaged means). ``scale = R_max / (1 - γ)`` is the
+    largest possible ``|J_γ|``; a bound above it says nothing.
+    """
+    kept = df[np.isfinite(df["return_goal"].to_numpy(float))]
+    per_seed = kept.groupby([*ROW, "seed"], sort=False, dropna=False).agg(
+        lo=("delta_pi_lower", "mean"), hi=("delta_pi_upper", "mean"), j=("discounted_goal", "mean")).reset_index()
+    per_row = per_seed.groupby(ROW, sort=False, dropna=False)[["lo", "hi", "j"]].mean()
+    r_max = kept.groupby(CELL, sort=False, dropna=False)["max_abs_goal_reward"].max()
+    frozen = per_row.xs("frozen", level="rule").reset_index("param", drop=True)
+    out = []
+    for _, c in cells.iterrows():
+        cell = tuple(c[k] for k in CELL)
+        row = per_row.loc[(*cell, c["rule"], c["oracle_param"])]
+        j_frozen = float(frozen.loc[cell, "j"]) if cell in frozen.index else np.nan
+        rm = float(r_max.loc[cell])
+        bound = 2.0 * rm * float(row["hi"]) / (1.0 - gamma) ** 2
+        out.append(dict(zip([*CELL, "rule"], [*cell, c["rule"]]), param=c["oracle_param"],
+                        delta_pi_lower=float(row["lo"]), delta_pi_upper=float(row["hi"]), r_max=rm,
+                        bound=bound, scale=rm / (1.0 - gamma), observed=abs(float(row["j"]) - j_frozen)))
+    return pd.DataFrame(out)
+
+
+def selectors(rows: pd.DataFrame, kl_budget: float = 0.5, rule: str = "poe") -> pd.DataFrame:
+    """Per cell: ``rule``'s oracle coefficient vs the KL-budget selector and adaptive α.
+
+    * oracle: ``rule``'s coefficient with the best mean goal return (hindsight);
+    * selector: the KL-budget selector's coefficient of ``rule`` (see :func:`label_cells`);
+    * adaptive: ``poe_adaptive`` at the per-step budget ``kl_budget`` (or the largest
+      budget below it in the grid), when the grid has it.
+
+    Regrets are oracle mean minus each choice's mean (goal return; >= 0 for the selector).
+    """
+    out = []
+    for key, g in rows.groupby(CELL, sort=False, dropna=False):
+        r = g[g.rule == rule]
+        if r.empty:
+            continue
+        oracle = r.loc[r["mean"].idxmax()]
+        chosen = _kl_choice(r, kl_budget)
+        rec = dict(zip(CELL, key), oracle_param=oracle["param"], oracle_mean=oracle["mean"],
+                   selector_param=chosen["param"], selector_mean=chosen["mean"],
+                   selector_regret=oracle["mean"] - chosen["mean"])
+        ad = g[(g.rule == "poe_adaptive") & (g["param"] <= kl_budget + 1e-12)]
+        if len(ad):
+            a = ad.loc[ad["param"].idxmax()]
+            rec.update(adaptive_budget=a["param"], adaptive_mean=a["mean"], adaptive_kl=a["kl"],
+                       adaptive_regret=oracle["mean"] - a["mean"])
+        out.append(rec)
     return pd.DataFrame(out)

@@ -23,7 +23,7 @@ CONTRACT = ["env", "actor", "rule", "param", "alpha_equiv", "goal", "prior", "sh
             "return_task", "return_goal", "normalized_score", "length", "terminated", "kl_to_frozen",
             "support_violation", "success", "backend"]
 VALUES = ["return_task", "return_goal", "normalized_score", "length", "terminated", "kl_to_frozen", "tv_upper",
-          "tv_lower", "discounted_goal", "max_abs_goal_reward", "alpha_used",
+          "tv_lower", "discounted_goal", "max_abs_goal_reward", "alpha_used", "delta_pi_upper", "delta_pi_lower",
           "support_violation_0.001", "support_violation_0.01", "support_violation_0.05", "fallback_rate"]
 
 
@@ -73,6 +73,8 @@ def test_smoke_run_records(smoke, reference):
     poe = df[df.rule == "poe"]
     assert (poe["kl_to_frozen"] > 0).all() and (poe["tv_upper"] > 0).all()
     assert ((0 <= df["tv_lower"]) & (df["tv_lower"] <= df["tv_upper"]) & (df["tv_upper"] <= 1)).all()
+    assert ((0 <= df["delta_pi_lower"]) & (df["delta_pi_lower"] <= df["delta_pi_upper"]) & (df["delta_pi_upper"] <= 1)).all()
+    assert (fz["delta_pi_upper"] == 0).all() and (poe["delta_pi_upper"] > 0).all()
     # Discounting: |sum gamma^t r| <= length * max |r|, and the first reward is undiscounted.
     assert (df["discounted_goal"].abs() <= df["length"] * df["max_abs_goal_reward"] + 1e-4).all()
     assert (df["discounted_goal"].abs() < df["return_goal"].abs() + 1e-3).any()
@@ -230,7 +232,7 @@ def test_every_shipped_preset_validates():
             assert len(grid.cells(spec)) >= 3
     main_table = grid.load_specs("preset:main_table")
     assert [s.env for s in main_table] == ["hopper", "halfcheetah", "walker2d", "ant"]
-    assert [s.name for s in main_table] == [f"{e}-{e}-medium-iql" for e in ("hopper", "halfcheetah", "walker2d", "ant")]
+    assert [s.name for s in main_table] == [f"{e}-medium-iql" for e in ("hopper", "halfcheetah", "walker2d", "ant")]
     assert all(s.rules == main_table[0].rules and s.seeds == (0, 1, 2, 3, 4) for s in main_table)
     with pytest.raises(grid.SpecError, match="has \\[\\[grids\\]\\]"):
         grid.load_spec("preset:main_table")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
 import pytest
 
 from poe_jax import grid
@@ -19,13 +22,41 @@ def test_report_on_smoke_run(smoke_run, capsys):
     assert main(["report", str(smoke_run)]) == 0
     text = (smoke_run / "report.md").read_text()
     for needle in ("HELP", "FROZEN", "HURT", "Holm", "Exclusions", "Support violation", '"versions"',
-                   "| hopper | G1_speed | trained | none | poe |"):
-        assert needle in text
+                   "| hopper | G1_speed | trained | none | poe |", "## Selectors", "adaptive α",
+                   "performance-difference bound", "the observed change exceeded the bound in 0.",
+                   "## Off-policy scorer", "hopper-medium.npz"):
+        assert needle in text, needle
+    offp = pd.read_csv(smoke_run / "offpolicy.csv")
+    assert (offp.loc[offp.rule == "frozen", "delta_q"] == 0).all()
+    assert set(offp["rule"]) == {"frozen", "poe", "additive", "kl_reg", "poe_adaptive"}
     figs = sorted(p.name for p in (smoke_run / "figures").glob("*.png"))
     assert figs == ["kl_frontier.png", "prior_quality.png", "return_vs_coefficient.png"]
     for f in (smoke_run / "figures").glob("*.png"):
         data = f.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_offpolicy_scores_are_the_critic_at_the_composed_mean():
+    from poe_jax import checkpoints, compose, offpolicy
+
+    actor = checkpoints.load(grid.resolve_checkpoint("zoo:hopper-medium-iql"), env="hopper")
+    prior = checkpoints.load(grid.resolve_checkpoint("zoo:hopper-prior"), env="hopper")
+    states = offpolicy.load_states(offpolicy.find_states("hopper-medium"), obs_size=11)[:200]
+    df = offpolicy.score(actor, prior, states, {"frozen": [], "poe": [0.3, 0.9], "prior_only": []},
+                         ["G1_speed", "G3_target"], ["trained", "random"])
+    assert len(df) == 2 * 2 * 4
+    a = actor.distribution(jnp.asarray(states))
+    g = prior.distribution(jnp.asarray(states), prior.spec.goal_index("G3_target"))
+    q = lambda act: float(jnp.mean(actor.critic.q(jnp.asarray(states), jnp.clip(act, -1, 1))))  # noqa: E731
+    row = df[(df.goal == "G3_target") & (df.prior == "trained") & (df.rule == "poe") & (df.param == 0.3)].iloc[0]
+    np.testing.assert_allclose(row.q, q(compose.poe(a, g, 0.3).mean), rtol=1e-5)
+    np.testing.assert_allclose(row.q_frozen, q(a.mean), rtol=1e-5)
+    assert (df.loc[df.rule == "frozen", "delta_q"] == 0).all()
+    # A random prior hurts the critic's value more than the trained one at the same alpha.
+    poe9 = df[(df.rule == "poe") & (df.param == 0.9)].set_index(["goal", "prior"])["delta_q"]
+    assert all(poe9[(goal, "random")] < poe9[(goal, "trained")] for goal in ("G1_speed", "G3_target"))
+    with pytest.raises(ValueError, match="the actor expects 11"):
+        offpolicy.load_states(offpolicy.find_states("walker2d-medium"), obs_size=11)
 
 
 def test_report_refuses_a_dir_without_results(tmp_path, capsys):

@@ -18,6 +18,10 @@ Phase 2 (``datasets``), in D4RL layout under ``DIR/ENV-KIND.hdf5``:
   proportion to training time. Documented deviation;
 * ``medium-expert``: medium and expert concatenated.
 
+Phase 3 (``probe``): ``DIR/probe-states/ENV-medium.npz``, 1,000 observations of the
+medium behaviour policy (the medium dataset's state distribution), small enough
+to ship beside the checkpoints for :mod:`poe_jax.offpolicy`.
+
 Sizes default to 200,000 transitions each (D4RL: 1M; 2M for medium-expert), a
 budget choice recorded in each file's metadata.
 """
@@ -34,7 +38,7 @@ import numpy as np
 
 from poe_jax import checkpoints, data, envs, nets
 
-__all__ = ["KINDS", "datasets", "pick_policies", "policies"]
+__all__ = ["KINDS", "datasets", "pick_policies", "policies", "probe_states"]
 
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 
@@ -124,3 +128,21 @@ def datasets(env_name: str, out: str | Path, size: int = 200_000, lanes: int = 6
     put("medium-replay", {key_: np.concatenate([p[key_] for p in parts]) for key_ in parts[0]})
     put("medium-expert", {key_: np.concatenate([d_med[key_], d_exp[key_]]) for key_ in d_med})
     return paths
+
+
+def probe_states(env_name: str, out: str | Path, n: int = 1000, lanes: int = 10, seed: int = 0,
+                 log=print) -> Path:
+    """Phase 3: ``out/probe-states/ENV-medium.npz`` -- ``n`` observations of the medium
+    behaviour policy (stochastic, as in the medium dataset), evenly spaced over
+    ``lanes`` trajectories of ``5 n / lanes`` steps."""
+    out = Path(out)
+    env = envs.make(env_name, backend="native")
+    _, medium, _ = pick_policies(out)
+    actor = checkpoints.load(out / "policies" / medium["path"], env=env_name)
+    d = data.collect(env, _stochastic(actor), 5 * n, lanes, jax.random.key(seed + 7))
+    obs = d["observations"][:: max(1, len(d["observations"]) // n)][:n].astype(np.float32)
+    path = out / "probe-states" / f"{env_name}-medium.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, observations=obs, policy=medium["path"], seed=seed)
+    log(f"{path}: {len(obs)} states of the medium policy {medium['path']}")
+    return path

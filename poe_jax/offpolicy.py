@@ -1,0 +1,146 @@
+"""Off-policy scoring of composed policies with the frozen actor's own critic.
+
+No rollouts: on a set of dataset states ``S`` (the actor's training distribution),
+for each (goal, prior quality, rule, coefficient) the scorer evaluates
+
+    Q_rule = mean_{s in S} Q(s, clip(mean of rule(actor(s), prior(s, goal))))
+
+with ``Q = min(Q1, Q2)``, the IQL critic that ships with the actor, and reports
+``delta_q = Q_rule - mean_s Q(s, actor action)``. The critic was trained on the
+**task** reward of the actor's dataset, so ``delta_q`` predicts the change in task
+return, not in goal return, and only where the composed actions stay near the
+data (large deviations are extrapolation). Reports show it beside the rollouts.
+
+Dataset states: any D4RL HDF5 file or an ``.npz`` with ``observations``; for the
+shipped actors, ``checkpoints/probe-states/<dataset>.npz`` (1,000 states from the
+dataset's behaviour policy, see ``checkpoints/README.md``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from poe_jax import compose, grid
+
+__all__ = ["find_states", "load_states", "score", "score_run"]
+
+
+def find_states(dataset: str | None) -> Path | None:
+    """The shipped probe states of ``dataset`` (e.g. ``hopper-medium``), or None."""
+    if not dataset:
+        return None
+    for d in grid.zoo_dirs():
+        path = d / "probe-states" / f"{dataset}.npz"
+        if path.is_file():
+            return path
+    return None
+
+
+def load_states(path: str | Path, obs_size: int | None = None, limit: int = 5000) -> np.ndarray:
+    """``[n, obs]`` float32 observations from a D4RL HDF5 file or an ``.npz`` (at most ``limit``, evenly spaced)."""
+    path = Path(path)
+    if path.suffix in (".hdf5", ".h5"):
+        from poe_jax import data
+
+        obs = np.asarray(data.read(path)["observations"])
+    else:
+        try:
+            with np.load(path) as z:
+                obs = np.asarray(z["observations"])
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{path}: not a states file (.npz with 'observations' or D4RL .hdf5): {e}") from None
+    if obs.ndim != 2 or not len(obs):
+        raise ValueError(f"{path}: observations must be a non-empty [n, obs] array; got shape {obs.shape}")
+    if obs_size is not None and obs.shape[1] != obs_size:
+        raise ValueError(f"{path}: observations have {obs.shape[1]} entries; the actor expects {obs_size}")
+    if len(obs) > limit:
+        obs = obs[np.linspace(0, len(obs) - 1, limit).astype(int)]
+    return obs.astype(np.float32)
+
+
+def score(actor, prior, states: np.ndarray, rules: dict[str, list[float]], goals: list[str],
+          qualities: list[str] = ("trained",), degraded_noise: float = 0.5, seed: int = 0) -> pd.DataFrame:
+    """One row per (goal, prior, rule, param): ``q`` (mean critic value), ``q_frozen``, ``delta_q``.
+
+    ``actor`` must carry its critic (``actor.critic``). Degraded and random priors
+    are drawn per state from ``seed``, the same draws for every rule (common random
+    numbers).
+    """
+    if actor.critic is None:
+        raise ValueError("the actor has no critic; the off-policy scorer needs the critic that ships with it")
+    rows = []
+    for goal in goals:
+        for q in qualities:
+            for rule, params in rules.items():
+                for p in (params if compose.RULES[rule].param is not None else [0.0 if rule == "frozen" else 1.0]):
+                    rows.append((goal, q, rule, float(p)))
+    m = float(actor.spec.max_action)
+    obs = jnp.asarray(states)
+    key = jax.random.key(seed)
+
+    @jax.jit
+    def value(goal_idx, quality, rule_idx, param):
+        a = actor.distribution(obs)
+        g = prior.distribution(obs, jnp.full(obs.shape[:1], goal_idx))
+        g = grid.apply_prior_quality(g, quality, jax.random.fold_in(key, quality), degraded_noise, m)
+        c = jax.vmap(compose.by_index, in_axes=(None, 0, 0, None))(rule_idx, a, g, param)
+        return jnp.mean(actor.critic.q(obs, jnp.clip(c.mean, -m, m)))
+
+    # The frozen baselines go through the same mapped computation (bit-identical for frozen rows).
+    pairs = list(dict.fromkeys((r[0], r[1]) for r in rows))
+    batch = rows + [(goal, q, "frozen", 0.0) for goal, q in pairs]
+    cols = (jnp.asarray([prior.spec.goal_index(r[0]) for r in batch], jnp.int32),
+            jnp.asarray([grid.PRIOR_QUALITIES.index(r[1]) for r in batch], jnp.int32),
+            jnp.asarray([compose.RULE_NAMES.index(r[2]) for r in batch], jnp.int32),
+            jnp.asarray([r[3] for r in batch], jnp.float32))
+    qs = np.asarray(jax.lax.map(lambda x: value(*x), cols), np.float64)
+    base = dict(zip(pairs, qs[len(rows):]))
+    out = pd.DataFrame(rows, columns=["goal", "prior", "rule", "param"])
+    out["q"] = qs[: len(rows)]
+    out["q_frozen"] = [base[(r[0], r[1])] for r in rows]
+    out["delta_q"] = out["q"] - out["q_frozen"]
+    out["states"] = len(states)
+    return out
+
+
+def score_run(out: str | Path, states: str | Path | None = None) -> tuple[pd.DataFrame | None, list[str]]:
+    """Off-policy scores for every grid of the run in ``out``; plus notes on grids that were skipped."""
+    import json
+
+    from poe_jax import checkpoints
+
+    frames, notes = [], []
+    for d in grid.grid_dirs(out):
+        spec = json.loads((d / "spec.json").read_text())["spec"]
+        try:
+            actor_path = grid.resolve_checkpoint(spec["actor"], spec.get("base_dir", "."))
+            prior_path = grid.resolve_checkpoint(spec["prior"], spec.get("base_dir", "."), "prior")
+        except grid.SpecError as e:
+            notes.append(f"{d.name}: skipped ({e})")
+            continue
+        actor = checkpoints.load(actor_path, env=spec["env"])
+        if actor.critic is None:
+            notes.append(f"{d.name}: skipped (the actor {actor_path.name} has no critic)")
+            continue
+        card = checkpoints.read_card(actor_path)
+        path = Path(states) if states is not None else find_states(card.get("dataset"))
+        if path is None:
+            notes.append(f"{d.name}: skipped (no dataset states for {card.get('dataset')!r}; pass --states)")
+            continue
+        try:
+            obs = load_states(path, actor.spec.obs_size)
+        except ValueError as e:
+            notes.append(f"{d.name}: skipped ({e})")
+            continue
+        prior = checkpoints.load(prior_path, env=spec["env"])
+        df = score(actor, prior, obs, spec["rules"], spec["goals"], spec["priors"], spec.get("degraded_noise", 0.5))
+        df.insert(0, "actor", actor_path.name)
+        df.insert(0, "env", spec["env"])
+        df["states_file"] = path.name
+        frames.append(df)
+    return (pd.concat(frames, ignore_index=True) if frames else None), notes
