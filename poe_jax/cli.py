@@ -171,11 +171,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo_main()
     if args.command == "rules":
-        from poe_jax.compose import RULES
+        from poe_jax import critic_rules
 
-        for r in RULES.values():
+        for name in critic_rules.ALL_RULE_NAMES:
+            r = critic_rules.get_rule(name)
             rng = f"{r.param} in [{r.lo}, {r.hi}]" if r.param else "no coefficient"
-            print(f"{r.name:12s} {rng}")
+            needs = "  (needs the actor's critic)" if critic_rules.is_critic_rule(name) else ""
+            print(f"{r.name:14s} {rng}{needs}")
         return 0
     if args.command == "envs":
         from poe_jax import envs

@@ -65,7 +65,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from poe_jax import compose, gaussian
+from poe_jax import compose, critic_rules, gaussian
 
 __all__ = ["PRIOR_QUALITIES", "GridSpec", "SpecError", "grid_dirs", "load_spec", "load_specs", "preset_names",
            "read_episodes", "resolve_checkpoint", "run", "run_many"]
@@ -326,9 +326,10 @@ def validate(spec: GridSpec) -> dict:
     if not spec.rules:
         raise SpecError("rules: empty; give at least one rule, e.g. rules = {frozen = [], poe = [0.5]}")
     for rule, params in spec.rules.items():
-        if rule not in compose.RULES:
-            raise SpecError(f"rules: unknown rule {rule!r}; known rules: {', '.join(compose.RULE_NAMES)}")
-        r = compose.RULES[rule]
+        try:
+            r = critic_rules.get_rule(rule)
+        except KeyError as e:
+            raise SpecError(f"rules: {e.args[0]}") from None
         if r.param is None and params:
             raise SpecError(f"rules.{rule}: takes no coefficient; use {rule} = []")
         if r.param is not None:
@@ -376,6 +377,10 @@ def validate(spec: GridSpec) -> dict:
         checkpoints.check_env(prior_card, spec.env, prior_path)
     except checkpoints.CheckpointError as e:
         raise SpecError(str(e)) from None
+    needs_critic = sorted(r for r in spec.rules if critic_rules.is_critic_rule(r))
+    if needs_critic and not actor_card.get("critic"):
+        raise SpecError(f"rules: {needs_critic} need the actor's critic, and {actor_path} has none "
+                        "(IQL actors from poe-jax train iql or port corl --algo iql carry theirs)")
     missing = [g for g in spec.goals if g not in prior_card["architecture"]["goals"]]
     if missing:
         raise SpecError(f"goals: the prior {prior_path} was not trained on {missing}; it knows {prior_card['architecture']['goals']}")
@@ -386,7 +391,7 @@ def validate(spec: GridSpec) -> dict:
 def cells(spec: GridSpec) -> list[Cell]:
     out = []
     for rule, params in spec.rules.items():
-        grid = params if compose.RULES[rule].param is not None else [0.0 if rule == "frozen" else 1.0]
+        grid = params if critic_rules.get_rule(rule).param is not None else [1.0 if rule == "prior_only" else 0.0]
         for p in grid:
             for g in spec.goals:
                 for q in spec.priors:
@@ -404,7 +409,7 @@ def lane_table(spec: GridSpec, prior_goals: Sequence[str]) -> dict[str, np.ndarr
     seed = np.tile(np.repeat(np.asarray(spec.seeds, np.int64), spec.episodes), len(cs))
     episode = np.tile(np.arange(spec.episodes), len(cs) * len(spec.seeds))
     per_cell = {
-        "rule_idx": [compose.RULE_NAMES.index(c.rule) for c in cs],
+        "rule_idx": [critic_rules.ALL_RULE_NAMES.index(c.rule) for c in cs],
         "param": [c.param for c in cs],
         "goal_idx": [spec.goals.index(c.goal) for c in cs],
         "prior_goal": [list(prior_goals).index(c.goal) for c in cs],
@@ -440,7 +445,8 @@ def apply_prior_quality(g: gaussian.DiagGaussian, quality, key, degraded_noise: 
 
 
 def build_program(env, goals, max_steps: int, degraded_noise: float, sample: bool,
-                  obs_noise: bool = True, act_noise: bool = True, prior_noise: bool = True, adaptive: bool = True):
+                  obs_noise: bool = True, act_noise: bool = True, prior_noise: bool = True, adaptive: bool = True,
+                  critic: bool = False):
     """``program(actor, prior, lanes) -> per-lane totals`` (jittable; lanes is a dict of ``[n]`` arrays).
 
     ``obs_noise``, ``act_noise``, ``prior_noise`` are static switches: when no lane
@@ -463,7 +469,12 @@ def build_program(env, goals, max_steps: int, degraded_noise: float, sample: boo
             g = prior.distribution(o, lane["prior_goal"])
             if prior_noise:
                 g = prior_quality(g, lane["quality"], k_prior)
-            c = compose.by_index(lane["rule_idx"], a, g, lane["param"])
+            if critic:
+                q_fn = lambda act: actor.critic.q(o, act)  # noqa: E731
+                c = critic_rules.by_index(lane["rule_idx"], a, g, lane["param"], q_fn, -m, m,
+                                          jax.random.fold_in(key, 11))
+            else:
+                c = compose.by_index(lane["rule_idx"], a, g, lane["param"])
             action = c.sample(k_sample) if sample else c.mean
             if act_noise:
                 action = action + lane["act_noise"] * jax.random.normal(k_act, action.shape)
@@ -492,6 +503,13 @@ def build_program(env, goals, max_steps: int, degraded_noise: float, sample: boo
                 **{f"sum_{k}": v for k, v in ep.metrics.items()}}
 
     return program
+
+
+def alpha_equiv(rule: str, param: float) -> float:
+    """:func:`poe_jax.compose.alpha_equiv`; ``critic_prior``'s alpha, NaN for the other critic rules."""
+    if critic_rules.is_critic_rule(rule):
+        return float(param) if rule == "critic_prior" else math.nan
+    return float(compose.alpha_equiv(rule, param))
 
 
 # ---------------------------------------------------------------- storage
@@ -555,7 +573,7 @@ def _records(spec: GridSpec, table: dict, idx: np.ndarray, res: dict, env, backe
     cs = cells(spec)
     per_cell = {  # cell fields once per cell, then indexed per lane
         "rule": np.asarray([c.rule for c in cs], object),
-        "alpha_equiv": np.asarray([float(compose.alpha_equiv(c.rule, c.param)) for c in cs]),
+        "alpha_equiv": np.asarray([alpha_equiv(c.rule, c.param) for c in cs]),
         "goal": np.asarray([c.goal for c in cs], object),
         "prior": np.asarray([c.prior for c in cs], object),
         "shift": np.asarray([c.shift for c in cs], object),
@@ -651,7 +669,10 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
 
     keep_large_allocations()
     env = envs.make(spec.env, backend=backend_name, **spec.env_options)
-    actor = checkpoints.load(resolved["actor_path"], env=spec.env).replace(critic=None)
+    uses_critic = any(critic_rules.is_critic_rule(r) for r in spec.rules)
+    actor = checkpoints.load(resolved["actor_path"], env=spec.env)
+    if not uses_critic:
+        actor = actor.replace(critic=None)
     prior = checkpoints.load(resolved["prior_path"], env=spec.env)
     table = lane_table(spec, prior.spec.goals)
     n_lanes = table["lane"].size
@@ -668,7 +689,8 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
     program = jax.jit(build_program(
         env, resolved["goals"], spec.max_steps, spec.degraded_noise, spec.sample,
         obs_noise=any(s.obs_noise > 0 for s in shifts), act_noise=any(s.action_noise > 0 for s in shifts),
-        prior_noise=any(q != "trained" for q in spec.priors), adaptive="poe_adaptive" in spec.rules))
+        prior_noise=any(q != "trained" for q in spec.priors), adaptive="poe_adaptive" in spec.rules,
+        critic=uses_critic))
 
     chunks = [np.arange(lo, min(lo + chunk, n_lanes)) for lo in range(0, n_lanes, chunk)]
     mine = [c[~done[c]] for i, c in enumerate(chunks) if i % nproc == pid]

@@ -70,8 +70,10 @@ def _figures(rows: pd.DataFrame, figdir: Path) -> list[str]:
     trained = rows[(rows["prior"] == first) & (rows["shift"] == first_shift)]
 
     def coefficient(ax, g):
-        for rule, r in g[~g.rule.isin(["frozen", "prior_only", "poe_adaptive"])].groupby("rule", sort=False):
-            x = rows_alpha(r)  # poe_adaptive has no fixed alpha: it is on the KL frontier figure
+        for rule, r in g[~g.rule.isin(["frozen", "prior_only"])].groupby("rule", sort=False):
+            x = rows_alpha(r)
+            if np.isnan(x).any():  # poe_adaptive, iql_guided, critic_greedy: no fixed alpha (see the KL frontier)
+                continue
             ax.plot(x, r["mean"], marker="o", label=rule)
             ax.fill_between(x, r["ci_low"], r["ci_high"], alpha=0.2)
         for rule, style in (("frozen", "--"), ("prior_only", ":")):
@@ -109,9 +111,7 @@ def _figures(rows: pd.DataFrame, figdir: Path) -> list[str]:
 
 
 def rows_alpha(r: pd.DataFrame) -> np.ndarray:
-    from poe_jax import compose
-
-    return np.asarray([float(compose.alpha_equiv(rule, p)) for rule, p in zip(r["rule"], r["param"])])
+    return np.asarray([grid.alpha_equiv(rule, p) for rule, p in zip(r["rule"], r["param"])])
 
 
 def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, states: str | Path | None = None) -> Path:

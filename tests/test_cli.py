@@ -12,8 +12,10 @@ def test_demo_runs(capsys):
 def test_rules_lists_registry(capsys):
     assert main(["rules"]) == 0
     out = capsys.readouterr().out
-    for name in ("frozen", "prior_only", "additive", "poe", "kl_reg"):
+    for name in ("frozen", "prior_only", "additive", "poe", "kl_reg", "poe_adaptive", "iql_guided", "critic_greedy",
+                 "critic_prior"):
         assert name in out
+    assert "critic_prior   alpha in [0.0, 1.0]  (needs the actor's critic)" in out
 
 
 def test_envs_lists_sizes_and_goals(capsys):

@@ -292,3 +292,27 @@ max_steps = 10
         grid.run_many(specs[:1], out)
     assert main(["run", str(cfg), "--out", str(tmp_path / "y"), "--actor", "x"]) == 2
     assert "override a single grid" in capsys.readouterr().err
+
+
+def test_critic_rules_in_a_grid(ckpts, tmp_path):
+    """iql_guided / critic_greedy / critic_prior run in the same program as the closed-form rules,
+    with the critic that ships with the actor; an actor without a critic is refused up front."""
+    spec = grid.load_spec({"env": "hopper", "actor": "zoo:hopper-medium-iql", "prior": "zoo:hopper-prior",
+                           "rules": {"frozen": [], "poe": [0.5], "iql_guided": [0.0, 0.05], "critic_greedy": [],
+                                     "critic_prior": [0.5]},
+                           "goals": ["G1_speed"], "seeds": [0], "episodes": 2, "max_steps": 20, "backend": "native"})
+    df = grid.read_episodes(grid.run(spec, tmp_path / "critic", progress=False).out)
+    def rows(rule, param):
+        return df[(df.rule == rule) & np.isclose(df.param, param)]
+
+    # eta = 0 is the frozen actor exactly; the others move away from it.
+    np.testing.assert_array_equal(rows("iql_guided", 0.0)["return_task"].to_numpy(),
+                                  rows("frozen", 0.0)["return_task"].to_numpy())
+    for key in (("iql_guided", 0.05), ("critic_greedy", 0.0), ("critic_prior", 0.5)):
+        assert len(rows(*key)) == 2 and (rows(*key)["kl_to_frozen"] > 0).all(), key
+    assert df.loc[df.rule == "critic_prior", "alpha_equiv"].eq(0.5).all()
+    assert df.loc[df.rule == "critic_greedy", "alpha_equiv"].isna().all()
+    with pytest.raises(grid.SpecError, match=r"rules: \['critic_greedy', 'critic_prior', 'iql_guided'\] need the actor's critic"):
+        grid.validate(spec.replace(actor=str(ckpts / "actor")))
+    with pytest.raises(grid.SpecError, match="rules.iql_guided: rule 'iql_guided': eta must be in"):
+        grid.validate(spec.replace(rules={"iql_guided": [-1.0]}))

@@ -1,0 +1,150 @@
+"""Critic-guided steering rules: the study's baselines that use the actor's IQL critic.
+
+Unlike the closed-form rules of :mod:`poe_jax.compose`, these need a critic. Each
+acts on one state and takes ``q_fn(action) -> scalar`` (e.g.
+``lambda a: actor.critic.q(obs, a)``) and the action bounds; all are jittable and
+vmappable (over states, coefficients, lanes).
+
+=================  =========  ==================================================
+rule               param      result (std: the actor's, unless said otherwise)
+=================  =========  ==================================================
+``iql_guided``     eta >= 0   mean ``clip(mu + eta * grad_a (Q - V)(s, mu))``;
+                              V does not depend on ``a``, so this is ``grad_a Q``
+``critic_greedy``  --         mean ``a*``: projected sign-gradient ascent on ``Q``
+                              from ``mu`` (``GREEDY_STEPS`` steps, the first
+                              ``GREEDY_LR`` x action range, each ``GREEDY_DECAY``
+                              times the last: it can cross the whole range and
+                              ends at ~0.3% of it), then the best of ``a*``,
+                              ``mu`` and ``GREEDY_CANDIDATES`` actions sampled
+                              from the actor (when given a key), by ``Q``
+``critic_prior``   alpha      ``poe(actor, N(a*, prior std), alpha)``: PoE with a
+                              prior centred at the critic-greedy action
+=================  =========  ==================================================
+
+The goal prior enters only ``critic_prior`` (through its std); ``iql_guided`` and
+``critic_greedy`` steer towards the **task** critic, not the deployment goal: they
+are the baselines that ask "what if we just trusted the critic more?".
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+import jax
+import jax.numpy as jnp
+
+from poe_jax import compose
+from poe_jax.gaussian import DiagGaussian
+
+__all__ = ["ALL_RULE_NAMES", "CRITIC_RULES", "CRITIC_RULE_NAMES", "by_index", "critic_greedy", "critic_prior",
+           "get_rule", "greedy_action", "iql_guided", "is_critic_rule"]
+
+GREEDY_STEPS = 16
+GREEDY_LR = 0.25
+GREEDY_DECAY = 0.75
+GREEDY_CANDIDATES = 16
+
+QFn = Callable[[jax.Array], jax.Array]
+
+
+def iql_guided(actor: DiagGaussian, q_fn: QFn, eta, low, high, key=None) -> DiagGaussian:
+    """Mean ``clip(mu + eta * grad_a Q(s, mu), low, high)``; the actor's std.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> a = DiagGaussian(jnp.zeros(2), jnp.ones(2))
+        >>> q = lambda x: -jnp.sum((x - jnp.array([0.5, -0.5])) ** 2)  # grad at 0: (1, -1)
+        >>> iql_guided(a, q, 0.25, -1.0, 1.0).mean.tolist()
+        [0.25, -0.25]
+    """
+    eta = compose._coefficient("eta", eta, 0.0, math.inf, actor.mean.dtype)
+    grad = jax.grad(q_fn)(actor.mean)
+    return DiagGaussian(jnp.clip(actor.mean + eta * grad, low, high), actor.std)
+
+
+def greedy_action(actor: DiagGaussian, q_fn: QFn, low, high, key=None) -> jax.Array:
+    """The critic-greedy action ``a*`` (module docstring): ascent from ``mu``, then the best candidate."""
+    low = jnp.broadcast_to(jnp.asarray(low, actor.mean.dtype), actor.mean.shape)
+    high = jnp.broadcast_to(jnp.asarray(high, actor.mean.dtype), actor.mean.shape)
+    lr = GREEDY_LR * (high - low)
+    grad_q = jax.grad(q_fn)
+
+    def ascend(k, a):
+        step = lr * jnp.asarray(GREEDY_DECAY, a.dtype) ** k
+        return jnp.clip(a + step * jnp.sign(grad_q(a)), low, high)
+
+    # Sign steps: the critic's gradient scale varies by orders of magnitude across
+    # states and reward scales; a fixed fraction of the action range per step does not.
+    a_star = jax.lax.fori_loop(0, GREEDY_STEPS, ascend, jnp.clip(actor.mean, low, high))
+    cands = [a_star, jnp.clip(actor.mean, low, high)]
+    if key is not None and GREEDY_CANDIDATES:
+        eps = jax.random.normal(key, (GREEDY_CANDIDATES, *actor.mean.shape), actor.mean.dtype)
+        cands = jnp.concatenate([jnp.stack(cands), jnp.clip(actor.mean + actor.std * eps, low, high)])
+    else:
+        cands = jnp.stack(cands)
+    values = jax.vmap(q_fn)(cands)
+    return cands[jnp.argmax(values)]
+
+
+def critic_greedy(actor: DiagGaussian, q_fn: QFn, param, low, high, key=None) -> DiagGaussian:
+    """``N(a*, actor std)`` with ``a*`` from :func:`greedy_action` (``param`` is ignored).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> a = DiagGaussian(jnp.zeros(2), jnp.ones(2))
+        >>> q = lambda x: -jnp.sum((x - jnp.array([0.3, 2.0])) ** 2)  # maximiser outside the bounds
+        >>> [round(v, 1) for v in critic_greedy(a, q, None, -1.0, 1.0).mean.tolist()]
+        [0.3, 1.0]
+    """
+    return DiagGaussian(greedy_action(actor, q_fn, low, high, key), actor.std)
+
+
+def critic_prior(actor: DiagGaussian, prior: DiagGaussian, q_fn: QFn, alpha, low, high, key=None) -> DiagGaussian:
+    """``poe(actor, N(a*, prior.std), alpha)``: PoE towards the critic-greedy action."""
+    a_star = greedy_action(actor, q_fn, low, high, key)
+    return compose.poe(actor, DiagGaussian(a_star, prior.std), alpha)
+
+
+# Registered like the closed-form rules (name, coefficient and its range); ``fn`` has the
+# critic signature of this module, so these are not callable through ``compose.apply``.
+CRITIC_RULES = {
+    "iql_guided": compose.Rule("iql_guided", iql_guided, "eta", 0.0, math.inf),
+    "critic_greedy": compose.Rule("critic_greedy", critic_greedy, None),
+    "critic_prior": compose.Rule("critic_prior", critic_prior, "alpha", 0.0, 1.0),
+}
+CRITIC_RULE_NAMES: tuple[str, ...] = tuple(CRITIC_RULES)
+ALL_RULE_NAMES: tuple[str, ...] = compose.RULE_NAMES + CRITIC_RULE_NAMES
+
+
+def is_critic_rule(name: str) -> bool:
+    return name in CRITIC_RULES
+
+
+def get_rule(name: str) -> compose.Rule:
+    """A closed-form or critic rule by name (``KeyError`` lists every known rule)."""
+    if name in CRITIC_RULES:
+        return CRITIC_RULES[name]
+    if name in compose.RULES:
+        return compose.RULES[name]
+    raise KeyError(f"unknown rule {name!r}; known rules: {', '.join(sorted(ALL_RULE_NAMES))}")
+
+
+def by_index(index, actor: DiagGaussian, prior: DiagGaussian, param, q_fn: QFn, low, high, key=None) -> DiagGaussian:
+    """Rule chosen by traced ``index`` into ``compose.RULE_NAMES + CRITIC_RULE_NAMES`` (one state).
+
+    The grid's rule index space when some lane uses a critic rule: the closed-form
+    rules first (same indices as :func:`poe_jax.compose.by_index`), then these.
+    """
+    param = jnp.asarray(param, actor.mean.dtype)
+    closed = [functools.partial(_closed, compose.RULES[n].fn) for n in compose.RULE_NAMES]
+    guided = [
+        lambda a, g, p, k: iql_guided(a, q_fn, jnp.maximum(p, 0.0), low, high),
+        lambda a, g, p, k: critic_greedy(a, q_fn, p, low, high, k),
+        lambda a, g, p, k: critic_prior(a, g, q_fn, jnp.clip(p, 0.0, 1.0), low, high, k),
+    ]
+    return jax.lax.switch(index, closed + guided, actor, prior, param, key)
+
+
+def _closed(fn, actor, prior, param, key):
+    return fn(actor, prior, param)
