@@ -26,6 +26,7 @@ other cells are in the grid.
 
 Inside the program, per lane and step (``o`` the observation):
 
+0. shift of the model: the lane's body-mass and friction scales (``State.scales``);
 1. shift: ``o += obs_noise * N(0, I)``;
 2. ``actor.distribution(o)``, ``prior.distribution(o, goal)``, the prior's quality:
    ``trained`` as is; ``degraded`` mean ``clip(mu_g + degraded_noise * max_action *
@@ -84,29 +85,39 @@ class SpecError(ValueError):
 # ---------------------------------------------------------------- spec
 @dataclasses.dataclass(frozen=True)
 class Shift:
-    """A deployment shift: ``none``, ``obs_noise=0.05``, ``action_noise=0.1`` (combinable with ``,``)."""
+    """A deployment shift: ``none``, or ``key=value`` terms joined by ``,``.
+
+    ``obs_noise=S``: Gaussian noise of std S on every observation the policy sees;
+    ``action_noise=S``: Gaussian noise of std S on every executed action;
+    ``mass=K``: every body's mass and inertia × K; ``friction=K``: every geom's
+    friction × K (``mass=1.0`` / ``friction=1.0`` are the nominal model, exactly).
+    """
 
     name: str
     obs_noise: float = 0.0
     action_noise: float = 0.0
+    mass: float = 1.0
+    friction: float = 1.0
 
     @classmethod
     def parse(cls, text: str) -> "Shift":
         text = text.strip()
         if text in ("none", ""):
             return cls("none")
-        vals = {"obs_noise": 0.0, "action_noise": 0.0}
+        vals = {"obs_noise": 0.0, "action_noise": 0.0, "mass": 1.0, "friction": 1.0}
         for part in text.split(","):
             key, _, value = part.partition("=")
             key = key.strip()
             if key not in vals or not value:
-                raise SpecError(f"shifts: cannot parse {text!r}; use 'none', 'obs_noise=S', 'action_noise=S' (joined by ',')")
+                raise SpecError(f"shifts: cannot parse {text!r}; use 'none', 'obs_noise=S', 'action_noise=S', "
+                                "'mass=K', 'friction=K' (joined by ',')")
             try:
                 v = float(value)
             except ValueError:
                 raise SpecError(f"shifts: {key} in {text!r} is not a number") from None
-            if not (v >= 0 and math.isfinite(v)):
-                raise SpecError(f"shifts: {key} must be finite and >= 0; got {v} in {text!r}")
+            positive = key in ("mass", "friction")
+            if not ((v > 0 if positive else v >= 0) and math.isfinite(v)):
+                raise SpecError(f"shifts: {key} must be finite and {'> 0' if positive else '>= 0'}; got {v} in {text!r}")
             vals[key] = v
         return cls(text, **vals)
 
@@ -416,9 +427,12 @@ def lane_table(spec: GridSpec, prior_goals: Sequence[str]) -> dict[str, np.ndarr
         "quality": [PRIOR_QUALITIES.index(c.prior) for c in cs],
         "obs_noise": [shifts[c.shift].obs_noise for c in cs],
         "act_noise": [shifts[c.shift].action_noise for c in cs],
+        "mass_scale": [shifts[c.shift].mass for c in cs],
+        "friction_scale": [shifts[c.shift].friction for c in cs],
         "cell_key": [c.key() for c in cs],
     }
-    dtypes = {"param": np.float32, "obs_noise": np.float32, "act_noise": np.float32}
+    dtypes = {"param": np.float32, "obs_noise": np.float32, "act_noise": np.float32, "mass_scale": np.float32,
+              "friction_scale": np.float32}
     table = {k: np.asarray(v, dtypes.get(k, np.int32))[cell_idx] for k, v in per_cell.items()}
     table.update(cell=cell_idx.astype(np.int32), seed=seed.astype(np.uint32), episode=episode.astype(np.int32),
                  lane=np.arange(cell_idx.size, dtype=np.int64))
@@ -426,8 +440,8 @@ def lane_table(spec: GridSpec, prior_goals: Sequence[str]) -> dict[str, np.ndarr
 
 
 # ---------------------------------------------------------------- the program
-_PROGRAM_KEYS = ("rule_idx", "param", "goal_idx", "prior_goal", "quality", "obs_noise", "act_noise", "cell_key",
-                 "seed", "episode")
+_PROGRAM_KEYS = ("rule_idx", "param", "goal_idx", "prior_goal", "quality", "obs_noise", "act_noise", "mass_scale",
+                 "friction_scale", "cell_key", "seed", "episode")
 
 
 def apply_prior_quality(g: gaussian.DiagGaussian, quality, key, degraded_noise: float, max_action: float):
@@ -496,6 +510,7 @@ def build_program(env, goals, max_steps: int, degraded_noise: float, sample: boo
         step_keys = jax.vmap(lambda k, c, e: jax.random.fold_in(jax.random.fold_in(k, c), e))(
             base, lanes["cell_key"], lanes["episode"])
         init = jax.vmap(env.reset)(reset_keys)
+        init = init.replace(scales=jnp.stack([lanes["mass_scale"], lanes["friction_scale"]], axis=-1))
         ep = ro.rollout(env, policy, step_keys, max_steps=max_steps, goal=goal, init=init, lane=lanes, gamma=GAMMA)
         return {"return_task": ep.return_task, "return_goal": ep.return_goal, "length": ep.length,
                 "terminated": ep.terminated, "discounted_goal": ep.discounted_goal, "max_abs_goal": ep.max_abs_goal,

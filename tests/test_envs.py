@@ -154,14 +154,59 @@ def test_native_steppers_agree_bit_for_bit(name, get_env):
     by_batch = native.NativePhysics(m, fs, nthread=2, stepper="batch")
     by_rollout = native.NativePhysics(m, fs, nthread=2, stepper="rollout")
     qpos0, qvel0, actions, *_ = gym_transitions(name, n=40)
-    for lanes in (8, 40, 5):
+    for lanes, shifted in ((8, False), (40, True), (5, False), (8, True)):
         qpos, qvel, ctrl = qpos0[:lanes], qvel0[:lanes], actions[:lanes]
         active = np.arange(lanes) % 3 != 1
-        a = by_batch.step_host(qpos, qvel, ctrl, active)
-        b = by_rollout.step_host(qpos, qvel, ctrl, active)
+        scales = np.ones((lanes, 2))
+        if shifted:  # per-lane body-mass and friction scales
+            scales[::2, 0], scales[1::3, 1] = 1.7, 0.4
+        a = by_batch.step_host(qpos, qvel, ctrl, active, scales)
+        b = by_rollout.step_host(qpos, qvel, ctrl, active, scales)
         for x, y, x0 in zip(a, b, (qpos, qvel)):
             np.testing.assert_array_equal(x, y)
             np.testing.assert_array_equal(x[~active], x0[~active])
             assert not np.array_equal(x[active], x0[active])
     with pytest.raises(ValueError, match="unknown native stepper 'threads'"):
         native.NativePhysics(m, fs, stepper="threads")
+
+
+def test_model_shift_scales():
+    """Body-mass and friction scales per lane: 1.0 is the nominal model bit for bit (also on rows
+    that were shifted before), both steppers agree, and a heavier cheetah covers less ground under
+    the same actions."""
+    from poe_jax import checkpoints, grid
+
+    env = envs.make("halfcheetah", backend="native")
+    actor = checkpoints.load(grid.resolve_checkpoint("zoo:halfcheetah-medium-iql"), env="halfcheetah")
+    n, steps = 4, 150
+    s0 = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), n))
+
+    @jax.jit
+    def closed_loop(s):
+        def body(s, _):
+            a = actor.act(s.obs)
+            return jax.vmap(env.step)(s, a), a
+        return jax.lax.scan(body, s, None, length=steps)
+
+    @jax.jit
+    def open_loop(s, actions):
+        def body(s, a):
+            s = jax.vmap(env.step)(s, a)
+            return s, s.q.qpos[:, 0]
+        return jax.lax.scan(body, s, actions)
+
+    nominal, actions = closed_loop(s0)
+    masses = jnp.array([1.0, 1.5, 2.0, 1.0], jnp.float32)
+    shifted = s0.replace(scales=jnp.stack([masses, jnp.ones(n)], axis=1))
+    final, x = open_loop(shifted, actions)
+    # Lanes 0 and 3 (scale 1) reproduce the nominal run exactly, next to shifted lanes.
+    for i in (0, 3):
+        np.testing.assert_array_equal(final.q.qpos[i], nominal.q.qpos[i])
+    dist = np.asarray(x[-1] - x[0])
+    assert dist[0] > 5.0 and dist[0] > dist[1] > dist[2], dist  # heavier -> slower
+    # Back to scale 1 on rows that were shifted: still nominal bits.
+    again, _ = open_loop(s0, actions)
+    np.testing.assert_array_equal(again.q.qpos, nominal.q.qpos)
+    # Friction: a near-frictionless floor changes the motion.
+    slippery, xs = open_loop(s0.replace(scales=jnp.tile(jnp.array([1.0, 0.05]), (n, 1))), actions)
+    assert not np.allclose(np.asarray(xs[-1]), np.asarray(x[-1]))

@@ -177,6 +177,7 @@ def test_different_spec_is_refused_unless_forced(smoke, reference, tmp_path):
     ({"priors": ("trained", "psychic")}, "priors: unknown prior quality 'psychic'"),
     ({"seeds": ()}, "seeds: empty"),
     ({"shifts": ("gravity=2",)}, "shifts: cannot parse"),
+    ({"shifts": ("mass=0",)}, "shifts: mass must be finite and > 0"),
     ({"episodes": 0}, "episodes: must be >= 1"),
     ({"actor": "/nonexistent/actor"}, "actor: no checkpoint at /nonexistent/actor"),
     ({"prior": "zoo:does-not-exist"}, "prior: no shipped checkpoint 'does-not-exist'"),
@@ -316,3 +317,15 @@ def test_critic_rules_in_a_grid(ckpts, tmp_path):
         grid.validate(spec.replace(actor=str(ckpts / "actor")))
     with pytest.raises(grid.SpecError, match="rules.iql_guided: rule 'iql_guided': eta must be in"):
         grid.validate(spec.replace(rules={"iql_guided": [-1.0]}))
+
+
+def test_model_shifts_in_a_grid(tmp_path):
+    """mass/friction shifts are per-lane model data: scale 1.0 reproduces 'none' exactly."""
+    spec = grid.load_spec({"env": "hopper", "actor": "zoo:hopper-medium-iql", "prior": "zoo:hopper-prior",
+                           "rules": {"frozen": [], "poe": [0.5]}, "goals": ["G1_speed"], "seeds": [0, 1],
+                           "episodes": 2, "max_steps": 40, "backend": "native",
+                           "shifts": ["none", "mass=1.0,friction=1.0", "mass=1.5", "friction=0.3"]})
+    df = grid.read_episodes(grid.run(spec, tmp_path / "shift", progress=False).out)
+    ret = {k: g.sort_values(["rule", "seed", "episode"])["return_task"].to_numpy() for k, g in df.groupby("shift")}
+    np.testing.assert_array_equal(ret["mass=1.0,friction=1.0"], ret["none"])
+    assert not np.array_equal(ret["mass=1.5"], ret["none"]) and not np.array_equal(ret["friction=0.3"], ret["none"])

@@ -29,6 +29,10 @@ class State:
         truncated: the time limit ``max_steps`` was reached.
         step: control steps taken since reset (int32).
         metrics: per-step quantities goals and rollouts read (e.g. ``x_velocity``).
+        scales: ``[2]`` float32 deployment shift of the lane's model: (body-mass scale,
+            friction scale), ``(1, 1)`` after ``reset``. Set it with
+            ``state.replace(scales=...)`` (:meth:`Env.with_scales`); every body's mass and
+            inertia (uniform density scale) and every geom's friction are multiplied.
     """
 
     q: Coords
@@ -39,6 +43,7 @@ class State:
     truncated: jax.Array
     step: jax.Array
     metrics: dict[str, jax.Array]
+    scales: jax.Array
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,12 @@ class Env:
         metrics = {"x_velocity": zero, "ctrl_cost": zero}
         false = jnp.zeros((), jnp.bool_)
         obs = self.spec.obs_fn(q.qpos, q.qvel)
-        return State(q, obs, zero, false, false, false, jnp.zeros((), jnp.int32), metrics)
+        return State(q, obs, zero, false, false, false, jnp.zeros((), jnp.int32), metrics, jnp.ones(2, jnp.float32))
+
+    @staticmethod
+    def with_scales(state: State, mass=1.0, friction=1.0) -> State:
+        """``state`` with its model shifted: body masses/inertias × ``mass``, frictions × ``friction``."""
+        return state.replace(scales=jnp.stack([jnp.asarray(mass, jnp.float32), jnp.asarray(friction, jnp.float32)]))
 
     def reset(self, key: jax.Array) -> State:
         """Initial state with the env's reset noise, drawn from ``key``."""
@@ -165,7 +175,7 @@ class Env:
         spec = self.spec
         action = jnp.clip(jnp.asarray(action, jnp.float32), self.action_low, self.action_high)
         active = ~state.done
-        q1 = self.physics.step(state.q, action, active)
+        q1 = self.physics.step(state.q, action, active, state.scales)
         q0 = state.q
         x_velocity = diff_hi_lo(q1.qpos[0], q1.qpos_lo[0], q0.qpos[0], q0.qpos_lo[0]) / self.dt
         ctrl_cost = spec.ctrl_cost_weight * jnp.sum(action * action)
@@ -187,6 +197,7 @@ class Env:
             truncated=truncated,
             step=steps,
             metrics={"x_velocity": x_velocity, "ctrl_cost": ctrl_cost},
+            scales=state.scales,
         )
         frozen = state.replace(reward=jnp.zeros_like(state.reward))
         return jax.tree_util.tree_map(lambda n, o: jnp.where(active, n, o), new, frozen)

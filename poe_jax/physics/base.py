@@ -72,14 +72,21 @@ class Physics(Protocol):
     * ``q``: :class:`Coords` before the control step;
     * ``ctrl``: ``[nu]`` float32, already clipped to the actuator range;
     * ``active``: bool scalar; inactive lanes are returned unchanged (and the
-      native backend does not simulate them).
+      native backend does not simulate them);
+    * ``scales``: optional ``[2]`` (body-mass scale, friction scale) of the lane's
+      model; ``None`` or ``(1, 1)`` is the nominal model, bit for bit.
     """
 
     name: str
     model: mujoco.MjModel
     frame_skip: int
 
-    def step(self, q: Coords, ctrl: jax.Array, active: jax.Array) -> Coords: ...
+    def step(self, q: Coords, ctrl: jax.Array, active: jax.Array, scales: jax.Array | None = None) -> Coords: ...
+
+
+def scaled_fields(body_mass, body_inertia, geom_friction, scales):
+    """(body_mass, body_inertia, geom_friction) of a model shifted by ``scales = (mass, friction)``."""
+    return body_mass * scales[0], body_inertia * scales[0], geom_friction * scales[1]
 
 
 def accelerator_present() -> bool:

@@ -2,6 +2,11 @@
 
 float32. On CPU it compiles for tens of seconds and runs far slower than the
 ``native`` backend; ``backend="auto"`` only picks it with an accelerator.
+
+Model shifts (``scales``) replace ``body_mass``, ``body_inertia`` and
+``geom_friction`` per lane (batched ``mjx.Model`` fields under ``vmap``). Unlike
+the native backend, the constants ``mj_setConst`` derives from masses (the
+constraint solver's ``*_invweight0`` regularisation) keep their nominal values.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import jax.numpy as jnp
 import mujoco
 from mujoco import mjx
 
-from poe_jax.physics.base import Coords
+from poe_jax.physics.base import Coords, scaled_fields
 
 
 class MjxPhysics:
@@ -26,11 +31,17 @@ class MjxPhysics:
         self.mjx_model = mjx.put_model(model, **kwargs)
         self._data0 = mjx.make_data(self.mjx_model)
 
-    def step(self, q: Coords, ctrl: jax.Array, active) -> Coords:
+    def step(self, q: Coords, ctrl: jax.Array, active, scales=None) -> Coords:
         data = self._data0.replace(
             qpos=q.qpos + q.qpos_lo, qvel=q.qvel + q.qvel_lo, ctrl=jnp.asarray(ctrl, jnp.float32)
         )
-        nxt = jax.lax.fori_loop(0, self.frame_skip, lambda _, d: mjx.step(self.mjx_model, d), data)
+        model = self.mjx_model
+        if scales is not None:  # per-lane model fields: batched under vmap
+            m = model
+            mass, inertia, friction = scaled_fields(m.body_mass, m.body_inertia, m.geom_friction,
+                                                    jnp.asarray(scales, jnp.float32))
+            model = m.replace(body_mass=mass, body_inertia=inertia, geom_friction=friction)
+        nxt = jax.lax.fori_loop(0, self.frame_skip, lambda _, d: mjx.step(model, d), data)
         q_next = Coords(nxt.qpos, jnp.zeros_like(q.qpos), nxt.qvel, jnp.zeros_like(q.qvel))
         active = jnp.asarray(active, jnp.bool_)
         return jax.tree_util.tree_map(lambda new, old: jnp.where(active, new, old), q_next, q)

@@ -14,10 +14,17 @@ released), in float64, with one of two steppers that give bit-identical results:
 
 Either way a step starts from (qpos, qvel) alone, with zero warm start, so a
 lane's next state is a pure function of its JAX state.
+
+Model shifts (per-lane ``scales`` = body-mass and friction scale): ``batch``
+expands ``body_mass``, ``body_inertia`` and ``geom_friction`` into per-row values
+and reruns ``mj_setConst`` on rows whose scales changed; ``rollout`` steps each
+lane on a scaled copy of the model (cached per scale pair). Rows at scale (1, 1)
+use the nominal model's values, bit for bit.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 
@@ -32,7 +39,7 @@ try:  # MuJoCo >= 4
 except ImportError:  # pragma: no cover - depends on the installed MuJoCo
     mj_batch = None
 
-from poe_jax.physics.base import Coords, split64
+from poe_jax.physics.base import Coords, scaled_fields, split64
 
 _POOLS: dict[int, mj_rollout.Rollout] = {}
 _POOL_LOCK = threading.Lock()
@@ -74,6 +81,8 @@ class NativePhysics:
             raise ValueError("stepper='batch' needs MuJoCo >= 4 (mujoco.batch); use stepper='rollout'")
         self.stepper = stepper
         self._batch = None  # mujoco.batch.Batch, grown to the largest call
+        self._row_scales = None  # [nsim, 2] scales each batch row's model holds (after expansion)
+        self._scaled_models: dict[tuple[float, float], mujoco.MjModel] = {}
         self._datas = [mujoco.MjData(model) for _ in range(max(1, self.nthread))]
         self._spec = mujoco.mjtState.mjSTATE_FULLPHYSICS.value
         self.nstate = mujoco.mj_stateSize(model, self._spec)
@@ -83,9 +92,10 @@ class NativePhysics:
         self._lock = threading.Lock()  # MjData scratch is per physics object
 
     # ---------------------------------------------------------------- host side
-    def step_host(self, qpos, qvel, ctrl, active=None):
+    def step_host(self, qpos, qvel, ctrl, active=None, scales=None):
         """Step float64 ``qpos [B, nq]``, ``qvel [B, nv]`` with ``ctrl [B, nu]``.
 
+        ``scales``: optional ``[B, 2]`` (body-mass, friction) scales of each lane's model.
         Returns float64 ``(qpos', qvel')``; inactive lanes are copied unchanged.
         """
         m = self.model
@@ -94,10 +104,12 @@ class NativePhysics:
         idx = np.arange(b) if active is None else np.flatnonzero(active)
         if idx.size == 0:
             return qpos_out, qvel_out
+        nominal = scales is None or bool(np.all(scales == 1.0))
         if self.stepper == "batch":
             with self._lock:
-                return self._step_batch(qpos_out, qvel_out, ctrl, idx)
+                return self._step_batch(qpos_out, qvel_out, ctrl, idx, None if nominal else scales)
         n = idx.size
+        models = [m] * n if nominal else [self._scaled_model(*map(float, scales[i])) for i in idx]
         init = np.zeros((n, self.nstate))
         init[:, self._qpos_at : self._qpos_at + m.nq] = qpos[idx]
         init[:, self._qvel_at : self._qvel_at + m.nv] = qvel[idx]
@@ -112,7 +124,7 @@ class NativePhysics:
             # default chunking (10 chunks per thread) costs more in dispatch than it
             # gains in balance (measured in benchmarks/rollout_throughput.py).
             _pool(self.nthread).rollout(
-                [m] * n, self._datas, init, control, nstep=self.frame_skip,
+                models, self._datas, init, control, nstep=self.frame_skip,
                 state=states, sensordata=sensors, skip_checks=True,
                 chunk_size=-(-n // self.nthread),
             )
@@ -121,13 +133,44 @@ class NativePhysics:
         qvel_out[idx] = last[:, self._qvel_at : self._qvel_at + m.nv]
         return qpos_out, qvel_out
 
-    def _step_batch(self, qpos, qvel, ctrl, idx):
+    def _scaled_model(self, mass: float, friction: float) -> mujoco.MjModel:
+        key = (mass, friction)
+        if key not in self._scaled_models:
+            m = copy.copy(self.model)
+            m.body_mass[:], m.body_inertia[:], m.geom_friction[:] = scaled_fields(
+                self.model.body_mass, self.model.body_inertia, self.model.geom_friction, key)
+            mujoco.mj_setConst(m, mujoco.MjData(m))
+            self._scaled_models[key] = m
+        return self._scaled_models[key]
+
+    def _set_row_scales(self, scales, b: int) -> None:
+        """Give batch rows ``0..b-1`` the models of ``scales`` (``None``: nominal)."""
+        batch, m = self._batch, self.model
+        want = np.ones((b, 2)) if scales is None else np.asarray(scales, np.float64)
+        if self._row_scales is None:
+            if scales is None:
+                return  # never shifted: the batch still shares the nominal model
+            self._row_scales = np.ones((batch.nsim, 2))
+            self._fields = (batch.expand("body_mass"), batch.expand("body_inertia"), batch.expand("geom_friction"))
+        changed = np.flatnonzero(np.any(self._row_scales[:b] != want, axis=1))
+        if changed.size == 0:
+            return
+        mass, inertia, friction = self._fields
+        w = want[changed]
+        mass[changed] = m.body_mass[None] * w[:, 0, None]
+        inertia[changed] = m.body_inertia[None] * w[:, 0, None, None]
+        friction[changed] = m.geom_friction[None] * w[:, 1, None, None]
+        batch.set_const(changed)
+        self._row_scales[changed] = w
+
+    def _step_batch(self, qpos, qvel, ctrl, idx, scales=None):
         """Step rows ``idx`` of ``qpos``/``qvel`` in place with a ``mujoco.batch.Batch``."""
         b = qpos.shape[0]
         if self._batch is None or self._batch.nsim < b:
             batch = mj_batch.Batch(self.model, nsim=b, nthread=self.nthread)
-            self._batch = batch
+            self._batch, self._row_scales = batch, None
             self._rows = (batch.state, batch.bind("qpos"), batch.bind("qvel"), batch.bind("ctrl"))
+        self._set_row_scales(scales, b)
         state, bq, bv, bc = self._rows
         state[:b] = 0.0  # time, warm start, act, ...: a step starts from (qpos, qvel) alone
         bq[:b], bv[:b], bc[:b] = qpos, qvel, ctrl
@@ -145,17 +188,19 @@ class NativePhysics:
         p = x[:, :nq].astype(np.float64) + x[:, nq : 2 * nq]
         v = x[:, 2 * nq : 2 * nq + nv].astype(np.float64) + x[:, 2 * nq + nv : 2 * nq + 2 * nv]
         ctrl = x[:, 2 * (nq + nv) : 2 * (nq + nv) + nu]
+        scales = x[:, 2 * (nq + nv) + nu : 2 * (nq + nv) + nu + 2]
         active = x[:, -1] > 0.5
-        p2, v2 = self.step_host(p, v, ctrl, active)
+        p2, v2 = self.step_host(p, v, ctrl, active, scales)
         out = np.concatenate([*split64(p2), *split64(v2)], axis=-1)
         return out.reshape(*lead, out.shape[-1])
 
     # ---------------------------------------------------------------- JAX side
-    def step(self, q: Coords, ctrl: jax.Array, active) -> Coords:
+    def step(self, q: Coords, ctrl: jax.Array, active, scales=None) -> Coords:
         nq, nv = self.model.nq, self.model.nv
         f32 = jnp.float32
         active = jnp.asarray(active, f32)[None]
-        packed = jnp.concatenate([q.qpos, q.qpos_lo, q.qvel, q.qvel_lo, jnp.asarray(ctrl, f32), active])
+        scales = jnp.ones(2, f32) if scales is None else jnp.asarray(scales, f32)
+        packed = jnp.concatenate([q.qpos, q.qpos_lo, q.qvel, q.qvel_lo, jnp.asarray(ctrl, f32), scales, active])
         out = jax.pure_callback(
             self._callback,
             jax.ShapeDtypeStruct((2 * (nq + nv),), f32),
