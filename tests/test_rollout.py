@@ -72,9 +72,9 @@ def test_native_skips_finished_lanes_and_stops_early(get_env):
     simulated = []
     original = phys.step_host
 
-    def counting(qpos, qvel, ctrl, active=None):
+    def counting(qpos, qvel, ctrl, active=None, scales=None):
         simulated.append(int(np.sum(active)) if active is not None else qpos.shape[0])
-        return original(qpos, qvel, ctrl, active)
+        return original(qpos, qvel, ctrl, active, scales)
 
     phys.step_host = counting
     try:
