@@ -78,7 +78,7 @@ def score(actor, prior, states: np.ndarray, rules: dict[str, list[float]], goals
         for q in qualities:
             for rule, params in rules.items():
                 for p in (params if compose.RULES[rule].param is not None else [0.0 if rule == "frozen" else 1.0]):
-                    rows.append((goal, q, rule, float(p)))
+                    rows.append((goal, q, rule, float(np.float32(p))))  # as the grid records it
     m = float(actor.spec.max_action)
     obs = jnp.asarray(states)
     key = jax.random.key(seed)

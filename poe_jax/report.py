@@ -53,14 +53,25 @@ def _panel_figure(path: Path, rows: pd.DataFrame, draw, title: str, xlabel: str,
         for j, goal in enumerate(goals):
             ax = axes[i, j]
             draw(ax, rows[(rows.env == env) & (rows.actor == actor) & (rows.goal == goal)])
-            ax.set_title(f"{actor} · {goal}: {title}", fontsize=9)
+            ax.set_title(f"{actor} · {goal}", fontsize=10)
             ax.set_xlabel(xlabel, fontsize=8)
             ax.set_ylabel(ylabel, fontsize=8)
             ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=13)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path.name
+
+
+_STYLES = {"poe": ("o", "-"), "kl_reg": ("s", "--"), "additive": ("^", "-."), "poe_adaptive": ("D", ":"),
+           "prior_only": ("x", ""), "frozen": ("*", ""), "iql_guided": ("v", "-"), "critic_greedy": ("P", ""),
+           "critic_prior": ("h", "--")}
+
+
+def _style(rule: str) -> dict:
+    marker, ls = _STYLES.get(rule, ("o", "-"))
+    return {"marker": marker, "ls": ls, "label": rule}
 
 
 def _figures(rows: pd.DataFrame, figdir: Path) -> list[str]:
@@ -74,8 +85,8 @@ def _figures(rows: pd.DataFrame, figdir: Path) -> list[str]:
             x = rows_alpha(r)
             if np.isnan(x).any():  # poe_adaptive, iql_guided, critic_greedy: no fixed alpha (see the KL frontier)
                 continue
-            ax.plot(x, r["mean"], marker="o", label=rule)
-            ax.fill_between(x, r["ci_low"], r["ci_high"], alpha=0.2)
+            ax.plot(x, r["mean"], **_style(rule))
+            ax.fill_between(x, r["ci_low"], r["ci_high"], alpha=0.15)
         for rule, style in (("frozen", "--"), ("prior_only", ":")):
             r = g[g.rule == rule]
             if len(r):
@@ -83,8 +94,9 @@ def _figures(rows: pd.DataFrame, figdir: Path) -> list[str]:
 
     def frontier(ax, g):
         for rule, r in g.groupby("rule", sort=False):
-            ax.errorbar(r["kl"], r["mean"], yerr=r["se"].fillna(0), marker="o", ls="-" if len(r) > 1 else "",
-                        label=rule, capsize=2)
+            style = _style(rule)
+            style["ls"] = style["ls"] if len(r) > 1 else ""
+            ax.errorbar(r["kl"], r["mean"], yerr=r["se"].fillna(0), capsize=2, **style)
         ax.set_xscale("symlog", linthresh=1e-2)
 
     qualities = [q for q in grid.PRIOR_QUALITIES if q in set(rows["prior"])]
@@ -92,20 +104,22 @@ def _figures(rows: pd.DataFrame, figdir: Path) -> list[str]:
     def degradation(ax, g):
         for rule, r in g.groupby("rule", sort=False):
             best = r.groupby("prior")["mean"].max().reindex(qualities)
-            ax.plot(range(len(qualities)), best.to_numpy(), marker="o", label=rule)
+            style = _style(rule)
+            style["ls"] = style["ls"] or "-"
+            ax.plot(range(len(qualities)), best.to_numpy(), **style)
         ax.set_xticks(range(len(qualities)), qualities)
 
     made = [
         _panel_figure(figdir / "return_vs_coefficient.png", trained, coefficient,
-                      f"goal return vs coefficient ({first} prior)",
+                      f"Goal return vs coefficient ({first} prior; poe and kl_reg at equal α execute the same mean)",
                       "PoE-equivalent coefficient α (kl_reg: β/(1+β))",
                       "goal return per episode (mean ± 95% CI over seeds)"),
-        _panel_figure(figdir / "kl_frontier.png", trained, frontier, f"deviation vs goal return ({first} prior)",
+        _panel_figure(figdir / "kl_frontier.png", trained, frontier, f"Deviation from the frozen actor vs goal return ({first} prior)",
                       "mean per-step KL(composed ‖ frozen actor) [nats]", "goal return per episode (mean ± s.e.)"),
     ]
     if len(qualities) > 1:
         made.append(_panel_figure(figdir / "prior_quality.png", rows[rows["shift"] == first_shift], degradation,
-                                  "prior quality degradation", "prior quality",
+                                  "Prior-quality degradation: best goal return over coefficients", "prior quality",
                                   "best goal return over coefficients (mean over seeds)"))
     return made
 
@@ -169,13 +183,20 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     for rule, r in sv.iterrows():
         lines.append(f"| {rule} | " + " | ".join(f"{v:.3f}" for v in r.to_numpy()) + " |")
     lines += ["", "## Figures", ""] + [f"![{f}](figures/{f})" for f in figs]
-    lines += ["", "## Spec and versions", "", "```json", json.dumps({"spec": summary.get("spec"),
+    lines += ["", "## Spec and versions", "", "```json", json.dumps({"spec": _portable(summary.get("spec")),
               "versions": summary.get("versions"), "backend": summary.get("backend"),
               "devices": summary.get("devices"), "host": summary.get("host"), "wall_s": summary.get("wall_s")},
               indent=2), "```", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _portable(spec):
+    """The spec without ``base_dir`` (a path on the machine that ran it), at any depth."""
+    if isinstance(spec, dict):
+        return {k: _portable(v) for k, v in spec.items() if k != "base_dir"}
+    return spec
 
 
 def _split_lines(cells: pd.DataFrame) -> list[str]:
