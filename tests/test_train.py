@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,6 +75,27 @@ def test_sac_chunk_runs_and_fills_the_buffer(get_env):
     state = chunk(state)
     assert int(state.step) == 200 and int(state.buffer.size) == 200
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state.actor))
+
+
+def test_sac_resumes_exactly_from_its_checkpoint(get_env, tmp_path):
+    """Stopped after one chunk and resumed, SAC reaches the same state as an uninterrupted run."""
+    env = get_env("hopper")
+    cfg = sac.SACConfig(steps=400, chunk=50, warmup=50, batch=32, hidden=(32, 32), lanes=2)  # 100 steps a chunk
+    quiet = lambda *_: None  # noqa: E731
+    full, _ = sac.train(env, cfg, eval_every=200, eval_episodes=2, log=quiet)
+    ckpt = tmp_path / "sac-state.npz"
+    first, _ = sac.train(env, cfg, eval_every=200, eval_episodes=2, log=quiet, time_budget=0.0, checkpoint=ckpt)
+    assert int(first.step) == 100 and ckpt.exists()
+    lines = []
+    resumed, snaps = sac.train(env, cfg, eval_every=200, eval_episodes=2, log=lines.append, checkpoint=ckpt)
+    assert lines[0].startswith(f"resumed from {ckpt} at step 100") and [s["step"] for s in snaps] == [200, 400]
+    for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(resumed)):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="saved with another SAC config"):
+        sac.train(env, dataclasses.replace(cfg, lr=1e-3), log=quiet, checkpoint=ckpt)
+    assert int(resumed.step) == 400
 
 
 @pytest.mark.parametrize("algo", ["bc", "td3_bc"])

@@ -45,14 +45,20 @@ KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 
 def policies(env_name: str, out: str | Path, steps: int = 1_000_000, time_budget: float | None = None,
              seed: int = 0, eval_every: int = 20_000, log=print) -> list[dict]:
-    """Phase 1: SAC snapshots under ``out/policies``; returns their records."""
+    """Phase 1: SAC snapshots under ``out/policies``; returns their records.
+
+    The full training state is kept in ``out/sac-state.npz`` (replay buffer included), so
+    running this again with the same arguments continues training (e.g. in several
+    time-budgeted sessions); records from earlier sessions are kept in the index.
+    """
     from poe_jax.train import sac
 
     out = Path(out)
     (out / "policies").mkdir(parents=True, exist_ok=True)
     env = envs.make(env_name, backend="native")
     cfg = sac.SACConfig(steps=steps, seed=seed, warmup=10_000 if env_name in ("halfcheetah", "ant") else 5_000)
-    records = []
+    index = out / "policies" / "index.json"
+    records = json.loads(index.read_text()) if index.exists() and (out / "sac-state.npz").exists() else []
     logf = open(out / "sac.log", "a")
 
     def say(msg):
@@ -72,7 +78,8 @@ def policies(env_name: str, out: str | Path, steps: int = 1_000_000, time_budget
         (out / "policies" / "index.json").write_text(json.dumps(records, indent=2))
 
     t0 = time.time()
-    sac.train(env, cfg, eval_every=eval_every, log=say, time_budget=time_budget, on_snapshot=save)
+    sac.train(env, cfg, eval_every=eval_every, log=say, time_budget=time_budget, on_snapshot=save,
+              checkpoint=out / "sac-state.npz")
     say(f"SAC done in {time.time() - t0:.0f} s")
     return records
 

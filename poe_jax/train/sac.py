@@ -27,7 +27,7 @@ import optax
 from poe_jax import nets
 from poe_jax.gaussian import DiagGaussian
 
-__all__ = ["SACConfig", "SACState", "evaluate", "init", "train"]
+__all__ = ["SACConfig", "SACState", "evaluate", "init", "load_state", "save_state", "train"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,20 +189,63 @@ def evaluate(env, actor: nets.Actor, episodes: int, seed: int = 10_000) -> np.nd
     return np.asarray(run(jax.random.split(jax.random.key(seed), episodes)))
 
 
+def save_state(path, state: SACState, cfg: SACConfig) -> None:
+    """Write the whole training state (networks, optimisers, replay buffer, envs, PRNG) to ``path`` (.npz).
+
+    Atomic (temporary file, then rename), so a run killed while saving keeps the last state.
+    """
+    import os
+    from pathlib import Path
+
+    leaves = jax.tree_util.tree_leaves(state)
+    arrays = {f"a{i}": np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+              for i, x in enumerate(leaves)}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, config=np.asarray(repr(cfg)), **arrays)
+    os.replace(tmp, path)
+
+
+def load_state(path, template: SACState, cfg: SACConfig) -> SACState:
+    """The state saved by :func:`save_state`, checked against ``cfg`` and ``template``'s structure."""
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    with np.load(path) as z:
+        if str(z["config"]) != repr(cfg):
+            raise ValueError(f"{path}: saved with another SAC config ({z['config']}); expected {cfg!r}")
+        out = []
+        for i, t in enumerate(leaves):
+            a = z[f"a{i}"]
+            if jnp.issubdtype(t.dtype, jax.dtypes.prng_key):
+                out.append(jax.random.wrap_key_data(jnp.asarray(a)))
+            else:
+                if a.shape != t.shape:
+                    raise ValueError(f"{path}: array {i} has shape {a.shape}; expected {t.shape}")
+                out.append(jnp.asarray(a, t.dtype))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
 def train(env, cfg: SACConfig, eval_every: int = 20_000, eval_episodes: int = 10, log: Callable = print,
-          time_budget: float | None = None, on_snapshot: Callable | None = None):
+          time_budget: float | None = None, on_snapshot: Callable | None = None, checkpoint=None):
     """Train; returns ``(final_state, snapshots)`` where each snapshot is
     ``{"step", "eval_return", "actor": nets.Actor (host arrays), "buffer_size"}``.
 
     ``time_budget`` (seconds) stops training early, after a final evaluation.
     ``on_snapshot(snapshot)`` is called after each evaluation (e.g. to save it).
+    ``checkpoint``: a ``.npz`` path; when it exists training resumes from it (same
+    config), and the state is saved there after every evaluation, so a run cut
+    short by a time budget or a kill continues where it stopped.
     """
+    from pathlib import Path
+
     state, chunk = init(env, cfg)
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = load_state(checkpoint, state, cfg)
+        log(f"resumed from {checkpoint} at step {int(state.step)}")
     spec = _actor_spec(env, cfg)
     snapshots = []
     t0 = time.time()
     n_chunks = -(-cfg.steps // (cfg.chunk * cfg.lanes))
-    for i in range(n_chunks):
+    for i in range(int(state.step) // (cfg.chunk * cfg.lanes), n_chunks):
         state = chunk(state)
         step = int(state.step)
         out_of_time = time_budget is not None and time.time() - t0 > time_budget
@@ -216,6 +259,8 @@ def train(env, cfg: SACConfig, eval_every: int = 20_000, eval_episodes: int = 10
                 f"alpha {float(jnp.exp(state.log_alpha)):.3f}  {time.time() - t0:7.0f} s")
             if on_snapshot is not None:
                 on_snapshot(snapshots[-1])
+            if checkpoint is not None:
+                save_state(checkpoint, state, cfg)
         if out_of_time:
             log(f"time budget of {time_budget:.0f} s reached at step {step}")
             break
