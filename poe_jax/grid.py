@@ -626,7 +626,9 @@ def _records(spec: GridSpec, table: dict, idx: np.ndarray, res: dict, env, backe
         "support_violation": np.asarray(res["sum_sv_0.01"], np.float64) / safe_len,
         **{f"support_violation_{e}": np.asarray(res[f"sum_sv_{e}"], np.float64) / safe_len for e in SUPPORT_EPS},
         "fallback_rate": np.asarray(res["sum_fallback"], np.float64) / safe_len,
-        "success": pd.array([pd.NA] * len(idx), dtype="boolean"),
+        # AntMaze: reaching the goal is its termination; locomotion envs have no success notion.
+        "success": (pd.array(np.asarray(res["terminated"], bool), dtype="boolean") if spec.env.startswith("antmaze")
+                    else pd.array([pd.NA] * len(idx), dtype="boolean")),
         "backend": backend,
         "cell": cell_ids.astype(np.int64),
         "lane": table["lane"][idx],

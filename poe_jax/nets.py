@@ -356,7 +356,9 @@ class _PriorNet(nn.Module):
     @nn.compact
     def __call__(self, obs, goal):
         s = self.spec
-        emb = nn.Embed(len(s.goals), s.embed_size, name="goal_embed")(goal)
+        # goal[..., None]: Flax's Embed with a single embedding broadcasts to the input's shape,
+        # which fails for a scalar goal index; one trailing axis works for any number of goals.
+        emb = nn.Embed(len(s.goals), s.embed_size, name="goal_embed")(jnp.asarray(goal)[..., None])[..., 0, :]
         emb = jnp.broadcast_to(emb, (*obs.shape[:-1], s.embed_size))
         h = MLP(s.hidden, name="trunk")(jnp.concatenate([obs, emb], axis=-1))
         h = nn.relu(h)

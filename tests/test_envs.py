@@ -46,7 +46,7 @@ def gym_transitions(name, n=240, seed=0):
     return [np.array(c) for c in zip(*rows)]
 
 
-@pytest.mark.parametrize("name", envs.names())
+@pytest.mark.parametrize("name", envs.locomotion_names())
 def test_one_step_parity_with_gymnasium_native(name, get_env):
     qpos, qvel, action, obs, reward, term, x_vel = gym_transitions(name)
     if name != "halfcheetah":  # the only env without a termination rule
@@ -71,7 +71,7 @@ def test_one_step_parity_with_gymnasium_native(name, get_env):
     np.testing.assert_array_equal(np.asarray(nxt.terminated), term)
 
 
-@pytest.mark.parametrize("name", envs.names())
+@pytest.mark.parametrize("name", envs.locomotion_names())
 def test_initial_state_distribution_matches_gymnasium(name, get_env):
     n = 1000
     g = gym_env(name)
@@ -89,7 +89,8 @@ def test_initial_state_distribution_matches_gymnasium(name, get_env):
 
 
 def test_make_errors_and_names():
-    assert envs.names() == ("hopper", "halfcheetah", "walker2d", "ant")
+    assert envs.names() == ("hopper", "halfcheetah", "walker2d", "ant", "antmaze-umaze", "antmaze-medium")
+    assert envs.locomotion_names() == ("hopper", "halfcheetah", "walker2d", "ant")
     with pytest.raises(KeyError, match="unknown env 'hoper'; known envs: hopper, halfcheetah"):
         envs.make("hoper")
     with pytest.raises(ValueError, match="unknown backend 'gpu'; known backends: auto, native, mjx"):

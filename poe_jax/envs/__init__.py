@@ -3,26 +3,35 @@
 Example:
     >>> from poe_jax import envs
     >>> envs.names()
-    ('hopper', 'halfcheetah', 'walker2d', 'ant')
+    ('hopper', 'halfcheetah', 'walker2d', 'ant', 'antmaze-umaze', 'antmaze-medium')
 """
 
 from __future__ import annotations
 
+from poe_jax.envs.antmaze import MAZES, AntMaze
 from poe_jax.envs.base import Env, EnvSpec, State
 from poe_jax.envs.goals import Goal, goal_names, make_goal
 from poe_jax.envs.locomotion import SPECS
 
-__all__ = ["Env", "EnvSpec", "Goal", "State", "goal_names", "make", "make_goal", "names", "spec"]
+__all__ = ["AntMaze", "Env", "EnvSpec", "Goal", "State", "goal_names", "locomotion_names", "make", "make_goal",
+           "names", "spec"]
 
 
-def names() -> tuple[str, ...]:
-    """The registered environment names."""
+def locomotion_names() -> tuple[str, ...]:
+    """The D4RL locomotion envs (Gymnasium-v4 semantics)."""
     return tuple(SPECS)
 
 
+def names() -> tuple[str, ...]:
+    """The registered environment names: locomotion, then AntMaze."""
+    return tuple(SPECS) + tuple(MAZES)
+
+
 def spec(name: str) -> EnvSpec:
+    if name in MAZES:
+        return AntMaze(name, backend="native").spec
     if name not in SPECS:
-        raise KeyError(f"unknown env {name!r}; known envs: {', '.join(SPECS)}")
+        raise KeyError(f"unknown env {name!r}; known envs: {', '.join(names())}")
     return SPECS[name]
 
 
@@ -32,4 +41,6 @@ def make(name: str, backend: str = "auto", **options) -> Env:
     Options: ``max_steps`` (episode length), and backend options such as
     ``nthread`` (native) or ``impl`` (mjx).
     """
+    if name in MAZES:
+        return AntMaze(name, backend=backend, **options)
     return Env(spec(name), backend=backend, **options)

@@ -93,16 +93,17 @@ class Env:
         max_steps: episode length before truncation (default: the spec's).
         terminate_when_unhealthy: as Gymnasium's option of that name; when False
             an unhealthy state earns no healthy reward but the episode goes on.
+        model: the MuJoCo model (default: ``spec.xml`` from Gymnasium's assets).
         **physics_options: passed to the backend (e.g. ``nthread`` for native).
     """
 
     def __init__(self, spec: EnvSpec, backend: str = "auto", max_steps: int | None = None,
-                 terminate_when_unhealthy: bool = True, **physics_options):
+                 terminate_when_unhealthy: bool = True, model: mujoco.MjModel | None = None, **physics_options):
         self.spec = spec
         self.terminate_when_unhealthy = bool(terminate_when_unhealthy)
         self.name = spec.name
         self.backend = resolve_backend(backend)
-        self.model = mujoco.MjModel.from_xml_path(str(gymnasium_asset(spec.xml)))
+        self.model = mujoco.MjModel.from_xml_path(str(gymnasium_asset(spec.xml))) if model is None else model
         self.physics = make_physics(self.backend, self.model, spec.frame_skip, **physics_options)
         self.dt = float(self.model.opt.timestep * spec.frame_skip)
         self.max_steps = int(spec.max_steps if max_steps is None else max_steps)
