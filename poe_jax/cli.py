@@ -26,7 +26,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     data = sub.add_parser("data", help="D4RL-format datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    gen = data_sub.add_parser("generate", help="SAC behaviour policies (phase 'policies'), then datasets ('datasets')")
+    gen = data_sub.add_parser("generate", help="SAC behaviour policies (phase 'policies'), then datasets ('datasets'); "
+                              "antmaze-*: the scripted navigator's dataset")
     gen.add_argument("--env", required=True)
     gen.add_argument("--out", required=True, help="folder for policies/, sac.log and ENV-KIND.hdf5")
     gen.add_argument("--phase", choices=["all", "policies", "datasets", "probe"], default="all",
@@ -109,6 +110,11 @@ def _run(args) -> int:
 def _data(args) -> int:
     from poe_jax.data import generate
 
+    if args.env.startswith("antmaze"):  # scripted navigator, no SAC (poe_jax.data.antmaze)
+        from poe_jax.data import antmaze
+
+        antmaze.generate(args.env, args.out, size=args.size, seed=args.seed)
+        return 0
     if args.phase in ("all", "policies"):
         generate.policies(args.env, args.out, steps=args.sac_steps, time_budget=args.time_budget, seed=args.seed,
                           eval_every=args.eval_every)

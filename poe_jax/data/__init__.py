@@ -94,8 +94,12 @@ def obs_stats(observations, eps: float = 1e-3):
     return ObsNorm.from_data(observations, eps)
 
 
-def collect(env, act_fn, steps: int, lanes: int, key, max_steps: int | None = None) -> dict[str, np.ndarray]:
+def collect(env, act_fn, steps: int, lanes: int, key, max_steps: int | None = None,
+            on_state: bool = False) -> dict[str, np.ndarray]:
     """Run ``act_fn(obs, key) -> action`` on ``lanes`` envs with resets; D4RL-layout arrays.
+
+    ``on_state``: call ``act_fn(state, key)`` with the lane's whole :class:`~poe_jax.envs.State`
+    instead (scripted controllers that read the step count or the goal).
 
     Rows are ordered episode by episode within each lane, lanes one after another,
     so each trajectory is contiguous (timeouts and terminals mark the ends).
@@ -112,7 +116,7 @@ def collect(env, act_fn, steps: int, lanes: int, key, max_steps: int | None = No
     def body(carry, key):
         state, t = carry
         k_act, k_reset = jax.random.split(key)
-        a = jax.vmap(act_fn)(state.obs, jax.random.split(k_act, lanes))
+        a = jax.vmap(act_fn)(state if on_state else state.obs, jax.random.split(k_act, lanes))
         nxt = jax.vmap(env.step)(state, a)
         timeout = (t + 1 >= horizon) & ~nxt.terminated
         done = nxt.terminated | timeout
@@ -120,6 +124,8 @@ def collect(env, act_fn, steps: int, lanes: int, key, max_steps: int | None = No
                "rewards": nxt.reward, "terminals": nxt.terminated, "timeouts": timeout,
                "next_observations": nxt.obs, "qpos": state.q.qpos, "qpos_lo": state.q.qpos_lo,
                "qvel": state.q.qvel, "qvel_lo": state.q.qvel_lo}
+        if "goal" in state.metrics:  # AntMaze: the episode's goal, as D4RL's infos/goal
+            row["goal"] = state.metrics["goal"]
         fresh = jax.vmap(env.reset)(jax.random.split(k_reset, lanes))
         sel = lambda f, x: jnp.where(done.reshape(-1, *([1] * (x.ndim - 1))), f, x)  # noqa: E731
         return (jax.tree_util.tree_map(sel, fresh, nxt), jnp.where(done, 0, t + 1)), row
@@ -136,6 +142,8 @@ def collect(env, act_fn, steps: int, lanes: int, key, max_steps: int | None = No
     out = {k: flat[k] for k in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")}
     out["infos/qpos"] = join64(flat["qpos"], flat["qpos_lo"])
     out["infos/qvel"] = join64(flat["qvel"], flat["qvel_lo"])
+    if "goal" in flat:
+        out["infos/goal"] = flat["goal"]
     ends = np.arange(1, lanes + 1) * per_lane - 1  # each lane's last row: its trajectory is cut there
     out["timeouts"][ends] |= ~out["terminals"][ends]
     out = {k: v[:steps] for k, v in out.items()}
@@ -156,7 +164,8 @@ def replay_check(env, data: dict, rows: int | None = None, atol: float = 1e-4) -
 
     n = len(data["observations"]) if rows is None else min(rows, len(data["observations"]))
     qpos, qvel = np.asarray(data["infos/qpos"][:n], np.float64), np.asarray(data["infos/qvel"][:n], np.float64)
-    s0 = env.reset_to_batch(qpos, qvel)
+    goal = {"goal": np.asarray(data["infos/goal"][:n])} if "infos/goal" in data else {}  # AntMaze
+    s0 = env.reset_to_batch(qpos, qvel, **goal)
     obs_err = np.abs(np.asarray(s0.obs) - data["observations"][:n]) / (1 + np.abs(data["observations"][:n]))
     s1 = jax.jit(jax.vmap(env.step))(s0, np.asarray(data["actions"][:n], np.float32))
     nobs = data["next_observations"][:n] if "next_observations" in data else None

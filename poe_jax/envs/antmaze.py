@@ -60,9 +60,10 @@ def _cell(rows: tuple[str, ...], mark: str) -> tuple[int, int]:
     return next((i, j) for i, row in enumerate(rows) for j, c in enumerate(row) if c == mark)
 
 
-def build_model(maze: str) -> mujoco.MjModel:
-    """Gymnasium's ant with D4RL's timestep and motors, in D4RL's maze ``maze``."""
-    rows, _ = MAZES[maze]
+def build_model(maze: str | tuple[str, ...]) -> mujoco.MjModel:
+    """Gymnasium's ant with D4RL's timestep and motors, in D4RL's maze ``maze`` (a name, or
+    map rows such as ``("R",)``: an open floor)."""
+    rows = MAZES[maze][0] if isinstance(maze, str) else tuple(maze)
     spec = mujoco.MjSpec.from_file(str(gymnasium_asset("ant.xml")))
     spec.option.timestep = 0.02
     for act in spec.actuators:
@@ -135,6 +136,14 @@ class AntMaze(Env):
         goal = self.goal_corner if goal is None else jnp.asarray(goal, jnp.float32)
         zero = jnp.zeros((), jnp.float32)
         return state.replace(metrics=self._metrics(state.q, goal, zero, zero))
+
+    def reset_to_batch(self, qpos, qvel, goal=None) -> State:
+        """Batched :meth:`reset_to` from host arrays (float64 kept exact); ``goal [batch, 2]``."""
+        state = super().reset_to_batch(qpos, qvel)
+        n = state.obs.shape[0]
+        goal = jnp.broadcast_to(self.goal_corner if goal is None else jnp.asarray(goal, jnp.float32), (n, 2))
+        zero = jnp.zeros((n,), jnp.float32)
+        return state.replace(metrics=jax.vmap(self._metrics)(state.q, goal, zero, zero))
 
     def step(self, state: State, action: jax.Array) -> State:
         """One control step; reward 1 and termination when within 0.5 of the goal."""
