@@ -162,3 +162,25 @@ def test_update_card(saved):
         checkpoints.update_card(path, sha256="0")
     with pytest.raises(CheckpointError, match="needs its number of episodes"):
         checkpoints.save(path.parent / "x", _actor(), scores=[{"return": 1.0}])
+
+
+def test_every_shipped_checkpoint_loads_for_its_env():
+    """checkpoints/: each folder loads (hashes checked) against its env's observation size, and each
+    actor's card carries a 20-episode score."""
+    from pathlib import Path
+
+    from poe_jax import envs
+
+    root = Path(__file__).resolve().parents[1] / "checkpoints"
+    found = sorted(p for p in root.iterdir() if (p / "card.json").is_file())
+    assert len(found) >= 18
+    sizes = {}
+    for path in found:
+        card = checkpoints.read_card(path)
+        env = card["env"]
+        if env not in sizes:
+            sizes[env] = envs.make(env, backend="native").obs_size
+        loaded = checkpoints.load(path, env=env)
+        assert loaded.spec.obs_size == sizes[env], path.name
+        if card["kind"] == "actor":
+            assert card["scores"] and card["scores"][0]["episodes"] >= 20, path.name

@@ -4,9 +4,9 @@ float32. On CPU it compiles for tens of seconds and runs far slower than the
 ``native`` backend; ``backend="auto"`` only picks it with an accelerator.
 
 Model shifts (``scales``) replace ``body_mass``, ``body_inertia`` and
-``geom_friction`` per lane (batched ``mjx.Model`` fields under ``vmap``). Unlike
-the native backend, the constants ``mj_setConst`` derives from masses (the
-constraint solver's ``*_invweight0`` regularisation) keep their nominal values.
+``geom_friction`` per lane (batched ``mjx.Model`` fields under ``vmap``); the
+constants ``mj_setConst`` derives from masses (the constraint solver's
+``*_invweight0``) keep their nominal values, on the native backend too.
 """
 
 from __future__ import annotations

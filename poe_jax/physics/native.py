@@ -16,10 +16,12 @@ Either way a step starts from (qpos, qvel) alone, with zero warm start, so a
 lane's next state is a pure function of its JAX state.
 
 Model shifts (per-lane ``scales`` = body-mass and friction scale): ``batch``
-expands ``body_mass``, ``body_inertia`` and ``geom_friction`` into per-row values
-and reruns ``mj_setConst`` on rows whose scales changed; ``rollout`` steps each
-lane on a scaled copy of the model (cached per scale pair). Rows at scale (1, 1)
-use the nominal model's values, bit for bit.
+expands ``body_mass``, ``body_inertia`` and ``geom_friction`` into per-row values;
+``rollout`` steps each lane on a scaled copy of the model (cached per scale
+pair). Rows at scale (1, 1) use the nominal model's values, bit for bit. As on
+MJX, which cannot rerun ``mj_setConst`` per lane, the constants MuJoCo derives at
+compile time (the constraint solver's ``*_invweight0``, subtree masses) keep
+their nominal values, so both backends shift the same model (tested).
 """
 
 from __future__ import annotations
@@ -139,7 +141,6 @@ class NativePhysics:
             m = copy.copy(self.model)
             m.body_mass[:], m.body_inertia[:], m.geom_friction[:] = scaled_fields(
                 self.model.body_mass, self.model.body_inertia, self.model.geom_friction, key)
-            mujoco.mj_setConst(m, mujoco.MjData(m))
             self._scaled_models[key] = m
         return self._scaled_models[key]
 
@@ -160,7 +161,6 @@ class NativePhysics:
         mass[changed] = m.body_mass[None] * w[:, 0, None]
         inertia[changed] = m.body_inertia[None] * w[:, 0, None, None]
         friction[changed] = m.geom_friction[None] * w[:, 1, None, None]
-        batch.set_const(changed)
         self._row_scales[changed] = w
 
     def _step_batch(self, qpos, qvel, ctrl, idx, scales=None):
