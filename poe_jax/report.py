@@ -176,6 +176,7 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     if "delta_pi_upper" in df:
         lines += _deviation_lines(stats.deviation(df, cells))
     lines += _offpolicy_lines(df, offp, off_notes, level)
+    lines += _success_lines(df)
     sv = df.groupby("rule")[[f"support_violation_{e}" for e in grid.SUPPORT_EPS]].mean()
     lines += ["", "## Support violation (fraction of executed actions with actor density < ε)", "",
               "| rule | " + " | ".join(f"ε = {e}" for e in grid.SUPPORT_EPS) + " |",
@@ -197,6 +198,23 @@ def _portable(spec):
     if isinstance(spec, dict):
         return {k: _portable(v) for k, v in spec.items() if k != "base_dir"}
     return spec
+
+
+def _success_lines(df: pd.DataFrame) -> list[str]:
+    """AntMaze: success rate (goal reached) per cell, rule and coefficient, with a 95% Wilson interval."""
+    has = df[df["success"].notna()]
+    if has.empty:
+        return []
+    from scipy.stats import binomtest
+
+    lines = ["", "## Success rate (AntMaze: episodes that reached the goal)", "",
+             "| env | goal | prior | shift | rule | coef | episodes | success | 95% CI |", "|---|---|---|---|---|---|---|---|---|"]
+    for key, g in has.groupby(["env", "goal", "prior", "shift", "rule", "param"], sort=False):
+        k, n = int(g["success"].astype(bool).sum()), len(g)
+        ci = binomtest(k, n).proportion_ci(method="wilson")
+        lines.append("| " + " | ".join(str(v) if not isinstance(v, float) else f"{v:g}" for v in key)
+                     + f" | {n} | {k / n:.2f} | [{ci.low:.2f}, {ci.high:.2f}] |")
+    return lines
 
 
 def _split_lines(cells: pd.DataFrame) -> list[str]:

@@ -124,6 +124,10 @@ def test_grid_reports_success_rate(tmp_path):
     df = grid.read_episodes(grid.run(spec, tmp_path / "run", progress=False).out)
     assert df["success"].dtype == "boolean" and not df["success"].any()  # 5 steps cannot reach the goal
     assert (df["success"] == df["terminated"]).all()
+    from poe_jax.report import write_report
+
+    text = write_report(tmp_path / "run").read_text()
+    assert "## Success rate (AntMaze" in text and "| antmaze-umaze | G1_speed | trained | none | poe | 0.5 | 2 | 0.00 |" in text
 
 
 def test_scripted_navigator_and_its_dataset(tmp_path):
