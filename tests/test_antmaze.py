@@ -26,6 +26,8 @@ def test_model_and_sizes(umaze):
     # The reset cell is the origin; the wall right below it (row 2, col 1) is centred 4 m away.
     np.testing.assert_allclose(m.geom("block_2_1").pos, [0.0, 4.0, 1.0])
     np.testing.assert_allclose(m.geom("block_2_1").size, [2.0, 2.0, 1.0])
+    with pytest.raises(ValueError, match="terminate_when_unhealthy does not apply"):
+        envs.make("antmaze-umaze", terminate_when_unhealthy=True)
     medium = envs.make("antmaze-medium", backend="native")
     assert medium.max_steps == 1000 and medium.obs_size == 29
     np.testing.assert_allclose(antmaze.goal_cell_xy("antmaze-medium"), [20.0, 20.0])

@@ -210,3 +210,18 @@ def test_model_shift_scales():
     # Friction: a near-frictionless floor changes the motion.
     slippery, xs = open_loop(s0.replace(scales=jnp.tile(jnp.array([1.0, 0.05]), (n, 1))), actions)
     assert not np.allclose(np.asarray(xs[-1]), np.asarray(x[-1]))
+
+
+def test_models_load_without_the_deprecated_settotalmass_and_equal_mujocos_own():
+    """half_cheetah.xml's settotalmass is applied with mj_setTotalmass + mj_setConst: the model is the
+    one MuJoCo compiles from the file, every numeric field equal."""
+    import mujoco
+
+    from poe_jax.envs.base import gymnasium_asset, load_model
+
+    ours, ref = load_model("half_cheetah.xml"), mujoco.MjModel.from_xml_path(str(gymnasium_asset("half_cheetah.xml")))
+    fields = [f for f in dir(ref) if not f.startswith("_") and isinstance(getattr(ref, f), np.ndarray)]
+    assert len(fields) > 50
+    for f in fields:
+        np.testing.assert_array_equal(getattr(ours, f), getattr(ref, f), err_msg=f)
+    np.testing.assert_array_equal(ours.opt.timestep, ref.opt.timestep)

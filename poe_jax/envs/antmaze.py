@@ -102,6 +102,9 @@ class AntMaze(Env):
     def __init__(self, maze: str, backend: str = "auto", max_steps: int | None = None, **physics_options):
         if maze not in MAZES:
             raise KeyError(f"unknown maze {maze!r}; known: {', '.join(MAZES)}")
+        if "terminate_when_unhealthy" in physics_options:
+            raise ValueError(f"{maze}: terminate_when_unhealthy does not apply; AntMaze episodes end only at "
+                             "the goal or the time limit")
         rows, steps = MAZES[maze]
         spec = EnvSpec(name=maze, xml="ant.xml", frame_skip=5, obs_fn=_obs, healthy_fn=None, ctrl_cost_weight=0.0,
                        healthy_reward=0.0, qpos_noise=("uniform", 0.1), qvel_noise=("normal", 0.1), max_steps=steps,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+import re
 from pathlib import Path
 
 import jax
@@ -70,6 +71,25 @@ class EnvSpec:
     extra: dict = field(default_factory=dict)
 
 
+def load_model(xml: str) -> mujoco.MjModel:
+    """A MuJoCo model from Gymnasium's assets.
+
+    MuJoCo >= 4 deprecates the ``settotalmass`` compiler attribute (half_cheetah.xml
+    uses it) and warns on every parse. It is applied here as MuJoCo advises, with
+    ``mj_setTotalmass`` and ``mj_setConst`` on the compiled model, which gives the
+    same model field for field (tested).
+    """
+    path = gymnasium_asset(xml)
+    text = path.read_text()
+    found = re.search(r'\s+settotalmass="([^"]+)"', text)
+    if found is None:
+        return mujoco.MjModel.from_xml_path(str(path))
+    model = mujoco.MjModel.from_xml_string(text.replace(found.group(0), "", 1))
+    mujoco.mj_setTotalmass(model, float(found.group(1)))
+    mujoco.mj_setConst(model, mujoco.MjData(model))
+    return model
+
+
 def gymnasium_asset(xml: str) -> Path:
     """Path of a MuJoCo model shipped by the installed ``gymnasium`` package."""
     import gymnasium
@@ -103,7 +123,7 @@ class Env:
         self.terminate_when_unhealthy = bool(terminate_when_unhealthy)
         self.name = spec.name
         self.backend = resolve_backend(backend)
-        self.model = mujoco.MjModel.from_xml_path(str(gymnasium_asset(spec.xml))) if model is None else model
+        self.model = load_model(spec.xml) if model is None else model
         self.physics = make_physics(self.backend, self.model, spec.frame_skip, **physics_options)
         self.dt = float(self.model.opt.timestep * spec.frame_skip)
         self.max_steps = int(spec.max_steps if max_steps is None else max_steps)
