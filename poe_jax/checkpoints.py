@@ -189,6 +189,9 @@ def save(
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / "params", tree)
             ckptr.wait_until_finished()
+        # orbax's marker records the absolute temporary path it wrote to (a path of this
+        # machine); loading does not need it, and this function's rename is the commit.
+        (tmp / "params" / "commit_success.txt").unlink(missing_ok=True)
         _write_json_atomic(tmp / "card.json", card)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -184,3 +185,12 @@ def test_every_shipped_checkpoint_loads_for_its_env():
         assert loaded.spec.obs_size == sizes[env], path.name
         if card["kind"] == "actor":
             assert card["scores"] and card["scores"][0]["episodes"] >= 20, path.name
+
+
+def test_saved_checkpoints_name_no_path_of_this_machine(tmp_path):
+    actor = nets.init_actor(nets.ActorSpec("iql", 11, 3), jax.random.key(0))
+    out = checkpoints.save(tmp_path / "ck", actor, env="hopper")
+    for f in Path(out).rglob("*"):
+        if f.is_file():
+            assert str(tmp_path).encode() not in f.read_bytes(), f
+    checkpoints.load(out, env="hopper")
