@@ -144,8 +144,6 @@ def _zoo() -> int:
 
 
 def _train(args) -> int:
-    from pathlib import Path
-
     from poe_jax.train import zoo
 
     if args.algo in ("iql", "td3_bc", "bc"):

@@ -15,8 +15,10 @@ paper: lr 3e-4, batch 256, gamma 0.99, tau 0.005, 256-256 networks.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -194,9 +196,6 @@ def save_state(path, state: SACState, cfg: SACConfig) -> None:
 
     Atomic (temporary file, then rename), so a run killed while saving keeps the last state.
     """
-    import os
-    from pathlib import Path
-
     leaves = jax.tree_util.tree_leaves(state)
     arrays = {f"a{i}": np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
               for i, x in enumerate(leaves)}
@@ -235,8 +234,6 @@ def train(env, cfg: SACConfig, eval_every: int = 20_000, eval_episodes: int = 10
     config), and the state is saved there after every evaluation, so a run cut
     short by a time budget or a kill continues where it stopped.
     """
-    from pathlib import Path
-
     state, chunk = init(env, cfg)
     if checkpoint is not None and Path(checkpoint).exists():
         state = load_state(checkpoint, state, cfg)
