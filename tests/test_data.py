@@ -80,3 +80,52 @@ def test_obs_stats_follow_corl():
     norm = data.obs_stats(obs)
     np.testing.assert_allclose(np.asarray(norm.mean), obs.mean(0), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(norm.std), obs.std(0) + 1e-3, rtol=1e-5)
+
+
+def test_behaviour_policies_are_picked_by_their_stochastic_return(tmp_path):
+    """The datasets are collected with the stochastic policy, so the expert is the snapshot with
+    the best stochastic return and the medium one is closest to a third of it (from anywhere in
+    training); without stochastic scores the deterministic training evaluations decide."""
+    import json
+
+    from poe_jax.data import generate
+
+    (tmp_path / "policies").mkdir()
+    recs = [{"path": f"step-{s:07d}", "step": s, "eval_return": ev, "sto_return": st}
+            for s, ev, st in [(25, 400, 390), (50, 2800, 2000), (75, 900, 880), (100, 2600, 2640), (125, 1300, 1400)]]
+    index = tmp_path / "policies" / "index.json"
+    index.write_text(json.dumps(recs))
+    expert, medium, replay = generate.pick_policies(tmp_path)
+    assert expert["step"] == 100 and medium["step"] == 75 and [r["step"] for r in replay] == [25, 50, 75]
+    index.write_text(json.dumps([{k: v for k, v in r.items() if k != "sto_return"} for r in recs]))
+    expert, medium, _ = generate.pick_policies(tmp_path)
+    assert expert["step"] == 50 and medium["step"] == 75
+    index.write_text("[]")
+    with pytest.raises(ValueError, match="no snapshots"):
+        generate.pick_policies(tmp_path)
+
+
+def test_snapshot_scores_are_added_once(tmp_path, get_env):
+    import json
+
+    from poe_jax import checkpoints, envs, nets
+    from poe_jax.data import generate
+    from poe_jax.train import sac
+
+    env = get_env("hopper")
+    cfg = sac.SACConfig(hidden=(32, 32), chunk=10, steps=10, lanes=1)
+    state, _ = sac.init(env, cfg)
+    actor = nets.Actor(jax.device_get(state.actor), nets.ObsNorm.identity(env.obs_size), sac._actor_spec(env, cfg))
+    checkpoints.save(tmp_path / "policies" / "step-0000010", actor, env="hopper")
+    (tmp_path / "policies" / "index.json").write_text(json.dumps([{"path": "step-0000010", "step": 10, "eval_return": 1.0}]))
+    lines = []
+    (rec,) = generate.score_snapshots("hopper", tmp_path, episodes=2, log=lines.append)
+    assert len(lines) == 1 and rec["score_episodes"] == 2
+    spec = envs.make("hopper").spec
+    for kind in ("det", "sto"):
+        assert np.isfinite(rec[f"{kind}_return"])
+        norm = 100 * (rec[f"{kind}_return"] - spec.ref_min_score) / (spec.ref_max_score - spec.ref_min_score)
+        assert rec[f"{kind}_normalized"] == pytest.approx(norm, rel=1e-5)
+    assert rec["det_return"] != rec["sto_return"]  # the stochastic policy samples its actions
+    generate.score_snapshots("hopper", tmp_path, episodes=2, log=lines.append)
+    assert len(lines) == 1  # already scored: nothing re-run

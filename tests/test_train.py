@@ -77,6 +77,24 @@ def test_sac_chunk_runs_and_fills_the_buffer(get_env):
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state.actor))
 
 
+def test_sac_replay_ring_keeps_every_transition_in_order(get_env):
+    """The buffer is written once per chunk; after the ring wraps twice it holds the last
+    ``buffer`` transitions in step order (each lane's next observation is its next row's
+    observation unless the episode ended)."""
+    env = get_env("hopper")
+    cfg = sac.SACConfig(steps=400, chunk=50, warmup=400, batch=32, hidden=(32, 32), lanes=2, buffer=200)
+    state, chunk = sac.init(env, cfg)
+    for _ in range(4):
+        state = chunk(state)
+    b = jax.device_get(state.buffer)
+    assert int(b.size) == 200 and int(b.ptr) == 0 and int(state.step) == 400
+    cont = ~b.term[:-2]
+    assert cont.sum() > 150
+    np.testing.assert_array_equal(b.next_obs[:-2][cont], b.obs[2:][cont])
+    live = ~b.term[-2:]  # the newest rows lead to the envs' current states
+    np.testing.assert_array_equal(b.next_obs[-2:][live], np.asarray(state.env_state.obs)[live])
+
+
 def test_sac_resumes_exactly_from_its_checkpoint(get_env, tmp_path):
     """Stopped after one chunk and resumed, SAC reaches the same state as an uninterrupted run."""
     env = get_env("hopper")

@@ -2,10 +2,16 @@
 
 Phase 1 (``policies``): SAC (:mod:`poe_jax.train.sac`) on the native backend; every
 ``eval_every`` steps the deterministic policy is evaluated and saved as a
-checkpoint ``DIR/policies/step-NNNNNNN`` (card with its eval return). The
-**expert** is the best snapshot; the **medium** policy is the snapshot whose
-return is closest to one third of the expert's (D4RL: "a policy trained to
-approximately 1/3 the performance of the expert").
+checkpoint ``DIR/policies/step-NNNNNNN`` (card with its eval return).
+
+Picking the behaviour policies (:func:`pick_policies`) uses each snapshot's
+**stochastic** return over 20 episodes (:func:`score_snapshots`), since the
+datasets are collected with the stochastic policy, and SAC's deterministic and
+stochastic returns can differ a lot early in training (hopper: 86 vs 62). The
+**expert** is the snapshot with the best stochastic return; the **medium** policy
+is the snapshot whose stochastic return is closest to one third of the expert's
+(D4RL: "a policy trained to approximately 1/3 the performance of the expert"),
+from anywhere in training.
 
 Phase 2 (``datasets``), in D4RL layout under ``DIR/ENV-KIND.hdf5``:
 
@@ -38,7 +44,7 @@ import numpy as np
 
 from poe_jax import checkpoints, data, envs, nets
 
-__all__ = ["KINDS", "datasets", "pick_policies", "policies", "probe_states"]
+__all__ = ["KINDS", "datasets", "pick_policies", "policies", "probe_states", "score_snapshots"]
 
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 
@@ -84,13 +90,48 @@ def policies(env_name: str, out: str | Path, steps: int = 1_000_000, time_budget
     return records
 
 
+def score_snapshots(env_name: str, out: str | Path, episodes: int = 20, seed: int = 10_000,
+                    log=print) -> list[dict]:
+    """Add ``det_return`` / ``sto_return`` (mean return over ``episodes`` episodes of the
+    deterministic / stochastic policy, native backend, the same episode seeds for every
+    snapshot) and their D4RL-normalised ``det_normalized`` / ``sto_normalized`` to each
+    record of ``out/policies/index.json`` that lacks them; returns the records."""
+    from poe_jax import rollout
+
+    out = Path(out)
+    index = out / "policies" / "index.json"
+    recs = json.loads(index.read_text())
+    env = envs.make(env_name, backend="native")
+    keys = jax.random.split(jax.random.key(seed), episodes)
+    span = env.spec.ref_max_score - env.spec.ref_min_score
+    for r in recs:
+        if "sto_return" in r and r.get("score_episodes") == episodes:
+            continue
+        actor = checkpoints.load(out / "policies" / r["path"], env=env_name)
+        sto = _stochastic(actor)
+        for name, pol in (("det", rollout.deterministic(actor.act)), ("sto", lambda o, k: (sto(o, k), {}))):
+            ret = np.asarray(jax.jit(lambda k, pol=pol: rollout.rollout(env, pol, k).return_task)(keys))
+            r[f"{name}_return"] = float(ret.mean())
+            r[f"{name}_normalized"] = float(np.mean(100 * (ret - env.spec.ref_min_score) / span))
+        r["score_episodes"] = episodes
+        log(f"{r['path']}: deterministic {r['det_normalized']:.1f}, stochastic {r['sto_normalized']:.1f} "
+            f"(D4RL-normalised, {episodes} episodes)")
+    index.write_text(json.dumps(recs, indent=2))
+    return recs
+
+
 def pick_policies(out: str | Path) -> tuple[dict, dict, list[dict]]:
-    """(expert, medium, snapshots up to medium) from ``out/policies/index.json``."""
+    """(expert, medium, snapshots up to medium) from ``out/policies/index.json``.
+
+    Uses the stochastic scores of :func:`score_snapshots` when every record has them,
+    else the deterministic evaluation return logged during training."""
     recs = json.loads((Path(out) / "policies" / "index.json").read_text())
-    expert = max(recs, key=lambda r: r["eval_return"])
-    target = expert["eval_return"] / 3.0
-    before = [r for r in recs if r["step"] <= expert["step"]]
-    medium = min(before, key=lambda r: abs(r["eval_return"] - target))
+    if not recs:
+        raise ValueError(f"{out}/policies/index.json lists no snapshots; run the 'policies' phase first")
+    key = "sto_return" if all("sto_return" in r for r in recs) else "eval_return"
+    expert = max(recs, key=lambda r: r[key])
+    target = expert[key] / 3.0
+    medium = min(recs, key=lambda r: abs(r[key] - target))
     return expert, medium, [r for r in recs if r["step"] <= medium["step"]]
 
 
@@ -108,7 +149,11 @@ def datasets(env_name: str, out: str | Path, size: int = 200_000, lanes: int = 6
     """Phase 2: the five datasets as ``out/ENV-KIND.hdf5``; returns their paths."""
     out = Path(out)
     env = envs.make(env_name, backend="native")
+    score_snapshots(env_name, out, log=log)
     expert, medium, replay = pick_policies(out)
+    log(f"expert {expert['path']} (stochastic {expert['sto_normalized']:.1f}, deterministic "
+        f"{expert['det_normalized']:.1f}), medium {medium['path']} (stochastic {medium['sto_normalized']:.1f}), "
+        f"medium-replay: {len(replay)} snapshots")
     load = lambda r: checkpoints.load(out / "policies" / r["path"], env=env_name)  # noqa: E731
     key = jax.random.key(seed + 1)
     meta = {"env": env_name, "size": size, "generator": "poe_jax.data.generate", "seed": seed,

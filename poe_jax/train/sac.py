@@ -15,6 +15,7 @@ paper: lr 3e-4, batch 256, gamma 0.99, tau 0.005, 256-256 networks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -104,21 +105,34 @@ def init(env, cfg: SACConfig) -> tuple[SACState, Callable]:
     sa = jnp.zeros((1, env.obs_size + env.act_size))
     critic = {"q1": mlp.init(k_q1, sa)["params"], "q2": mlp.init(k_q2, sa)["params"]}
     opt = optax.adam(cfg.lr)
-    n = min(cfg.buffer, cfg.steps)
+    per_chunk = cfg.chunk * cfg.lanes
+    n = max(per_chunk, min(cfg.buffer, cfg.steps) // per_chunk * per_chunk)  # whole chunks: no wrap within one
     o, a = env.obs_size, env.act_size
     buf = Buffer(jnp.zeros((n, o)), jnp.zeros((n, a)), jnp.zeros(n), jnp.zeros((n, o)), jnp.zeros(n, bool),
                  jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
     env_state = jax.vmap(env.reset)(jax.random.split(k_env, cfg.lanes))
     log_alpha = jnp.zeros(())
-    state = SACState(actor, critic, critic, log_alpha, opt.init(actor), opt.init(critic), opt.init(log_alpha), buf,
+    target = jax.tree_util.tree_map(jnp.copy, critic)  # its own buffers: chunk() donates the state
+    state = SACState(actor, critic, target, log_alpha, opt.init(actor), opt.init(critic), opt.init(log_alpha), buf,
                      env_state, jnp.zeros(cfg.lanes), jnp.full(64, jnp.nan), jnp.zeros((), jnp.int32), key,
                      jnp.zeros((), jnp.int32))
 
-    def update(s: SACState, key) -> SACState:
+    def sample(b: Buffer, recent: Buffer, filled, idx):
+        """Rows ``idx`` of the replay buffer as it stands: ``b`` (the buffer at the start of
+        the chunk, read-only) overlaid with the ``filled`` rows written since, held in
+        ``recent`` and due at ``b.ptr``. Writing into the big buffer inside the scan made XLA
+        copy all of it every step (2.5x slower at 1M rows); it is written once per chunk."""
+        j = idx - b.ptr
+        new = (j >= 0) & (j < filled)
+        j = jnp.clip(j, 0, recent.obs.shape[0] - 1)
+        pick = lambda big, small: jnp.where(new.reshape(-1, *([1] * (big.ndim - 1))), small[j], big[idx])  # noqa: E731
+        return [pick(x, y) for x, y in zip(b[:5], recent[:5])]
+
+    def update(s: SACState, b: Buffer, recent: Buffer, filled, key) -> SACState:
         k_idx, k_next, k_pi = jax.random.split(key, 3)
-        b = s.buffer
-        idx = jax.random.randint(k_idx, (cfg.batch,), 0, jnp.maximum(b.size, 1))
-        obs, act, rew, nobs, term = b.obs[idx], b.act[idx], b.rew[idx], b.next_obs[idx], b.term[idx]
+        size = jnp.minimum(b.size + filled, b.obs.shape[0])
+        idx = jax.random.randint(k_idx, (cfg.batch,), 0, jnp.maximum(size, 1))
+        obs, act, rew, nobs, term = sample(b, recent, filled, idx)
         alpha = jnp.exp(s.log_alpha)
         na, nlogp = _pi(s.actor, spec, nobs, k_next)
         tq = jnp.minimum(*_q(s.target, nobs, na, cfg.hidden)) - alpha * nlogp
@@ -148,19 +162,18 @@ def init(env, cfg: SACConfig) -> tuple[SACState, Callable]:
         return s._replace(actor=actor, critic=critic, target=target, log_alpha=log_alpha, opt_actor=opt_a,
                           opt_critic=opt_c, opt_alpha=opt_al)
 
-    def iteration(s: SACState, _):
+    def iteration(carry, _):
+        s, recent, filled = carry  # s.buffer: the buffer at the chunk's start (read-only in the scan)
         key, k_act, k_rand, k_reset, k_upd = jax.random.split(s.key, 5)
         obs = s.env_state.obs
         a_pi, _ = _pi(s.actor, spec, obs, k_act)
         a_rand = jax.random.uniform(k_rand, a_pi.shape, minval=-spec.max_action, maxval=spec.max_action)
         act = jnp.where(s.step < cfg.warmup, a_rand, a_pi)
         nxt = jax.vmap(env.step)(s.env_state, act)
-        b = s.buffer
-        n = b.obs.shape[0]
-        pos = (b.ptr + jnp.arange(cfg.lanes)) % n
-        buf = Buffer(b.obs.at[pos].set(obs), b.act.at[pos].set(act), b.rew.at[pos].set(nxt.reward),
-                     b.next_obs.at[pos].set(nxt.obs), b.term.at[pos].set(nxt.terminated),
-                     (b.ptr + cfg.lanes) % n, jnp.minimum(b.size + cfg.lanes, n))
+        put = lambda x, v: jax.lax.dynamic_update_slice_in_dim(x, v.astype(x.dtype), filled, 0)  # noqa: E731
+        recent = recent._replace(obs=put(recent.obs, obs), act=put(recent.act, act), rew=put(recent.rew, nxt.reward),
+                                 next_obs=put(recent.next_obs, nxt.obs), term=put(recent.term, nxt.terminated))
+        filled = filled + cfg.lanes
         ep_ret = s.ep_return + nxt.reward
         fresh = jax.vmap(env.reset)(jax.random.split(k_reset, cfg.lanes))
         env_state = jax.tree_util.tree_map(
@@ -169,16 +182,23 @@ def init(env, cfg: SACConfig) -> tuple[SACState, Callable]:
         order = jnp.cumsum(nxt.done) - 1
         slots = jnp.where(nxt.done, (s.n_finished + order) % 64, 64)
         finished = s.finished.at[slots].set(ep_ret, mode="drop")
-        s = s._replace(buffer=buf, env_state=env_state, ep_return=jnp.where(nxt.done, 0.0, ep_ret),
+        s = s._replace(env_state=env_state, ep_return=jnp.where(nxt.done, 0.0, ep_ret),
                        finished=finished, n_finished=s.n_finished + jnp.sum(nxt.done), key=key,
                        step=s.step + cfg.lanes)
         keys = jax.random.split(k_upd, cfg.updates_per_step * cfg.lanes)
-        s = jax.lax.fori_loop(0, keys.shape[0], lambda i, st: update(st, keys[i]), s)
-        return s, None
+        s = jax.lax.fori_loop(0, keys.shape[0], lambda i, st: update(st, s.buffer, recent, filled, keys[i]), s)
+        return (s, recent, filled), None
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=0)  # the buffer is updated in place, not copied
     def chunk(s: SACState) -> SACState:
-        return jax.lax.scan(iteration, s, None, length=cfg.chunk)[0]
+        b = s.buffer
+        recent = jax.tree_util.tree_map(lambda x: jnp.zeros((per_chunk, *x.shape[1:]), x.dtype), b[:5])
+        (s, recent, _), _ = jax.lax.scan(iteration, (s, Buffer(*recent, b.ptr, b.size), jnp.zeros((), jnp.int32)),
+                                         None, length=cfg.chunk)
+        put = lambda x, v: jax.lax.dynamic_update_slice_in_dim(x, v, b.ptr, 0)  # noqa: E731
+        buf = Buffer(*(put(x, v) for x, v in zip(b[:5], recent[:5])), (b.ptr + per_chunk) % n,
+                     jnp.minimum(b.size + per_chunk, n))
+        return s._replace(buffer=buf)
 
     return state, chunk
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from poe_jax import checkpoints, data, envs
 
-__all__ = ["IQL_KINDS", "build", "evaluate_scores", "train_actors", "train_prior"]
+__all__ = ["IQL_KINDS", "behaviour", "build", "evaluate_scores", "train_actors", "train_prior"]
 
 IQL_KINDS = ("medium", "medium-replay", "medium-expert")
 
@@ -29,6 +29,18 @@ def evaluate_scores(env, actor, episodes: int = 20, seed: int = 10_000) -> dict:
     return {"episodes": int(episodes), "deterministic": True, "backend": "native", "seed": seed,
             "return_mean": float(ret.mean()), "return_std": float(ret.std()),
             "normalized_mean": float(norm.mean()), "normalized_se": float(norm.std(ddof=1) / np.sqrt(episodes))}
+
+
+def behaviour(raw: dict) -> dict:
+    """The SAC behaviour policies a generated dataset came from (its ``metadata/expert`` and
+    ``metadata/medium`` records: snapshot, step, deterministic and stochastic D4RL-normalised
+    scores), for the cards of the actors trained on it; ``{}`` for other files (real D4RL)."""
+    out = {}
+    for k in ("expert", "medium"):
+        v = raw.get(f"metadata/{k}")
+        if v is not None:
+            out[k] = json.loads(v) if isinstance(v, (str, bytes)) else v
+    return out
 
 
 def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: str = "iql",
@@ -53,7 +65,7 @@ def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: 
     else:
         raise ValueError(f"unknown training algo {algo!r}; known: iql, td3_bc, bc")
     paths = []
-    for f, actor, scale in zip(files, actors, scales):
+    for f, actor, scale, d in zip(files, actors, scales, raw):
         dataset = Path(f).stem
         score = evaluate_scores(env, actor)
         log(f"{dataset}: {algo} normalized score {score['normalized_mean']:.1f} ± {score['normalized_se']:.1f} "
@@ -62,7 +74,7 @@ def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: 
                                 scores=[score], normalization_note="dataset mean, std + 1e-3 (CORL)",
                                 provenance={"algo": f"{algo} (poe_jax.train)", "config": str(cfg),
                                             "steps": info["steps"], "reward_scale": scale, "seed": seed,
-                                            "train_seconds": info["seconds"]})
+                                            "train_seconds": info["seconds"], "behaviour": behaviour(d)})
         paths.append(path)
     return paths
 
