@@ -67,6 +67,16 @@ def machine() -> dict:
     }
 
 
+def write_record(out: str | Path, name: str, record: dict) -> Path:
+    """Write ``record`` to ``out/NAME-HOST.json`` (the machine it ran on names the file)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-{socket.gethostname()}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
 def median_time(fn, reps: int) -> float:
     fn()
     times = []
@@ -169,11 +179,7 @@ def main(argv=None) -> dict:
         "malloc_tuned": malloc_tuned,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"compose-{socket.gethostname()}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record(args.out, "compose", record)
     return record
 
 

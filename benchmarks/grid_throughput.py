@@ -18,8 +18,6 @@ Writes ``grid-<host>.json`` with the machine description.
 from __future__ import annotations
 
 import argparse
-import json
-import socket
 import tempfile
 import time
 import warnings
@@ -29,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from compose_throughput import machine
+from compose_throughput import machine, write_record
 from poe_jax import checkpoints, compose, grid, nets
 from poe_jax.runtime import keep_large_allocations
 
@@ -104,11 +102,7 @@ def main(argv=None):
             results.append(r)
     record = {"benchmark": "grid_throughput", "machine": machine(), "policy": "IQL-sized actor (256-256) + goal prior, poe alpha=0.5",
               "results": results, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"grid-{args.backend}-{socket.gethostname()}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record(args.out, f"grid-{args.backend}", record)
 
 
 if __name__ == "__main__":

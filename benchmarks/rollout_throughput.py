@@ -24,8 +24,6 @@ variant runs once before it is timed; native and open-loop are timed
 from __future__ import annotations
 
 import argparse
-import json
-import socket
 import time
 import warnings
 from pathlib import Path
@@ -36,7 +34,7 @@ import mujoco
 import numpy as np
 from mujoco import rollout as mj_rollout
 
-from compose_throughput import machine
+from compose_throughput import machine, write_record
 from poe_jax import envs, rollout
 from poe_jax.physics.native import default_threads, mj_batch
 from poe_jax.runtime import keep_large_allocations
@@ -155,11 +153,7 @@ def main(argv=None):
             results.append(r)
     record = {"benchmark": "rollout_throughput", "machine": machine(), "threads": default_threads(),
               "policy": "MLP 2x256 tanh, jitted", "stepper": "batch" if mj_batch is not None else "rollout", "results": results, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"rollout-{socket.gethostname()}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record(args.out, "rollout", record)
 
 
 if __name__ == "__main__":

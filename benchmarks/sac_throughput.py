@@ -16,14 +16,12 @@ Writes ``sac-<host>.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import socket
 import time
 from pathlib import Path
 
 import jax
 
-from compose_throughput import machine
+from compose_throughput import machine, write_record
 from poe_jax import envs
 from poe_jax.train import sac
 
@@ -56,11 +54,7 @@ def main() -> None:
               "env_steps_per_s_by_buffer_rows": rows, "ratio_1M_over_50k": ratio,
               "config": "SACConfig defaults: batch 256, 256-256 nets, 1 update per env step, 1 lane",
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"sac-{socket.gethostname()}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record(args.out, "sac", record)
 
 
 if __name__ == "__main__":
