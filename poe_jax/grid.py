@@ -609,8 +609,7 @@ def _records(spec: GridSpec, table: dict, idx: np.ndarray, res: dict, env, backe
         "episode": table["episode"][idx].astype(np.int64),
         "return_task": np.asarray(res["return_task"], np.float64),
         "return_goal": np.asarray(res["return_goal"], np.float64),
-        "normalized_score": 100.0 * (np.asarray(res["return_task"], np.float64) - env.spec.ref_min_score)
-        / (env.spec.ref_max_score - env.spec.ref_min_score),
+        "normalized_score": env.spec.normalized_score(np.asarray(res["return_task"], np.float64)),
         "length": length.astype(np.int64),
         "terminated": np.asarray(res["terminated"], bool),
         "kl_to_frozen": np.asarray(res["sum_kl"], np.float64) / safe_len,

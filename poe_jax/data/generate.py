@@ -74,7 +74,7 @@ def policies(env_name: str, out: str | Path, steps: int = 1_000_000, time_budget
 
     def save(snap):
         path = out / "policies" / f"step-{snap['step']:07d}"
-        score = 100 * (snap["eval_return"] - env.spec.ref_min_score) / (env.spec.ref_max_score - env.spec.ref_min_score)
+        score = env.spec.normalized_score(snap["eval_return"])
         checkpoints.save(path, snap["actor"], env=env_name, overwrite=True, provenance={
             "algo": "SAC (poe_jax.train.sac)", "env_steps": snap["step"], "seed": seed, "config": str(cfg)},
             scores=[{"episodes": 10, "return_mean": snap["eval_return"], "return_std": snap["eval_std"],
@@ -97,22 +97,22 @@ def score_snapshots(env_name: str, out: str | Path, episodes: int = 20, seed: in
     snapshot) and their D4RL-normalised ``det_normalized`` / ``sto_normalized`` to each
     record of ``out/policies/index.json`` that lacks them; returns the records."""
     from poe_jax import rollout
+    from poe_jax.train.sac import evaluate
 
     out = Path(out)
     index = out / "policies" / "index.json"
     recs = json.loads(index.read_text())
     env = envs.make(env_name, backend="native")
-    keys = jax.random.split(jax.random.key(seed), episodes)
-    span = env.spec.ref_max_score - env.spec.ref_min_score
+    keys = jax.random.split(jax.random.key(seed), episodes)  # the episodes sac.evaluate runs
     for r in recs:
         if "sto_return" in r and r.get("score_episodes") == episodes:
             continue
         actor = checkpoints.load(out / "policies" / r["path"], env=env_name)
         sto = _stochastic(actor)
-        for name, pol in (("det", rollout.deterministic(actor.act)), ("sto", lambda o, k: (sto(o, k), {}))):
-            ret = np.asarray(jax.jit(lambda k, pol=pol: rollout.rollout(env, pol, k).return_task)(keys))
+        run_sto = jax.jit(lambda k: rollout.rollout(env, lambda o, kk: (sto(o, kk), {}), k).return_task)
+        for name, ret in (("det", evaluate(env, actor, episodes, seed)), ("sto", np.asarray(run_sto(keys)))):
             r[f"{name}_return"] = float(ret.mean())
-            r[f"{name}_normalized"] = float(np.mean(100 * (ret - env.spec.ref_min_score) / span))
+            r[f"{name}_normalized"] = float(np.mean(env.spec.normalized_score(ret)))
         r["score_episodes"] = episodes
         log(f"{r['path']}: deterministic {r['det_normalized']:.1f}, stochastic {r['sto_normalized']:.1f} "
             f"(D4RL-normalised, {episodes} episodes)")

@@ -70,6 +70,10 @@ class EnvSpec:
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
+    def normalized_score(self, returns):
+        """D4RL's normalised score: ``100 (return - random) / (expert - random)``."""
+        return 100 * (returns - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
+
 
 def load_model(xml: str) -> mujoco.MjModel:
     """A MuJoCo model from Gymnasium's assets.

@@ -25,7 +25,7 @@ def evaluate_scores(env, actor, episodes: int = 20, seed: int = 10_000) -> dict:
     from poe_jax.train.sac import evaluate
 
     ret = evaluate(env, actor, episodes, seed)
-    norm = 100 * (ret - env.spec.ref_min_score) / (env.spec.ref_max_score - env.spec.ref_min_score)
+    norm = env.spec.normalized_score(ret)
     return {"episodes": int(episodes), "deterministic": True, "backend": "native", "seed": seed,
             "return_mean": float(ret.mean()), "return_std": float(ret.std()),
             "normalized_mean": float(norm.mean()), "normalized_se": float(norm.std(ddof=1) / np.sqrt(episodes))}
