@@ -84,7 +84,7 @@ def test_obs_stats_follow_corl():
 
 def test_behaviour_policies_are_picked_by_their_stochastic_return(tmp_path):
     """The datasets are collected with the stochastic policy, so the expert is the snapshot with
-    the best stochastic return and the medium one is closest to a third of it (from anywhere in
+    the best stochastic return and the medium one is closest to half of it (from anywhere in
     training); without stochastic scores the deterministic training evaluations decide."""
     import json
 
@@ -92,14 +92,19 @@ def test_behaviour_policies_are_picked_by_their_stochastic_return(tmp_path):
 
     (tmp_path / "policies").mkdir()
     recs = [{"path": f"step-{s:07d}", "step": s, "eval_return": ev, "sto_return": st}
-            for s, ev, st in [(25, 400, 390), (50, 2800, 2000), (75, 900, 880), (100, 2600, 2640), (125, 1300, 1400)]]
+            for s, ev, st in [(25, 400, 390), (50, 2800, 2000), (75, 900, 880), (100, 2600, 2640), (125, 1300, 1400),
+                                       (150, 1550, 1280)]]
     index = tmp_path / "policies" / "index.json"
     index.write_text(json.dumps(recs))
     expert, medium, replay = generate.pick_policies(tmp_path)
+    assert expert["step"] == 100 and medium["step"] == 150 and len(replay) == 6
+    expert, medium, replay = generate.pick_policies(tmp_path, medium_fraction=1 / 3)
     assert expert["step"] == 100 and medium["step"] == 75 and [r["step"] for r in replay] == [25, 50, 75]
+    with pytest.raises(ValueError, match="medium_fraction"):
+        generate.pick_policies(tmp_path, medium_fraction=1.5)
     index.write_text(json.dumps([{k: v for k, v in r.items() if k != "sto_return"} for r in recs]))
     expert, medium, _ = generate.pick_policies(tmp_path)
-    assert expert["step"] == 50 and medium["step"] == 75
+    assert expert["step"] == 50 and medium["step"] == 125
     index.write_text("[]")
     with pytest.raises(ValueError, match="no snapshots"):
         generate.pick_policies(tmp_path)
