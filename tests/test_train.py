@@ -140,3 +140,5 @@ def test_cli_trains_from_a_d4rl_file(tiny, tmp_path):
     card = checkpoints.read_card(tmp_path / "ck" / "hopper-tiny-bc")
     assert card["algo"] == "bc" and card["scores"][0]["episodes"] == 20 and card["dataset"] == "hopper-tiny"
     assert checkpoints.load(tmp_path / "ck" / "hopper-tiny-bc", env="hopper").spec.algo == "bc"
+    log = (tmp_path / "ck" / "hopper-bc.log").read_text()  # the run's log is kept next to its checkpoints
+    assert "train bc on" in log and "hopper-tiny: bc normalized score" in log

@@ -57,7 +57,7 @@ def policies(env_name: str, out: str | Path, steps: int = 1_000_000, time_budget
     running this again with the same arguments continues training (e.g. in several
     time-budgeted sessions); records from earlier sessions are kept in the index.
     """
-    from poe_jax.train import sac
+    from poe_jax.train import file_log, sac
 
     out = Path(out)
     (out / "policies").mkdir(parents=True, exist_ok=True)
@@ -65,12 +65,7 @@ def policies(env_name: str, out: str | Path, steps: int = 1_000_000, time_budget
     cfg = sac.SACConfig(steps=steps, seed=seed, warmup=10_000 if env_name in ("halfcheetah", "ant") else 5_000)
     index = out / "policies" / "index.json"
     records = json.loads(index.read_text()) if index.exists() and (out / "sac-state.npz").exists() else []
-    logf = open(out / "sac.log", "a")
-
-    def say(msg):
-        log(msg)
-        logf.write(msg + "\n")
-        logf.flush()
+    say = file_log(out / "sac.log", log)
 
     def save(snap):
         path = out / "policies" / f"step-{snap['step']:07d}"

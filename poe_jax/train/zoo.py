@@ -45,8 +45,13 @@ def behaviour(raw: dict) -> dict:
 
 def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: str = "iql",
                  time_budget: float | None = None, seed: int = 0, log=print) -> list[Path]:
-    """Train ``algo`` (iql, td3_bc or bc) on each file at once; write ``out/DATASET-ALGO`` with cards."""
-    from poe_jax.train import bc, iql
+    """Train ``algo`` (iql, td3_bc or bc) on each file at once; write ``out/DATASET-ALGO`` with cards.
+
+    The log also goes to ``out/ENV-ALGO.log`` (appended)."""
+    from poe_jax.train import bc, file_log, iql
+
+    log = file_log(Path(out) / f"{env_name}-{algo}.log", log)
+    log(f"train {algo} on {[str(f) for f in files]}: {steps} steps, seed {seed}, time budget {time_budget}")
 
     env = envs.make(env_name, backend="native")
     raw = [data.read(f) for f in files]
@@ -80,8 +85,12 @@ def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: 
 
 
 def train_prior(env_name: str, file: Path, out: Path, steps: int, seed: int = 0, log=print) -> Path:
+    """AWR goal prior on ``file``, written to ``out/ENV-prior``; the log also goes to ``out/ENV-prior.log``."""
     from poe_jax.envs import goal_names
-    from poe_jax.train import prior
+    from poe_jax.train import file_log, prior
+
+    log = file_log(Path(out) / f"{env_name}-prior.log", log)
+    log(f"train prior on {file}: {steps} steps, seed {seed}")
 
     env = envs.make(env_name, backend="native")
     d = data.read(file)
