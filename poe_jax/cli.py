@@ -120,11 +120,11 @@ def _data(args) -> int:
     if args.phase in ("all", "policies"):
         generate.policies(args.env, args.out, steps=args.sac_steps, time_budget=args.time_budget, seed=args.seed,
                           eval_every=args.eval_every)
+    frac = {} if args.medium_fraction is None else {"medium_fraction": args.medium_fraction}
     if args.phase in ("all", "datasets"):
-        frac = {} if args.medium_fraction is None else {"medium_fraction": args.medium_fraction}
         generate.datasets(args.env, args.out, size=args.size, seed=args.seed, **frac)
     if args.phase in ("all", "probe"):
-        generate.probe_states(args.env, args.out, seed=args.seed)
+        generate.probe_states(args.env, args.out, seed=args.seed, **frac)
     return 0
 
 

@@ -29,9 +29,11 @@ def test_data_generate_passes_the_medium_rule_to_the_datasets_phase(tmp_path, mo
     from poe_jax.data import generate
 
     seen = []
-    monkeypatch.setattr(generate, "datasets", lambda env, out, **kw: seen.append((env, kw)))
-    base = ["data", "generate", "--env", "hopper", "--out", str(tmp_path), "--phase", "datasets"]
-    assert main(base) == 0
-    assert main(base + ["--medium-fraction", "0.33"]) == 0
-    assert seen[0][1].get("medium_fraction", generate.MEDIUM_FRACTION) == 0.5
-    assert seen[1][1]["medium_fraction"] == 0.33
+    for phase in ("datasets", "probe_states"):
+        monkeypatch.setattr(generate, phase, lambda env, out, phase=phase, **kw: seen.append((phase, kw)))
+    for phase in ("datasets", "probe"):  # the probe states come from the same medium policy
+        base = ["data", "generate", "--env", "hopper", "--out", str(tmp_path), "--phase", phase]
+        assert main(base) == 0
+        assert main(base + ["--medium-fraction", "0.33"]) == 0
+    assert [p for p, _ in seen] == ["datasets", "datasets", "probe_states", "probe_states"]
+    assert [kw.get("medium_fraction", generate.MEDIUM_FRACTION) for _, kw in seen] == [0.5, 0.33, 0.5, 0.33]

@@ -197,13 +197,13 @@ def datasets(env_name: str, out: str | Path, size: int = 200_000, lanes: int = 6
 
 
 def probe_states(env_name: str, out: str | Path, n: int = 1000, lanes: int = 10, seed: int = 0,
-                 log=print) -> Path:
+                 medium_fraction: float = MEDIUM_FRACTION, log=print) -> Path:
     """Phase 3: ``out/probe-states/ENV-medium.npz`` -- ``n`` observations of the medium
-    behaviour policy (stochastic, as in the medium dataset), evenly spaced over
-    ``lanes`` trajectories of ``5 n / lanes`` steps."""
+    behaviour policy (stochastic, as in the medium dataset; chosen as in :func:`datasets`),
+    evenly spaced over ``lanes`` trajectories of ``5 n / lanes`` steps."""
     out = Path(out)
     env = envs.make(env_name, backend="native")
-    _, medium, _ = pick_policies(out)
+    _, medium, _ = pick_policies(out, medium_fraction)
     actor = checkpoints.load(out / "policies" / medium["path"], env=env_name)
     d = data.collect(env, _stochastic(actor), 5 * n, lanes, jax.random.key(seed + 7))
     obs = d["observations"][:: max(1, len(d["observations"]) // n)][:n].astype(np.float32)
