@@ -36,8 +36,9 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--time-budget", type=float, help="stop SAC after this many seconds")
     gen.add_argument("--eval-every", type=int, default=20_000)
     gen.add_argument("--size", type=int, default=200_000, help="transitions per dataset")
-    gen.add_argument("--medium-fraction", type=float, help="medium policy: the snapshot whose return is closest to this fraction of "
-                          "the expert's (default 0.5; why: poe_jax.data.generate.MEDIUM_FRACTION)")
+    gen.add_argument("--medium-fraction", type=float,
+                     help="medium policy: the snapshot whose return is closest to this fraction of the expert's "
+                          "(default 0.5; why: poe_jax.data.generate.MEDIUM_FRACTION)")
     gen.add_argument("--seed", type=int, default=0)
     rep = sub.add_parser("report", help="DIR/report.md and DIR/figures/*.png from a grid run")
     rep.add_argument("dir")

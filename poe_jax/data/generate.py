@@ -92,20 +92,21 @@ def score_snapshots(env_name: str, out: str | Path, episodes: int = 20, seed: in
     snapshot) and their D4RL-normalised ``det_normalized`` / ``sto_normalized`` to each
     record of ``out/policies/index.json`` that lacks them; returns the records."""
     from poe_jax import rollout
-    from poe_jax.train.sac import evaluate
 
     out = Path(out)
     index = out / "policies" / "index.json"
     recs = json.loads(index.read_text())
     env = envs.make(env_name, backend="native")
     keys = jax.random.split(jax.random.key(seed), episodes)  # the episodes sac.evaluate runs
+    # the actor is an argument, so each program compiles once for all snapshots
+    run_det = jax.jit(lambda a, k: rollout.rollout(env, rollout.deterministic(a.act), k).return_task)
+    run_sto = jax.jit(lambda a, k: rollout.rollout(env, lambda o, kk: (_stochastic(a)(o, kk), {}), k).return_task)
     for r in recs:
         if "sto_return" in r and r.get("score_episodes") == episodes:
             continue
         actor = checkpoints.load(out / "policies" / r["path"], env=env_name)
-        sto = _stochastic(actor)
-        run_sto = jax.jit(lambda k: rollout.rollout(env, lambda o, kk: (sto(o, kk), {}), k).return_task)
-        for name, ret in (("det", evaluate(env, actor, episodes, seed)), ("sto", np.asarray(run_sto(keys)))):
+        for name, run in (("det", run_det), ("sto", run_sto)):
+            ret = np.asarray(run(actor, keys))
             r[f"{name}_return"] = float(ret.mean())
             r[f"{name}_normalized"] = float(np.mean(env.spec.normalized_score(ret)))
         r["score_episodes"] = episodes
