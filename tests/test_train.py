@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from poe_jax import checkpoints, data, nets
+from poe_jax.data import generate
 from poe_jax.train import iql, prior, sac
 
 
@@ -75,6 +76,20 @@ def test_sac_chunk_runs_and_fills_the_buffer(get_env):
     state = chunk(state)
     assert int(state.step) == 200 and int(state.buffer.size) == 200
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state.actor))
+
+
+def test_sac_critic_lr_drives_the_critics_and_temperature_only(get_env):
+    """``critic_lr`` sets the critics' and the temperature's step size apart from the actor's
+    ``lr`` (ant's SAC uses 1e-3 / 3e-4): with ``lr=0`` only the actor stays put."""
+    env = get_env("hopper")
+    cfg = sac.SACConfig(steps=20, chunk=20, warmup=10, batch=16, hidden=(16, 16), lanes=1, lr=0.0, critic_lr=1e-3)
+    state, chunk = sac.init(env, cfg)
+    new = chunk(jax.tree_util.tree_map(jnp.copy, state))  # chunk donates its argument
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in  # noqa: E731
+                            zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    assert same(state.actor, new.actor)
+    assert not same(state.critic, new.critic) and float(new.log_alpha) != 0.0
+    assert generate.sac_config("ant").critic_lr == 1e-3 and generate.sac_config("hopper").critic_lr is None
 
 
 def test_sac_replay_ring_keeps_every_transition_in_order(get_env):

@@ -9,7 +9,8 @@ al. 2018, automatic entropy tuning with target entropy ``-act_dim``).
 The actor is a tanh-squashed Gaussian with separate mean and log-std heads,
 saved as :class:`~poe_jax.nets.ActorSpec` ``sac_n`` (hidden 256-256), so it loads
 like any other frozen actor. Hyper-parameters (:class:`SACConfig`) follow the SAC
-paper: lr 3e-4, batch 256, gamma 0.99, tau 0.005, 256-256 networks.
+paper: lr 3e-4, batch 256, gamma 0.99, tau 0.005, 256-256 networks; ``critic_lr``
+optionally gives the critics and the temperature their own rate (as CleanRL's ``q_lr``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class SACConfig:
     warmup: int = 5_000  # uniform random actions before this many env steps
     batch: int = 256
     lr: float = 3e-4
+    critic_lr: float | None = None  # critics and temperature; None: ``lr``
     gamma: float = 0.99
     tau: float = 0.005
     hidden: tuple[int, ...] = (256, 256)
@@ -105,6 +107,7 @@ def init(env, cfg: SACConfig) -> tuple[SACState, Callable]:
     sa = jnp.zeros((1, env.obs_size + env.act_size))
     critic = {"q1": mlp.init(k_q1, sa)["params"], "q2": mlp.init(k_q2, sa)["params"]}
     opt = optax.adam(cfg.lr)
+    opt_q = optax.adam(cfg.lr if cfg.critic_lr is None else cfg.critic_lr)  # critics and temperature
     per_chunk = cfg.chunk * cfg.lanes
     n = max(per_chunk, min(cfg.buffer, cfg.steps) // per_chunk * per_chunk)  # whole chunks: no wrap within one
     o, a = env.obs_size, env.act_size
@@ -113,7 +116,7 @@ def init(env, cfg: SACConfig) -> tuple[SACState, Callable]:
     env_state = jax.vmap(env.reset)(jax.random.split(k_env, cfg.lanes))
     log_alpha = jnp.zeros(())
     target = jax.tree_util.tree_map(jnp.copy, critic)  # its own buffers: chunk() donates the state
-    state = SACState(actor, critic, target, log_alpha, opt.init(actor), opt.init(critic), opt.init(log_alpha), buf,
+    state = SACState(actor, critic, target, log_alpha, opt.init(actor), opt_q.init(critic), opt_q.init(log_alpha), buf,
                      env_state, jnp.zeros(cfg.lanes), jnp.full(64, jnp.nan), jnp.zeros((), jnp.int32), key,
                      jnp.zeros((), jnp.int32))
 
@@ -144,7 +147,7 @@ def init(env, cfg: SACConfig) -> tuple[SACState, Callable]:
             return jnp.mean((q1 - y) ** 2) + jnp.mean((q2 - y) ** 2)
 
         g = jax.grad(critic_loss)(s.critic)
-        upd, opt_c = opt.update(g, s.opt_critic, s.critic)
+        upd, opt_c = opt_q.update(g, s.opt_critic, s.critic)
         critic = optax.apply_updates(s.critic, upd)
 
         def actor_loss(p):
@@ -157,7 +160,7 @@ def init(env, cfg: SACConfig) -> tuple[SACState, Callable]:
         actor = optax.apply_updates(s.actor, upd)
         target_entropy = -float(spec.act_size)
         g_alpha = jax.grad(lambda la: -jnp.mean(la * jax.lax.stop_gradient(logp + target_entropy)))(s.log_alpha)
-        upd, opt_al = opt.update(g_alpha, s.opt_alpha, s.log_alpha)
+        upd, opt_al = opt_q.update(g_alpha, s.opt_alpha, s.log_alpha)
         log_alpha = optax.apply_updates(s.log_alpha, upd)
         target = optax.incremental_update(critic, s.target, cfg.tau)
         return s._replace(actor=actor, critic=critic, target=target, log_alpha=log_alpha, opt_actor=opt_a,
