@@ -58,7 +58,8 @@ def sac_config(env_name: str, steps: int = 1_000_000, seed: int = 0):
     230k-step first pass and a 425k-step run) settled on standing still (return ~950, forward
     speed 0.015 m/s), a known SAC outcome on Ant; CleanRL's SAC, whose critics learn at 1e-3,
     reaches 4,600-6,000 on Ant-v4 at 1M steps (its published models on Hugging Face). At 1e-3
-    ours left the plateau at about 150k steps (checkpoints/README.md)."""
+    ours left the plateau between 125k and 225k steps and its best snapshot scored 126.5
+    (checkpoints/README.md)."""
     from poe_jax.train import sac
 
     return sac.SACConfig(steps=steps, seed=seed, warmup=10_000 if env_name in ("halfcheetah", "ant") else 5_000,
