@@ -194,3 +194,25 @@ def test_saved_checkpoints_name_no_path_of_this_machine(tmp_path):
         if f.is_file():
             assert str(tmp_path).encode() not in f.read_bytes(), f
     checkpoints.load(out, env="hopper")
+
+
+@pytest.mark.parametrize("env_name", ["hopper", "walker2d", "halfcheetah", "ant"])
+def test_shipped_iql_actors_meet_the_zoo_targets_and_reproduce_their_cards(env_name):
+    """The zoo's contract (checkpoints/README.md): each env's medium IQL actor scores >= 40 D4RL-normalised,
+    frozen and deterministic over 20 episodes on the native backend, and its medium-expert sibling at least
+    as much; re-running the card's evaluation (same episode seeds) gives the card's score."""
+    from poe_jax import envs
+    from poe_jax.train.zoo import evaluate_scores
+
+    root = Path(__file__).resolve().parents[1] / "checkpoints"
+    env = envs.make(env_name, backend="native")
+    now = {}
+    for kind in ("medium", "medium-expert"):
+        path = root / f"{env_name}-{kind}-iql"
+        card = checkpoints.read_card(path)["scores"][0]
+        score = evaluate_scores(env, checkpoints.load(path, env=env_name), card["episodes"], card["seed"])
+        now[kind] = score["normalized_mean"]
+        # not bit-exact across MuJoCo releases (contacts are chaotic): within 3 standard errors, or 2 points
+        assert abs(now[kind] - card["normalized_mean"]) <= max(3 * card["normalized_se"], 2.0), (path.name, now, card)
+    assert now["medium"] >= 40.0, now
+    assert now["medium-expert"] >= now["medium"], now
