@@ -197,15 +197,14 @@ def test_saved_checkpoints_name_no_path_of_this_machine(tmp_path):
 
 
 @pytest.mark.parametrize("env_name", ["hopper", "walker2d", "halfcheetah", "ant"])
-def test_shipped_iql_actors_meet_the_zoo_targets_and_reproduce_their_cards(env_name):
+def test_shipped_iql_actors_meet_the_zoo_targets_and_reproduce_their_cards(env_name, get_env):
     """The zoo's contract (checkpoints/README.md): each env's medium IQL actor scores >= 40 D4RL-normalised,
     frozen and deterministic over 20 episodes on the native backend, and its medium-expert sibling at least
     as much; re-running the card's evaluation (same episode seeds) gives the card's score."""
-    from poe_jax import envs
     from poe_jax.train.zoo import evaluate_scores
 
     root = Path(__file__).resolve().parents[1] / "checkpoints"
-    env = envs.make(env_name, backend="native")
+    env = get_env(env_name)
     now = {}
     for kind in ("medium", "medium-expert"):
         path = root / f"{env_name}-{kind}-iql"
