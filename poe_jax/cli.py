@@ -30,8 +30,9 @@ def _build_parser() -> argparse.ArgumentParser:
                               "antmaze-*: the scripted navigator's dataset")
     gen.add_argument("--env", required=True)
     gen.add_argument("--out", required=True, help="folder for policies/, sac.log and ENV-KIND.hdf5")
-    gen.add_argument("--phase", choices=["all", "policies", "datasets", "probe"], default="all",
-                     help="'probe': DIR/probe-states/ENV-medium.npz, states for the off-policy scorer")
+    gen.add_argument("--phase", choices=["all", "policies", "datasets", "probe", "prior-data"], default="all",
+                     help="'probe': DIR/probe-states/ENV-medium.npz, states for the off-policy scorer; "
+                          "'prior-data': DIR/ENV-prior-data.hdf5, the goal prior's data from the shipped IQL actors")
     gen.add_argument("--sac-steps", type=int, default=1_000_000)
     gen.add_argument("--time-budget", type=float, help="stop SAC after this many seconds")
     gen.add_argument("--eval-every", type=int, default=20_000)
@@ -117,6 +118,11 @@ def _data(args) -> int:
         from poe_jax.data import antmaze
 
         antmaze.generate(args.env, args.out, size=args.size, seed=args.seed)
+        return 0
+    if args.phase == "prior-data":
+        from poe_jax import grid
+
+        generate.prior_data(args.env, args.out, grid.zoo_dirs()[-1], size=args.size, seed=args.seed)
         return 0
     if args.phase in ("all", "policies"):
         generate.policies(args.env, args.out, steps=args.sac_steps, time_budget=args.time_budget, seed=args.seed,

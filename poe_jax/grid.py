@@ -28,10 +28,10 @@ Inside the program, per lane and step (``o`` the observation):
 
 0. shift of the model: the lane's body-mass and friction scales (``State.scales``);
 1. shift: ``o += obs_noise * N(0, I)``;
-2. ``actor.distribution(o)``, ``prior.distribution(o, goal)``, the prior's quality:
-   ``trained`` as is; ``degraded`` mean ``clip(mu_g + degraded_noise * max_action *
-   N(0, I))``, fresh each step; ``random`` mean ``U(-max_action, max_action)``,
-   fresh each step (both keep the prior's std, so a wrong prior stays confident);
+2. ``actor.distribution(o)``, ``prior.distribution(o, goal, goal parameter)`` (priors
+   that take a continuous goal parameter, e.g. G3's target speed, get the lane's), then
+   the lane's prior quality (:mod:`poe_jax.priors`: trained, degraded, random = an
+   untrained network per seed, uniform, adversarial);
 3. the lane's rule; the executed action is the composed mean (``sample = true``:
    a sample), plus ``action_noise * N(0, I)``;
 4. metrics: ``KL(composed || actor)``; bounds on ``TV(composed, actor)`` (upper:
@@ -66,12 +66,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from poe_jax import compose, critic_rules, gaussian
+from poe_jax import compose, critic_rules, gaussian, priors
 
 __all__ = ["PRIOR_QUALITIES", "GridSpec", "SpecError", "grid_dirs", "load_spec", "load_specs", "preset_names",
            "read_episodes", "resolve_checkpoint", "run", "run_many"]
 
-PRIOR_QUALITIES = ("trained", "degraded", "random")
+PRIOR_QUALITIES = priors.QUALITIES  # the registry (poe_jax.priors); names in registration order
 SUPPORT_EPS = (0.001, 0.01, 0.05)
 GAMMA = 0.99  # discount of discounted_goal and delta_pi (performance-difference bounds)
 _RESET_TAG = 0x5EED
@@ -365,8 +365,8 @@ def validate(spec: GridSpec) -> dict:
     if unknown_gp:
         raise SpecError(f"goal_params: goals {unknown_gp} are not in goals {list(spec.goals)}")
     for q in spec.priors:
-        if q not in PRIOR_QUALITIES:
-            raise SpecError(f"priors: unknown prior quality {q!r}; known: {', '.join(PRIOR_QUALITIES)}")
+        if q not in priors.QUALITIES:
+            raise SpecError(f"priors: unknown prior quality {q!r}; known: {', '.join(priors.names())}")
     shifts = [Shift.parse(s) for s in spec.shifts]
     if spec.episodes < 1:
         raise SpecError(f"episodes: must be >= 1; got {spec.episodes}")
@@ -411,9 +411,16 @@ def cells(spec: GridSpec) -> list[Cell]:
     return out
 
 
-def lane_table(spec: GridSpec, prior_goals: Sequence[str]) -> dict[str, np.ndarray]:
-    """Per-lane arrays, in lane order (cell-major, then seed, then episode)."""
+def lane_table(spec: GridSpec, prior_goals: Sequence[str], prior_params: Sequence = ()) -> dict[str, np.ndarray]:
+    """Per-lane arrays, in lane order (cell-major, then seed, then episode).
+
+    ``prior_params``: the prior's continuous goal parameters (:attr:`PriorSpec.goal_params`);
+    each lane whose goal has one gets the goal's bound value as ``prior_param``."""
+    from poe_jax.envs.goals import make_goal
+
     cs = cells(spec)
+    bound = {g: make_goal(g, spec.env, **spec.goal_params.get(g, {})).params for g in spec.goals}
+    pvalue = {e[0]: float(bound[e[0]][e[1]]) for e in prior_params if e[0] in bound}
     shifts = {s: Shift.parse(s) for s in spec.shifts}
     n_rep = len(spec.seeds) * spec.episodes
     cell_idx = np.repeat(np.arange(len(cs)), n_rep)
@@ -424,14 +431,15 @@ def lane_table(spec: GridSpec, prior_goals: Sequence[str]) -> dict[str, np.ndarr
         "param": [c.param for c in cs],
         "goal_idx": [spec.goals.index(c.goal) for c in cs],
         "prior_goal": [list(prior_goals).index(c.goal) for c in cs],
-        "quality": [PRIOR_QUALITIES.index(c.prior) for c in cs],
+        "prior_param": [pvalue.get(c.goal, 0.0) for c in cs],
+        "quality": [spec.priors.index(c.prior) for c in cs],
         "obs_noise": [shifts[c.shift].obs_noise for c in cs],
         "act_noise": [shifts[c.shift].action_noise for c in cs],
         "mass_scale": [shifts[c.shift].mass for c in cs],
         "friction_scale": [shifts[c.shift].friction for c in cs],
         "cell_key": [c.key() for c in cs],
     }
-    dtypes = {"param": np.float32, "obs_noise": np.float32, "act_noise": np.float32, "mass_scale": np.float32,
+    dtypes = {"param": np.float32, "prior_param": np.float32, "obs_noise": np.float32, "act_noise": np.float32, "mass_scale": np.float32,
               "friction_scale": np.float32}
     table = {k: np.asarray(v, dtypes.get(k, np.int32))[cell_idx] for k, v in per_cell.items()}
     table.update(cell=cell_idx.astype(np.int32), seed=seed.astype(np.uint32), episode=episode.astype(np.int32),
@@ -440,49 +448,43 @@ def lane_table(spec: GridSpec, prior_goals: Sequence[str]) -> dict[str, np.ndarr
 
 
 # ---------------------------------------------------------------- the program
-_PROGRAM_KEYS = ("rule_idx", "param", "goal_idx", "prior_goal", "quality", "obs_noise", "act_noise", "mass_scale",
+_PROGRAM_KEYS = ("rule_idx", "param", "goal_idx", "prior_goal", "prior_param", "quality", "obs_noise", "act_noise", "mass_scale",
                  "friction_scale", "cell_key", "seed", "episode")
 
 
-def apply_prior_quality(g: gaussian.DiagGaussian, quality, key, degraded_noise: float, max_action: float):
-    """The prior at quality index ``quality`` (into :data:`PRIOR_QUALITIES`), drawn from ``key``.
-
-    ``trained``: as is; ``degraded``: mean ``clip(mu_g + degraded_noise * max_action * N(0, I))``;
-    ``random``: mean ``U(-max_action, max_action)``. The std is kept.
-    """
-    m = max_action
-    noise = degraded_noise * m * jax.random.normal(key, g.mean.shape)
-    degraded = jnp.clip(g.mean + noise, -m, m)
-    rand = jax.random.uniform(key, g.mean.shape, minval=-m, maxval=m)
-    mean = jnp.where(quality == 1, degraded, jnp.where(quality == 2, rand, g.mean))
-    return g.replace(mean=mean)
-
-
 def build_program(env, goals, max_steps: int, degraded_noise: float, sample: bool,
-                  obs_noise: bool = True, act_noise: bool = True, prior_noise: bool = True, adaptive: bool = True,
-                  critic: bool = False):
+                  obs_noise: bool = True, act_noise: bool = True, qualities: tuple[str, ...] = ("trained",),
+                  adaptive: bool = True, critic: bool = False):
     """``program(actor, prior, lanes) -> per-lane totals`` (jittable; lanes is a dict of ``[n]`` arrays).
 
-    ``obs_noise``, ``act_noise``, ``prior_noise`` are static switches: when no lane
-    of the grid uses that kind of noise, its random draws are left out of the
-    program (the results are the same; the program is cheaper).
+    ``obs_noise``, ``act_noise`` are static switches: when no lane of the grid uses
+    that kind of noise, its random draws are left out of the program (the results are
+    the same; the program is cheaper). ``qualities``: the grid's prior qualities, which
+    ``lanes["quality"]`` indexes; the untrained networks of ``random`` are built (one per
+    lane, from its seed) only when a quality needs them.
     """
+    from poe_jax import nets
     from poe_jax import rollout as ro
 
     m = float(np.asarray(env.action_high)[0])
     eps_logs = [math.log(e) for e in SUPPORT_EPS]
 
-    def prior_quality(g: gaussian.DiagGaussian, quality, key):
-        return apply_prior_quality(g, quality, key, degraded_noise, m)
+    untrained = any(priors.get(q).needs_untrained for q in qualities)
 
     def program(actor, prior, lanes):
+        if untrained:  # one untrained prior network per lane, from the lane's seed only
+            lanes = {**lanes, "untrained": jax.vmap(
+                lambda s: nets.init_prior(prior.spec, priors.random_prior_key(s)).params)(lanes["seed"])}
+
         def policy(obs, key, lane):
             k_obs, k_prior, k_act, k_sample = jax.random.split(key, 4)
             o = obs + lane["obs_noise"] * jax.random.normal(k_obs, obs.shape) if obs_noise else obs
             a = actor.distribution(o)
-            g = prior.distribution(o, lane["prior_goal"])
-            if prior_noise:
-                g = prior_quality(g, lane["quality"], k_prior)
+            g = prior.distribution(o, lane["prior_goal"], lane["prior_param"])
+            if qualities != ("trained",):
+                u = prior.replace(params=lane["untrained"]).distribution(o, lane["prior_goal"], lane["prior_param"]) \
+                    if untrained else g
+                g = priors.apply(lane["quality"], qualities, priors.QualityInputs(g, u, k_prior, m, degraded_noise))
             if critic:
                 q_fn = lambda act: actor.critic.q(o, act)  # noqa: E731
                 c = critic_rules.by_index(lane["rule_idx"], a, g, lane["param"], q_fn, -m, m,
@@ -513,6 +515,7 @@ def build_program(env, goals, max_steps: int, degraded_noise: float, sample: boo
         init = init.replace(scales=jnp.stack([lanes["mass_scale"], lanes["friction_scale"]], axis=-1))
         ep = ro.rollout(env, policy, step_keys, max_steps=max_steps, goal=goal, init=init, lane=lanes, gamma=GAMMA)
         return {"return_task": ep.return_task, "return_goal": ep.return_goal, "length": ep.length,
+                "sum_x_velocity": ep.sum_x_velocity,
                 "terminated": ep.terminated, "discounted_goal": ep.discounted_goal, "max_abs_goal": ep.max_abs_goal,
                 "dsum_tv_upper": ep.discounted_metrics["tv_upper"], "dsum_tv_lower": ep.discounted_metrics["tv_lower"],
                 **{f"sum_{k}": v for k, v in ep.metrics.items()}}
@@ -611,6 +614,7 @@ def _records(spec: GridSpec, table: dict, idx: np.ndarray, res: dict, env, backe
         "return_goal": np.asarray(res["return_goal"], np.float64),
         "normalized_score": env.spec.normalized_score(np.asarray(res["return_task"], np.float64)),
         "length": length.astype(np.int64),
+        "x_velocity": np.asarray(res["sum_x_velocity"], np.float64) / safe_len,
         "terminated": np.asarray(res["terminated"], bool),
         "kl_to_frozen": np.asarray(res["sum_kl"], np.float64) / safe_len,
         "tv_upper": np.asarray(res["sum_tv_upper"], np.float64) / safe_len,
@@ -690,7 +694,7 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
     if not uses_critic:
         actor = actor.replace(critic=None)
     prior = checkpoints.load(resolved["prior_path"], env=spec.env)
-    table = lane_table(spec, prior.spec.goals)
+    table = lane_table(spec, prior.spec.goals, prior.spec.goal_params)
     n_lanes = table["lane"].size
     done = np.zeros(n_lanes, bool)
     done[done_lanes(out)] = True
@@ -705,7 +709,7 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
     program = jax.jit(build_program(
         env, resolved["goals"], spec.max_steps, spec.degraded_noise, spec.sample,
         obs_noise=any(s.obs_noise > 0 for s in shifts), act_noise=any(s.action_noise > 0 for s in shifts),
-        prior_noise=any(q != "trained" for q in spec.priors), adaptive="poe_adaptive" in spec.rules,
+        qualities=tuple(spec.priors), adaptive="poe_adaptive" in spec.rules,
         critic=uses_critic))
 
     chunks = [np.arange(lo, min(lo + chunk, n_lanes)) for lo in range(0, n_lanes, chunk)]

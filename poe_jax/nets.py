@@ -212,7 +212,7 @@ class CriticSpec:
 
 @dataclass(frozen=True)
 class PriorSpec:
-    """Goal-conditioned Gaussian prior ``(obs, goal) -> DiagGaussian``.
+    """Goal-conditioned Gaussian prior ``(obs, goal[, goal parameter]) -> DiagGaussian``.
 
     Attributes:
         obs_size, act_size: sizes.
@@ -220,6 +220,15 @@ class PriorSpec:
             a learned ``embed_size`` vector.
         hidden: hidden widths. max_action: action scale (the mean is
             ``max_action * tanh(.)``). log-std is clipped to [-5, 2].
+        goal_params: continuous goal parameters the prior takes as an input, as
+            ``(goal, param, lo, hi, default)`` entries (e.g. ``("G3_target",
+            "target_speed", 0.2, 3.0, 0.5)``): trained over ``[lo, hi]`` (the range
+            the dataset contains), fed as ``2 (x - lo) / (hi - lo) - 1`` clipped to
+            [-1, 1] (a value outside the range is treated as its end); 0 for
+            goals without one. Empty: no such input (older priors).
+        likelihood: how the std was fitted: ``"censored"`` (actions at the bounds
+            are censored observations, so the std does not collapse there) or
+            ``"gaussian"`` (plain density on clipped actions; older priors).
     """
 
     obs_size: int
@@ -228,15 +237,48 @@ class PriorSpec:
     hidden: tuple[int, ...] = (256, 256)
     embed_size: int = 16
     max_action: float = 1.0
+    goal_params: tuple[tuple, ...] = ()
+    likelihood: str = "gaussian"
+
+    def __post_init__(self):
+        object.__setattr__(self, "goal_params", tuple(
+            (str(g), str(p), float(lo), float(hi), float(d)) for g, p, lo, hi, d in self.goal_params))
+        for g, p, lo, hi, _ in self.goal_params:
+            if g not in self.goals or not hi > lo:
+                raise ValueError(f"PriorSpec.goal_params: ({g!r}, {p!r}, {lo}, {hi}) needs a goal of the prior "
+                                 f"and hi > lo")
 
     def goal_index(self, goal: str) -> int:
         if goal not in self.goals:
             raise ValueError(f"this prior has no goal {goal!r}; it was trained on: {', '.join(self.goals)}")
         return self.goals.index(goal)
 
+    def param_of(self, goal: str) -> tuple | None:
+        """The ``(goal, param, lo, hi, default)`` entry of ``goal``, or None."""
+        return next((e for e in self.goal_params if e[0] == goal), None)
+
+    def param_feature(self, goal, value):
+        """The network's continuous input for goal index ``goal`` at parameter ``value`` (traceable)."""
+        goal = jnp.asarray(goal, jnp.int32)
+        value = jnp.asarray(value, jnp.float32)
+        out = jnp.zeros(jnp.broadcast_shapes(goal.shape, value.shape), jnp.float32)
+        for g, _, lo, hi, _ in self.goal_params:
+            # outside the trained range the prior would extrapolate: a value beyond it is fed as its end
+            out = jnp.where(goal == self.goals.index(g), jnp.clip(2.0 * (value - lo) / (hi - lo) - 1.0, -1.0, 1.0), out)
+        return out
+
+    def default_param(self, goal) -> jax.Array:
+        """Each goal's default parameter value (0 for goals without one), for a goal index."""
+        goal = jnp.asarray(goal, jnp.int32)
+        out = jnp.zeros(goal.shape, jnp.float32)
+        for g, _, _, _, d in self.goal_params:
+            out = jnp.where(goal == self.goals.index(g), d, out)
+        return out
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["goals"], d["hidden"] = list(self.goals), list(self.hidden)
+        d["goal_params"] = [list(e) for e in self.goal_params]
         return d
 
 
@@ -354,13 +396,17 @@ class _PriorNet(nn.Module):
     spec: PriorSpec
 
     @nn.compact
-    def __call__(self, obs, goal):
+    def __call__(self, obs, goal, feature=None):
         s = self.spec
         # goal[..., None]: Flax's Embed with a single embedding broadcasts to the input's shape,
         # which fails for a scalar goal index; one trailing axis works for any number of goals.
         emb = nn.Embed(len(s.goals), s.embed_size, name="goal_embed")(jnp.asarray(goal)[..., None])[..., 0, :]
         emb = jnp.broadcast_to(emb, (*obs.shape[:-1], s.embed_size))
-        h = MLP(s.hidden, name="trunk")(jnp.concatenate([obs, emb], axis=-1))
+        parts = [obs, emb]
+        if s.goal_params:
+            f = jnp.zeros(()) if feature is None else jnp.asarray(feature, jnp.float32)
+            parts.append(jnp.broadcast_to(f, obs.shape[:-1])[..., None])
+        h = MLP(s.hidden, name="trunk")(jnp.concatenate(parts, axis=-1))
         h = nn.relu(h)
         mean = s.max_action * jnp.tanh(nn.Dense(s.act_size, name="mean")(h))
         log_std = jnp.clip(nn.Dense(s.act_size, name="log_std")(h), -5.0, 2.0)
@@ -369,20 +415,26 @@ class _PriorNet(nn.Module):
 
 @struct.dataclass
 class GoalPrior:
-    """A goal-conditioned Gaussian prior: ``distribution(obs, goal)``.
+    """A goal-conditioned Gaussian prior: ``distribution(obs, goal, param=None)``.
 
     ``goal`` is a goal index (an int or an int32 array, traced is fine); use
-    ``prior.spec.goal_index(name)`` to get one from a goal name.
+    ``prior.spec.goal_index(name)`` to get one from a goal name. ``param`` is the
+    goal's continuous parameter (e.g. G3's target speed, m/s) for priors that take
+    one (:attr:`PriorSpec.goal_params`); None uses the goal's default.
     """
 
     params: dict
     norm: ObsNorm
     spec: PriorSpec = struct.field(pytree_node=False)
 
-    def distribution(self, obs, goal) -> DiagGaussian:
+    def distribution(self, obs, goal, param=None) -> DiagGaussian:
         _check_obs(obs, self.spec.obs_size, "goal prior")
         goal = jnp.asarray(goal, jnp.int32)
-        return DiagGaussian(*_PriorNet(self.spec).apply({"params": self.params}, self.norm(obs), goal))
+        feature = None
+        if self.spec.goal_params:
+            value = self.spec.default_param(goal) if param is None else param
+            feature = self.spec.param_feature(goal, value)
+        return DiagGaussian(*_PriorNet(self.spec).apply({"params": self.params}, self.norm(obs), goal, feature))
 
 
 # ---------------------------------------------------------------- init

@@ -79,15 +79,23 @@ def score(actor, prior, states: np.ndarray, rules: dict[str, list[float]], goals
             for rule, params in rules.items():
                 for p in (params if compose.RULES[rule].param is not None else [0.0 if rule == "frozen" else 1.0]):
                     rows.append((goal, q, rule, float(np.float32(p))))  # as the grid records it
+    from poe_jax import nets, priors
+
     m = float(actor.spec.max_action)
     obs = jnp.asarray(states)
     key = jax.random.key(seed)
+    qualities = tuple(dict.fromkeys(qualities))
+    untrained = nets.init_prior(prior.spec, priors.random_prior_key(seed)).params
 
     @jax.jit
     def value(goal_idx, quality, rule_idx, param):
         a = actor.distribution(obs)
-        g = prior.distribution(obs, jnp.full(obs.shape[:1], goal_idx))
-        g = grid.apply_prior_quality(g, quality, jax.random.fold_in(key, quality), degraded_noise, m)
+        goal = jnp.full(obs.shape[:1], goal_idx)
+        g = prior.distribution(obs, goal)
+        u = prior.replace(params=untrained).distribution(obs, goal)
+        keys = jax.random.split(jax.random.fold_in(key, quality), obs.shape[0])
+        g = jax.vmap(lambda g, u, k: priors.apply(quality, qualities, priors.QualityInputs(g, u, k, m, degraded_noise)))(
+            g, u, keys)
         c = jax.vmap(compose.by_index, in_axes=(None, 0, 0, None))(rule_idx, a, g, param)
         return jnp.mean(actor.critic.q(obs, jnp.clip(c.mean, -m, m)))
 
@@ -95,7 +103,7 @@ def score(actor, prior, states: np.ndarray, rules: dict[str, list[float]], goals
     pairs = list(dict.fromkeys((r[0], r[1]) for r in rows))
     batch = rows + [(goal, q, "frozen", 0.0) for goal, q in pairs]
     cols = (jnp.asarray([prior.spec.goal_index(r[0]) for r in batch], jnp.int32),
-            jnp.asarray([grid.PRIOR_QUALITIES.index(r[1]) for r in batch], jnp.int32),
+            jnp.asarray([qualities.index(r[1]) for r in batch], jnp.int32),
             jnp.asarray([compose.RULE_NAMES.index(r[2]) for r in batch], jnp.int32),
             jnp.asarray([r[3] for r in batch], jnp.float32))
     qs = np.asarray(jax.lax.map(lambda x: value(*x), cols), np.float64)

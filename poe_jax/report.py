@@ -23,8 +23,10 @@ _RULES_TEXT = """\
 seeds. Each rule/coefficient is compared with `frozen` of the same cell on the same seeds by a
 paired t-test (Wilcoxon signed-rank beside it when there are at least 6 pairs), with Holm's
 correction across every tested row of the grid. A (cell, rule) is **HELP** when its operating
-point is significantly better than `frozen` (Holm-adjusted p < {level}), **HURT** when
-significantly worse, **FROZEN** otherwise. Operating points: the *oracle* coefficient (best mean
+point is significantly better than `frozen` (Holm-adjusted p < {level}) *and* its episodes are not
+shorter than frozen's (not significantly, one-sided paired t-test on the seeds' mean lengths, and
+not by more than 10% on average); a significant gain with shorter episodes is **FALL** (the gain
+may come from ending episodes early). **HURT** when significantly worse, **FROZEN** otherwise. Operating points: the *oracle* coefficient (best mean
 goal return, chosen after seeing the results) and the *KL-budget selector's* coefficient (largest
 mean per-step KL(composed ‖ actor) within {budget} nats). Exclusions: episodes with a non-finite
 goal return are dropped and counted below. A cell is (env, actor, goal, prior quality, shift)."""
@@ -139,17 +141,34 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     out = Path(out)
     df = grid.read_episodes(out)
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+    if "random" in set(df["prior"]) and "x_velocity" not in df:
+        raise ValueError(f"{out}: recorded before prior quality 'random' meant an untrained network (its 'random' "
+                         "is today's 'adversarial'); rerun the grid with this poe_jax to report it")
     rows, excluded = stats.row_stats(df, level=level)
     cells = stats.label_cells(rows, kl_budget=kl_budget)
+    stats.labels_table(rows, cells).to_csv(out / "labels.csv", index=False)
+    deterministic = not bool(summary.get("spec", {}).get("sample", False)) if "grids" not in summary.get("spec", {}) \
+        else not any(g.get("sample", False) for g in summary["spec"]["grids"].values())
+    counted = cells
+    fold_note = ""
+    if deterministic and {"poe", "kl_reg"} <= set(cells["rule"]):
+        counted = cells[cells["rule"] != "kl_reg"]
+        fold_note = (" `kl_reg` is not counted: with `sample = false` it executes the same means as `poe` at "
+                     "α = β/(1+β), so it is one policy with `poe` (folded; its rows stay in the tables).")
     figs = _figures(rows, out / "figures")
     lines = [f"# poe_jax report: {summary.get('spec', {}).get('name') or out.name}", ""]
     lines += [_RULES_TEXT.format(level=level, budget=kl_budget), ""]
     for point in ("oracle", "selector"):
-        counts = cells[f"{point}_label"].value_counts()
+        counts = counted[f"{point}_label"].value_counts()
         lines.append(f"**{point.replace('selector', 'KL-budget selector')} operating point:** " + ", ".join(
-            f"{lab} {int(counts.get(lab, 0))}" for lab in ("HELP", "FROZEN", "HURT")) + f" of {len(cells)} (cell, rule) pairs.")
+            f"{lab} {int(counts.get(lab, 0))}" for lab in stats.LABELS) + f" of {len(counted)} (cell, rule) pairs.")
+    if fold_note:
+        lines.append(fold_note)
+    n_fall = int((counted["oracle_label"] == "FALL").sum())
+    lines.append(f"FALL: {n_fall} (cell, rule) pairs at the oracle were significantly better than frozen only with "
+                 "shorter episodes; they are not counted as HELP (`labels.csv` has `length` and `frozen_length`).")
     lines += ["", f"Exclusions: {excluded['non_finite_episodes']} of {excluded['episodes']} episodes had a non-finite goal return.", ""]
-    lines += _split_lines(cells)
+    lines += _split_lines(counted)
 
     offp, off_notes = (None, [])
     if "delta_pi_upper" in df:
@@ -222,9 +241,9 @@ def _split_lines(cells: pd.DataFrame) -> list[str]:
     t = cells.assign(n=1).pivot_table(index=["env", "prior", "rule"], columns="oracle_label", values="n",
                                       aggfunc="sum", fill_value=0, sort=False)
     lines = ["## HELP / FROZEN / HURT by env, prior quality and rule (oracle coefficient, counts over goals)", "",
-             "| env | prior | rule | HELP | FROZEN | HURT |", "|---|---|---|---|---|---|"]
+             "| env | prior | rule | HELP | FROZEN | HURT | FALL |", "|---|---|---|---|---|---|---|"]
     for (env, prior, rule), r in t.iterrows():
-        lines.append(f"| {env} | {prior} | {rule} | " + " | ".join(str(int(r.get(k, 0))) for k in ("HELP", "FROZEN", "HURT")) + " |")
+        lines.append(f"| {env} | {prior} | {rule} | " + " | ".join(str(int(r.get(k, 0))) for k in stats.LABELS) + " |")
     return lines + [""]
 
 

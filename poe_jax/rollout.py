@@ -44,6 +44,8 @@ class Episodes(NamedTuple):
         terminated: the env's termination rule fired (not truncation).
         metrics: per-step policy metrics summed over the episode.
         final: the lanes' final :class:`State`.
+        sum_x_velocity: the env's forward velocity (``metrics["x_velocity"]``) summed over
+            the live steps; divided by ``length`` it is the episode's mean speed.
     """
 
     return_task: jax.Array
@@ -55,6 +57,7 @@ class Episodes(NamedTuple):
     discounted_goal: jax.Array
     max_abs_goal: jax.Array
     discounted_metrics: dict[str, jax.Array]
+    sum_x_velocity: jax.Array
 
 
 class _Carry(NamedTuple):
@@ -67,6 +70,7 @@ class _Carry(NamedTuple):
     discounted_goal: jax.Array
     max_abs_goal: jax.Array
     discounted_metrics: dict[str, jax.Array]
+    sum_x_velocity: jax.Array
 
 
 def rollout(
@@ -118,6 +122,7 @@ def rollout(
         discounted_goal=zeros,
         max_abs_goal=zeros,
         discounted_metrics={k: jnp.zeros((batch,), jnp.float32) for k in metric_shapes},
+        sum_x_velocity=zeros,
     )
 
     def cond(c: _Carry):
@@ -142,11 +147,12 @@ def rollout(
             max_abs_goal=jnp.maximum(c.max_abs_goal, live(jnp.abs(g))),
             discounted_metrics={k: c.discounted_metrics[k] + live(jnp.asarray(v, jnp.float32)) * discount
                                 for k, v in metrics.items()},
+            sum_x_velocity=c.sum_x_velocity + live(nxt.metrics["x_velocity"]),
         )
 
     out = jax.lax.while_loop(cond, body, carry)
     return Episodes(out.return_task, out.return_goal, out.length, out.state.terminated, out.metrics, out.state,
-                    out.discounted_goal, out.max_abs_goal, out.discounted_metrics)
+                    out.discounted_goal, out.max_abs_goal, out.discounted_metrics, out.sum_x_velocity)
 
 
 def deterministic(act_fn: Callable[[jax.Array], jax.Array]) -> Policy:

@@ -14,7 +14,11 @@ The unit of replication is the **seed**: episodes are averaged within each
   (family = all non-frozen rows), to the t-test p-values, which decide labels.
 * Label of a (cell, rule) at an operating point: ``HELP`` if its Holm-adjusted p
   < ``level`` and its mean exceeds frozen's, ``HURT`` if adjusted p < ``level`` and
-  it is below, else ``FROZEN``. Operating points: (a) ``oracle`` -- the coefficient
+  it is below, else ``FROZEN``. **Survival guard:** a row that would be ``HELP`` but
+  whose episodes are shorter than frozen's -- significantly (one-sided paired t-test
+  on the seeds' mean lengths, p < ``level``) or by more than 10% on average -- is
+  ``FALL`` instead: its gain may come from ending episodes early, which no steering
+  rule should be credited for. Operating points: (a) ``oracle`` -- the coefficient
   with the best mean goal return; (b) ``kl_budget`` -- the largest-KL coefficient
   whose mean per-step KL to the frozen actor stays within the budget (ties and
   an empty budget fall back to the smallest-KL coefficient).
@@ -28,7 +32,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-__all__ = ["CELL", "GAMMA", "deviation", "holm", "label_cells", "row_stats", "seed_means", "selectors"]
+__all__ = ["CELL", "FALL_RATIO", "GAMMA", "LABELS", "deviation", "holm", "label_cells", "labels_table", "row_stats",
+           "seed_means", "selectors"]
+
+LABELS = ("HELP", "FROZEN", "HURT", "FALL")
+FALL_RATIO = 0.9  # a HELP row whose mean length is below this fraction of frozen's is FALL
 
 GAMMA = 0.99
 
@@ -44,6 +52,8 @@ def seed_means(df: pd.DataFrame, value: str = "return_goal") -> tuple[pd.DataFra
     agg = {value: (value, "mean"), "episodes": (value, "size")}
     if "kl_to_frozen" in kept:
         agg["kl"] = ("kl_to_frozen", "mean")
+    if "length" in kept and value != "length":
+        agg["length"] = ("length", "mean")
     out = kept.groupby([*ROW, "seed"], sort=False, dropna=False).agg(**agg).reset_index()
     return out, excluded
 
@@ -64,7 +74,10 @@ def holm(p: np.ndarray) -> np.ndarray:
 def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05) -> tuple[pd.DataFrame, dict]:
     """One row per (cell, rule, coefficient): n, mean, se, CI, paired tests vs frozen, Holm."""
     sm, excluded = seed_means(df, value)
-    frozen = sm[sm.rule == "frozen"].set_index([*CELL, "seed"]).sort_index()[value]
+    has_len = "length" in sm
+    frozen_all = sm[sm.rule == "frozen"].set_index([*CELL, "seed"]).sort_index()
+    frozen = frozen_all[value]
+    frozen_len = frozen_all["length"] if has_len else None
     rows = []
     for key, g in sm.groupby(ROW, sort=False, dropna=False):
         x = g[value].to_numpy(float)
@@ -73,7 +86,8 @@ def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05)
         se = float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan
         half = float(sps.t.ppf(0.975, n - 1) * se) if n > 1 else np.nan
         rec = dict(zip(ROW, key), n=n, mean=mean, se=se, ci_low=mean - half, ci_high=mean + half,
-                   kl=float(g["kl"].mean()) if "kl" in g else np.nan)
+                   kl=float(g["kl"].mean()) if "kl" in g else np.nan,
+                   length=float(g["length"].mean()) if has_len else np.nan)
         if rec["rule"] != "frozen":
             cell = tuple(rec[c] for c in CELL)
             try:
@@ -92,16 +106,33 @@ def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05)
                 rec["p_wilcoxon"] = float(sps.wilcoxon(pairs["x"], pairs["f"]).pvalue)
             else:
                 rec["p_wilcoxon"] = np.nan
+            rec["frozen_length"], rec["p_shorter"] = np.nan, np.nan
+            if has_len:
+                try:
+                    fl = frozen_len.loc[cell]
+                except KeyError:
+                    fl = pd.Series(dtype=float)
+                lp = pd.DataFrame({"x": g.set_index("seed")["length"], "f": fl}).dropna()
+                if len(lp):
+                    rec["frozen_length"] = float(lp["f"].mean())
+                    d = (lp["x"] - lp["f"]).to_numpy()
+                    rec["p_shorter"] = (float(sps.ttest_rel(lp["x"], lp["f"], alternative="less").pvalue)
+                                        if len(lp) >= 2 and np.any(d != 0) else 1.0)
         rows.append(rec)
     out = pd.DataFrame(rows)
     tested = out["rule"].ne("frozen") & out.get("p_t", pd.Series(np.nan, index=out.index)).notna()
     out["p_holm"] = np.nan
     if tested.any():
         out.loc[tested, "p_holm"] = holm(out.loc[tested, "p_t"].to_numpy())
+    better = (out["p_holm"] < level) & (out["diff"] > 0)
+    if "p_shorter" in out:
+        shorter = (out["p_shorter"] < level) | (out["length"] < FALL_RATIO * out["frozen_length"])
+    else:
+        shorter = pd.Series(False, index=out.index)
     out["label"] = np.where(
         out["rule"].eq("frozen"), "",
-        np.where((out["p_holm"] < level) & (out["diff"] > 0), "HELP",
-                 np.where((out["p_holm"] < level) & (out["diff"] < 0), "HURT", "FROZEN")))
+        np.where(better & shorter, "FALL", np.where(better, "HELP",
+                 np.where((out["p_holm"] < level) & (out["diff"] < 0), "HURT", "FROZEN"))))
     return out, excluded
 
 
@@ -109,6 +140,20 @@ def _kl_choice(g: pd.DataFrame, kl_budget: float) -> pd.Series:
     """The KL-budget selector's row: largest mean KL within the budget, else the smallest KL."""
     within = g[g["kl"] <= kl_budget]
     return within.loc[within["kl"].idxmax()] if len(within) else g.loc[g["kl"].idxmin()]
+
+
+def labels_table(rows: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """``labels.csv``: one row per labelled (cell, rule, operating point) with its statistics."""
+    rs = rows.set_index(ROW)
+    out = []
+    for _, c in cells.iterrows():
+        for point, col in (("oracle", "oracle_param"), ("selector", "selector_param")):
+            r = rs.loc[(*(c[k] for k in CELL), c["rule"], c[col])]
+            out.append({**{k: c[k] for k in CELL}, "rule": c["rule"], "point": point, "param": c[col],
+                        "mean": r["mean"], "se": r["se"], "frozen_mean": r.get("frozen_mean", np.nan),
+                        "p_holm": r["p_holm"], "label": r["label"], "length": r.get("length", np.nan),
+                        "frozen_length": r.get("frozen_length", np.nan), "p_shorter": r.get("p_shorter", np.nan)})
+    return pd.DataFrame(out)
 
 
 def label_cells(rows: pd.DataFrame, kl_budget: float = 0.5) -> pd.DataFrame:

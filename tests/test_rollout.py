@@ -42,7 +42,7 @@ def test_totals_match_a_manual_loop_and_stop_at_termination(hopper_run):
             a, _ = policy(s.obs, jax.random.fold_in(k, t + 1))
             s2 = step(s, a)
             ret += float(s2.reward)
-            goal_ret += float(s2.metrics["x_velocity"])
+            goal_ret += max(float(s2.metrics["x_velocity"]), 0.0)  # G1_speed: clip(v, 0, v_max)
             n += 1
             s = s2
             if bool(s.done):
@@ -107,16 +107,44 @@ def test_goal_formulas(get_env):
     s2 = env.step(s, a)
     v = float(s2.metrics["x_velocity"])
     tilt = float(s2.q.qpos[2])
-    np.testing.assert_allclose(float(make_goal("G1_speed", "hopper")(s, a, s2)), v, rtol=1e-6)
+    np.testing.assert_allclose(float(make_goal("G1_speed", "hopper")(s, a, s2)), max(v, 0.0), rtol=1e-6)
     g2 = make_goal("G2_balanced", "hopper", ctrl_weight=0.2, upright_weight=3.0)
-    np.testing.assert_allclose(float(g2(s, a, s2)), v - 0.2 * 0.51 - 3.0 * tilt**2, rtol=1e-5)
-    np.testing.assert_allclose(float(make_goal("G3_target", "hopper")(s, a, s2)), -abs(v - 0.5), rtol=1e-5)
+    np.testing.assert_allclose(float(g2(s, a, s2)), max(v, 0.0) * np.exp(-0.2 * 0.51 - 3.0 * tilt**2), rtol=1e-5)
+    np.testing.assert_allclose(float(make_goal("G3_target", "hopper")(s, a, s2)),
+                               np.exp(-0.5 * ((v - 0.5) / 0.5) ** 2), rtol=1e-5)
+    # the target kernel peaks (1) at the target and a traced override replaces the parameter
+    g3 = make_goal("G3_target", "hopper", target_speed=v)
+    np.testing.assert_allclose(float(g3(s, a, s2)), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(float(jax.jit(lambda t: g3(s, a, s2, target_speed=t))(v + 0.5)), np.exp(-0.5), rtol=1e-5)
     # Ant tilt: an upright torso has tilt 0.
     ant = get_env("ant")
     sa = ant.reset_to(ant.init_qpos, ant.init_qvel)
     sa2 = ant.step(sa, jnp.zeros(8))
     g = make_goal("G2_balanced", "ant", ctrl_weight=0.0)
-    assert abs(float(g(sa, jnp.zeros(8), sa2)) - float(sa2.metrics["x_velocity"])) < 1e-3
+    assert abs(float(g(sa, jnp.zeros(8), sa2)) - max(float(sa2.metrics["x_velocity"]), 0.0)) < 1e-3
+
+
+def test_goals_never_pay_for_falling(get_env):
+    """Every goal's live-step reward lies in its documented range (>= 0), over random-action
+    episodes that fall; the absorbing state after termination adds nothing to the return."""
+    env = get_env("hopper")
+    goals = [make_goal(g, "hopper") for g in goal_names()]
+    for g in goals:
+        lo, hi = g.bounds
+        assert lo >= 0 and np.isfinite(hi)
+    keys = jax.random.split(jax.random.key(3), 64)
+
+    def policy(obs, key):
+        return jax.random.uniform(key, (env.act_size,), minval=-1.0, maxval=1.0), {}
+
+    for g in goals:
+        ep = jax.jit(lambda k, g=g: rollout.rollout(env, policy, k, max_steps=300, goal=g))(keys)
+        assert bool(jnp.all(ep.terminated))  # random actions fall
+        lo, hi = g.bounds
+        assert float(ep.max_abs_goal.max()) <= hi
+        assert float(ep.return_goal.min()) >= 0.0
+        # absorbing value 0: the return is bounded by the live steps
+        assert bool(jnp.all(ep.return_goal <= hi * ep.length + 1e-4))
 
 
 def test_discounted_goal_return_and_max_abs_reward(get_env):

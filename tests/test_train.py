@@ -53,14 +53,41 @@ def test_prior_learns_goal_conditioned_actions(tiny, tmp_path):
     env, d = tiny
     goals = ("G1_speed", "G3_target")
     untrained = nets.init_prior(nets.PriorSpec(11, 3, goals), jax.random.key(0), data.obs_stats(d["observations"]))
-    p, info = prior.train(env, d, goals, prior.PriorConfig(steps=1000, chunk=500), log=lambda *_: None)
+    p, info = prior.train(env, d, goals, prior.PriorConfig(steps=1000, v_steps=500, chunk=500, n_params=4),
+                          log=lambda *_: None)
     obs = jnp.asarray(d["observations"])
-    a = jnp.asarray(np.clip(d["actions"], -0.999, 0.999))
+    a = jnp.asarray(np.clip(d["actions"], -1.0, 1.0))
+
+    def loglik(pr, g):
+        dist = pr.distribution(obs, g)
+        return float(prior.censored_log_prob(dist.mean, dist.std, a, 0.999).mean())
+
     for g in range(2):
-        assert float(p.distribution(obs, g).log_prob(a).mean()) > float(untrained.distribution(obs, g).log_prob(a).mean()) + 1.0
-    assert len(info["goal_reward_means"]) == 2
+        assert loglik(p, g) > loglik(untrained, g) + 1.0
+    # G3 takes its target speed as an input, trained over the data's range: 1 + 4 tasks
+    assert [t["goal"] for t in info["tasks"]] == ["G1_speed"] + ["G3_target"] * 4
+    (goal, param, lo, hi, default), = p.spec.goal_params
+    assert (goal, param, default) == ("G3_target", "target_speed", 0.5) and hi > lo >= 0.0
+    assert p.spec.likelihood == "censored"
+    # the weights are not uniform (AWR, not behaviour cloning): effective sample fraction < 1
+    assert all(0.0 < e < 0.95 for e in info["effective_sample_fraction"])
     path = checkpoints.save(tmp_path / "prior", p, env="hopper")
-    assert checkpoints.load(path, env="hopper").spec.goals == goals
+    back = checkpoints.load(path, env="hopper")
+    assert back.spec == p.spec
+    np.testing.assert_array_equal(np.asarray(back.distribution(obs[:5], 1, 0.3).mean),
+                                  np.asarray(p.distribution(obs[:5], 1, 0.3).mean))
+
+
+def test_censored_likelihood_keeps_the_std_at_the_bounds():
+    """Actions clipped at the bound: the plain density drives the std to its floor, the
+    censored likelihood does not (its maximum is at the std of the unclipped draws)."""
+    u = 1.2 + 0.3 * jax.random.normal(jax.random.key(0), (4000, 1))  # a Gaussian mostly beyond +1
+    a = jnp.clip(u, -1.0, 1.0)
+    stds = jnp.linspace(0.01, 1.0, 100)
+    cens = jnp.stack([prior.censored_log_prob(jnp.full_like(a, 1.2), jnp.full_like(a, s), a, 0.999).mean() for s in stds])
+    plain = jnp.stack([(-0.5 * ((a - 1.0) / s) ** 2 - jnp.log(s)).mean() for s in stds])
+    assert abs(float(stds[jnp.argmax(cens)]) - 0.3) < 0.05
+    assert float(stds[jnp.argmax(plain)]) < 0.15
 
 
 def test_returns_to_go_respect_trajectory_ends():

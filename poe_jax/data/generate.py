@@ -44,7 +44,7 @@ import numpy as np
 
 from poe_jax import checkpoints, data, envs, nets
 
-__all__ = ["KINDS", "datasets", "pick_policies", "policies", "probe_states", "sac_config", "score_snapshots"]
+__all__ = ["KINDS", "PRIOR_DATA_ACTORS", "PRIOR_DATA_STD", "datasets", "prior_data", "pick_policies", "policies", "probe_states", "sac_config", "score_snapshots"]
 
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 
@@ -229,4 +229,42 @@ def probe_states(env_name: str, out: str | Path, n: int = 1000, lanes: int = 10,
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, observations=obs, policy=medium["path"], seed=seed)
     log(f"{path}: {len(obs)} states of the medium policy {medium['path']}")
+    return path
+
+
+PRIOR_DATA_ACTORS = ("medium-replay", "medium", "medium-expert")
+PRIOR_DATA_STD = (1.0, 2.0, 4.0)
+
+
+def prior_data(env_name: str, out: str | Path, zoo: str | Path, size: int = 200_000, lanes: int = 64,
+               seed: int = 0, log=print) -> Path:
+    """``out/ENV-prior-data.hdf5``: the goal prior's training data, from the shipped IQL actors.
+
+    The zoo's SAC snapshots and datasets are not shipped, so the priors are trained on fresh
+    rollouts of the three shipped IQL actors of ``zoo`` (:data:`PRIOR_DATA_ACTORS`), each with its
+    Gaussian's std scaled by 1, 2 and 4 (:data:`PRIOR_DATA_STD`; clipped at the action bounds), the
+    same number of steps each. Wider noise gives slower, more varied gaits, so the data hold the
+    range of speeds a speed-tracking goal needs (recorded per prior card)."""
+    out = Path(out)
+    env = envs.make(env_name, backend="native")
+    hi = float(np.asarray(env.action_high)[0])
+    parts = []
+    combos = [(k, s) for k in PRIOR_DATA_ACTORS for s in PRIOR_DATA_STD]
+    per = max(lanes, -(-size // len(combos)))
+    for i, (kind, mult) in enumerate(combos):
+        actor = checkpoints.load(Path(zoo) / f"{env_name}-{kind}-iql", env=env_name)
+
+        def act(o, k, actor=actor, mult=mult):
+            d = actor.distribution(o)
+            return jnp.clip(d.mean + mult * d.std * jax.random.normal(k, d.mean.shape), -hi, hi)
+
+        parts.append(data.collect(env, act, per, lanes, jax.random.fold_in(jax.random.key(seed + 3), i)))
+        log(f"{env_name}-{kind}-iql x std {mult}: {per} transitions, mean reward {parts[-1]['rewards'].mean():.2f}")
+    d = {k: np.concatenate([p[k] for p in parts])[:size] for k in parts[0]}
+    d["timeouts"][-1] |= ~d["terminals"][-1]
+    meta = {"env": env_name, "size": size, "generator": "poe_jax.data.generate.prior_data", "seed": seed,
+            "actors": [f"{env_name}-{k}-iql" for k in PRIOR_DATA_ACTORS], "std_multipliers": list(PRIOR_DATA_STD),
+            "kind": "prior-data"}
+    path = data.write(out / f"{env_name}-prior-data.hdf5", d, meta)
+    log(f"{path}: {len(d['rewards'])} transitions")
     return path

@@ -1,17 +1,30 @@
 """Deployment goals: reward functions of ``(state, action, next_state)``.
 
-Each goal is jittable and vmappable, with parameters that can be overridden by
-name (an unknown name is an error listing the known ones). ``v`` below is the
-forward velocity ``next_state.metrics["x_velocity"]`` (m/s) and ``a`` the action.
+**A goal never pays for falling.** Every goal's reward on a live step is ``>= 0`` and
+bounded, and the rollout scores the absorbing state after termination 0, so ending an
+episode early can only forfeit reward, never earn it. ``v`` below is the forward
+velocity ``next_state.metrics["x_velocity"]`` (m/s, as Gymnasium computes it) and ``a``
+the action.
 
-* ``G1_speed`` -- pure forward speed: ``r = v``.
-* ``G2_balanced`` -- speed with effort and posture: ``r = v - ctrl_weight * |a|^2
-  - upright_weight * tilt^2``, with ``tilt`` the torso pitch ``qpos[2]`` (rad) for
-  the planar walkers, and for the Ant the angle between the torso's z axis and
-  the vertical.
-* ``G3_target`` -- track a target speed the frozen actor does not run at:
-  ``r = -|v - target_speed|``; defaults (m/s): hopper 0.5, walker2d 0.5,
-  halfcheetah 2.0, ant 0.5.
+==============  ===================================================================  ==============
+goal            per-step reward on a live step                                       range
+==============  ===================================================================  ==============
+``G1_speed``    ``clip(v, 0, v_max)``: forward speed (backwards earns nothing)       ``[0, v_max]``
+``G2_balanced`` ``clip(v, 0, v_max) * exp(-ctrl_weight |a|^2) *                      ``[0, v_max]``
+                exp(-upright_weight tilt^2)``: speed, discounted by effort and by
+                torso tilt (pitch ``qpos[2]`` for the planar walkers; the angle of
+                the Ant's torso z axis from the vertical)
+``G3_target``   ``exp(-(v - target_speed)^2 / (2 width^2))``: a bounded kernel that  ``[0, 1]``
+                peaks at the target speed. Defaults (m/s): hopper 0.5, walker2d 0.5,
+                halfcheetah 2.0, ant 0.5 -- speeds the frozen actors do not run at.
+==============  ===================================================================  ==============
+
+Defaults: ``v_max = 20`` m/s (above every zoo policy's speed), ``ctrl_weight = 0.1``,
+``upright_weight = 1``, ``width = 0.5`` m/s (halfcheetah: 1.0, its speeds spread wider).
+
+A goal is registered where it is defined, with :func:`register_goal` (usable from user
+code, e.g. a ``--plugin`` module); an unknown goal or parameter is an error listing the
+known ones. Goals are jittable and vmappable; a goal parameter may be a traced value.
 """
 
 from __future__ import annotations
@@ -24,36 +37,79 @@ import jax.numpy as jnp
 
 from poe_jax.envs.base import State
 
+__all__ = ["GOALS", "Goal", "GoalDef", "g1_speed", "g2_balanced", "g3_target", "goal_names", "goal_params",
+           "make_goal", "register_goal"]
+
+
+@dataclass(frozen=True)
+class GoalDef:
+    """A registered goal: ``fn(env, state, action, next_state, **params)``, its default
+    parameters, per-env default overrides, and its documented reward range ``(lo, hi)``
+    (``hi`` may name a parameter, e.g. ``"v_max"``)."""
+
+    name: str
+    fn: Callable
+    defaults: dict
+    env_defaults: dict
+    bounds: tuple
+
+
+GOALS: dict[str, GoalDef] = {}
+
+
+def register_goal(name: str, *, bounds: tuple, env_defaults: dict | None = None, **defaults):
+    """Decorator: register ``fn(env, state, action, next_state, **params)`` as goal ``name``.
+
+    ``bounds``: the per-step reward range on a live step, ``(lo, hi)`` with ``lo >= 0``; a
+    bound may be a parameter name. ``env_defaults``: ``{env: {param: value}}``.
+    """
+    lo = bounds[0]
+    if not isinstance(lo, str) and lo < 0:
+        raise ValueError(f"goal {name!r}: bounds[0] must be >= 0 (a goal never pays for falling); got {lo}")
+
+    def deco(fn):
+        if name in GOALS:
+            raise ValueError(f"goal {name!r} is already registered")
+        GOALS[name] = GoalDef(name, fn, dict(defaults), dict(env_defaults or {}), tuple(bounds))
+        return fn
+
+    return deco
+
 
 def _tilt(env: str, qpos: jax.Array) -> jax.Array:
-    if env == "ant":
+    if env.startswith("ant"):
         qx, qy = qpos[4], qpos[5]
         z_up = 1.0 - 2.0 * (qx * qx + qy * qy)  # z component of the torso z axis
         return jnp.arccos(jnp.clip(z_up, -1.0, 1.0))
     return qpos[2]
 
 
-def g1_speed(env: str, state: State, action, next_state: State) -> jax.Array:
-    """``r = v``."""
-    return next_state.metrics["x_velocity"]
+@register_goal("G1_speed", bounds=(0.0, "v_max"), v_max=20.0)
+def g1_speed(env: str, state: State, action, next_state: State, v_max=20.0) -> jax.Array:
+    """``r = clip(v, 0, v_max)``."""
+    return jnp.clip(next_state.metrics["x_velocity"], 0.0, v_max)
 
 
-def g2_balanced(env: str, state: State, action, next_state: State, ctrl_weight: float = 0.1,
-                upright_weight: float = 1.0) -> jax.Array:
-    """``r = v - ctrl_weight * |a|^2 - upright_weight * tilt^2``."""
-    v = next_state.metrics["x_velocity"]
+@register_goal("G2_balanced", bounds=(0.0, "v_max"), v_max=20.0, ctrl_weight=0.1, upright_weight=1.0)
+def g2_balanced(env: str, state: State, action, next_state: State, v_max=20.0, ctrl_weight=0.1,
+                upright_weight=1.0) -> jax.Array:
+    """``r = clip(v, 0, v_max) * exp(-ctrl_weight |a|^2 - upright_weight tilt^2)``."""
+    v = jnp.clip(next_state.metrics["x_velocity"], 0.0, v_max)
     a = jnp.asarray(action)
     tilt = _tilt(env, next_state.q.qpos)
-    return v - ctrl_weight * jnp.sum(a * a) - upright_weight * tilt * tilt
+    return v * jnp.exp(-ctrl_weight * jnp.sum(a * a) - upright_weight * tilt * tilt)
 
 
 TARGET_SPEED = {"hopper": 0.5, "walker2d": 0.5, "halfcheetah": 2.0, "ant": 0.5}
 
 
-def g3_target(env: str, state: State, action, next_state: State, target_speed: float | None = None) -> jax.Array:
-    """``r = -|v - target_speed|``."""
-    target = TARGET_SPEED.get(env, 1.0) if target_speed is None else target_speed
-    return -jnp.abs(next_state.metrics["x_velocity"] - target)
+@register_goal("G3_target", bounds=(0.0, 1.0), target_speed=1.0, width=0.5,
+               env_defaults={"hopper": {"target_speed": 0.5}, "walker2d": {"target_speed": 0.5},
+                             "halfcheetah": {"target_speed": 2.0, "width": 1.0}, "ant": {"target_speed": 0.5}})
+def g3_target(env: str, state: State, action, next_state: State, target_speed=1.0, width=0.5) -> jax.Array:
+    """``r = exp(-(v - target_speed)^2 / (2 width^2))``."""
+    d = (next_state.metrics["x_velocity"] - target_speed) / width
+    return jnp.exp(-0.5 * d * d)
 
 
 @dataclass(frozen=True)
@@ -65,40 +121,42 @@ class Goal:
     params: dict
     fn: Callable
 
-    def __call__(self, state: State, action, next_state: State) -> jax.Array:
-        return self.fn(self.env, state, action, next_state, **self.params)
+    def __call__(self, state: State, action, next_state: State, **override) -> jax.Array:
+        return self.fn(self.env, state, action, next_state, **{**self.params, **override})
 
-
-GOALS: dict[str, tuple[Callable, dict]] = {
-    "G1_speed": (g1_speed, {}),
-    "G2_balanced": (g2_balanced, {"ctrl_weight": 0.1, "upright_weight": 1.0}),
-    "G3_target": (g3_target, {"target_speed": None}),
-}
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The per-step reward range on a live step, with parameters filled in."""
+        return tuple(float(self.params[b]) if isinstance(b, str) else float(b) for b in GOALS[self.name].bounds)
 
 
 def goal_names() -> tuple[str, ...]:
     return tuple(GOALS)
 
 
+def _base_env(env: str) -> str:
+    return env.removesuffix("-v5")
+
+
 def make_goal(name: str, env: str, **params) -> Goal:
     """Bind goal ``name`` to ``env`` with parameter overrides."""
     if name not in GOALS:
         raise KeyError(f"unknown goal {name!r}; known goals: {', '.join(GOALS)}")
-    fn, defaults = GOALS[name]
-    unknown = set(params) - set(defaults)
+    d = GOALS[name]
+    unknown = set(params) - set(d.defaults)
     if unknown:
         raise ValueError(
-            f"goal {name!r} has no parameter(s) {sorted(unknown)}; its parameters: {sorted(defaults) or 'none'}"
+            f"goal {name!r} has no parameter(s) {sorted(unknown)}; its parameters: {sorted(d.defaults) or 'none'}"
         )
-    bound = dict(defaults, **params)
-    if name == "G3_target" and bound["target_speed"] is None:
-        bound["target_speed"] = TARGET_SPEED.get(env, 1.0)
-    return Goal(name, env, bound, fn)
+    for k, v in params.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"goal_params.{name}.{k}: expected a number; got {v!r}")
+    bound = {**d.defaults, **d.env_defaults.get(_base_env(env), {}), **{k: float(v) for k, v in params.items()}}
+    if name == "G3_target" and not bound["width"] > 0:
+        raise ValueError(f"goal_params.G3_target.width: must be > 0; got {bound['width']}")
+    return Goal(name, env, bound, d.fn)
 
 
 def goal_params(name: str, env: str) -> dict:
     """The default parameters of goal ``name`` on ``env``."""
     return dict(make_goal(name, env).params)
-
-
-__all__ = ["GOALS", "Goal", "g1_speed", "g2_balanced", "g3_target", "goal_names", "goal_params", "make_goal"]

@@ -3,18 +3,32 @@
 For a D4RL-format dataset (with ``infos/qpos``, ``infos/qvel``):
 
 1. every transition is replayed through the env from its stored state to get
-   ``(state, action, next_state)``, and each goal's reward ``r_g`` is computed
+   ``(state, action, next_state)``; each *task* -- a goal, and for a goal with a
+   continuous parameter (G3's target speed) that goal at each of ``n_params`` values
+   spread over the range the data contain -- gets its reward ``r_t``
    (:mod:`poe_jax.envs.goals`);
-2. discounted returns-to-go ``G_g`` (gamma 0.99) are summed backwards within each
+2. discounted returns-to-go ``G_t`` (gamma 0.99) are summed backwards within each
    trajectory (terminals and timeouts end one);
-3. a goal-conditioned value ``V(s, g)`` is regressed on ``G_g``, and the prior
-   ``pi(a | s, g)`` (:class:`~poe_jax.nets.GoalPrior`) maximises
-   ``E[w log pi(a|s,g)]`` with ``w = min(exp(A / (beta * std(A_g))), w_max)``,
-   ``A = G_g - V(s, g)``, per goal ``g`` (Peng et al. 2019).
+3. a task-conditioned value ``V(s, t)`` is regressed on ``G_t / std(G_t)``;
+4. advantages ``A = G_t / std(G_t) - V(s, t)`` are **normalised per task**,
+   ``Â = A / std_t(A)``, and weighted as in Peng et al. 2019 (AWR) and IQL's actor
+   extraction: ``w = min(exp(Â / beta), w_max)``. Normalising per task makes the
+   temperature mean the same for every goal: without it (the first zoo's priors) the
+   advantages were a few hundredths of the return's std, the weights were all about
+   1 and the prior was behaviour cloning whatever the goal;
+5. the prior ``pi(a | s, g, param)`` (:class:`~poe_jax.nets.GoalPrior`) maximises
+   ``E[w log pi(a | s, t)]`` over (transition, task) pairs drawn uniformly.
 
-Prior *qualities* used by the grid: ``trained`` is this prior; ``degraded`` and
-``random`` are made from it inside the program (:mod:`poe_jax.grid`),
-deterministically from each episode's key.
+**Calibrated std.** The env clips actions at ``±max_action`` and the data hold the
+clipped actions, so an action at the bound says only that the Gaussian's draw was at
+or beyond it. The likelihood treats such actions as *censored* (Tobit):
+``log P(u >= bound) = log Φ((μ - bound)/σ)``, and the ordinary density elsewhere. A
+plain Gaussian density on clipped actions (the first zoo's priors) collapses σ to its
+floor wherever the data saturate (hopper push-off: about 18% of states).
+
+``beta`` (default 0.5) was chosen by a measurement (``checkpoints/README.md``): the
+effective sample size of the weights per task and how far the priors' means for
+different goals move apart on the probe states.
 """
 
 from __future__ import annotations
@@ -27,30 +41,95 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.scipy.special import log_ndtr
 
 from poe_jax import nets
 from poe_jax.gaussian import DiagGaussian
 
-__all__ = ["PriorConfig", "goal_rewards", "returns_to_go", "train"]
+__all__ = ["PriorConfig", "Tasks", "censored_log_prob", "goal_rewards", "returns_to_go", "tasks_for", "train",
+           "awr_weights", "effective_sample_fraction", "heldout_nll"]
+
+GAMMA = 0.99
 
 
 @dataclasses.dataclass(frozen=True)
 class PriorConfig:
-    steps: int = 100_000
+    steps: int = 30_000  # prior updates
+    v_steps: int = 10_000  # value updates
     batch: int = 256
     lr: float = 3e-4
-    gamma: float = 0.99
-    beta: float = 1.0
-    w_max: float = 20.0
+    gamma: float = GAMMA
+    beta: float = 0.5  # AWR temperature on per-task normalised advantages
+    w_max: float = 20.0  # Peng et al. 2019
     hidden: tuple[int, ...] = (256, 256)
-    chunk: int = 2_000
+    n_params: int = 8  # values of a continuous goal parameter trained on
+    param_quantiles: tuple[float, float] = (0.05, 0.95)  # its range: quantiles of the data's speeds
+    holdout: float = 0.05  # last fraction of rows held out for the NLL
+    chunk: int = 1_000
     seed: int = 0
 
 
-def goal_rewards(env, data: dict, goals: Sequence, batch: int = 20_000) -> np.ndarray:
-    """``[N, len(goals)]`` goal rewards of the dataset's transitions (replayed from ``infos``)."""
+@dataclasses.dataclass(frozen=True)
+class Tasks:
+    """The tasks a prior is trained on: goal index and parameter value per task, the
+    goal parameter entries of its :class:`~poe_jax.nets.PriorSpec`."""
+
+    goal: np.ndarray  # [T] goal index
+    value: np.ndarray  # [T] parameter value (0 for goals without one)
+    goal_params: tuple
+
+
+def censored_log_prob(mean, std, action, bound):
+    """Log-likelihood of clipped actions under N(mean, std): the density inside
+    ``(-bound, bound)``, the tail mass ``Φ`` for actions at a bound; summed over the
+    last axis. ``bound`` is the clipping level (e.g. ``0.999 * max_action``)."""
+    z_hi = (mean - bound) / std
+    z_lo = (-bound - mean) / std
+    dens = -0.5 * ((action - mean) / std) ** 2 - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi)
+    lp = jnp.where(action >= bound, log_ndtr(z_hi), jnp.where(action <= -bound, log_ndtr(z_lo), dens))
+    return lp.sum(-1)
+
+
+def _speeds(env, data: dict, batch: int = 20_000) -> np.ndarray:
     step = jax.jit(jax.vmap(env.step))
-    fns = jax.jit(jax.vmap(lambda s, a, n: jnp.stack([g(s, a, n) for g in goals])))
+    out = []
+    for lo in range(0, len(data["observations"]), batch):
+        hi = min(len(data["observations"]), lo + batch)
+        s0 = env.reset_to_batch(data["infos/qpos"][lo:hi], data["infos/qvel"][lo:hi])
+        out.append(np.asarray(step(s0, jnp.asarray(data["actions"][lo:hi], jnp.float32)).metrics["x_velocity"]))
+    return np.concatenate(out)
+
+
+def tasks_for(goals: Sequence, speeds: np.ndarray, cfg: PriorConfig) -> Tasks:
+    """One task per goal without a continuous parameter; ``cfg.n_params`` tasks for G3_target,
+    at target speeds spread evenly between the quantiles ``cfg.param_quantiles`` of ``speeds``."""
+    goal, value, entries = [], [], []
+    for i, g in enumerate(goals):
+        if "target_speed" in g.params:
+            lo, hi = (float(np.quantile(speeds, q)) for q in cfg.param_quantiles)
+            lo = max(lo, 0.0)
+            grid = np.linspace(lo, hi, cfg.n_params)
+            goal += [i] * len(grid)
+            value += list(grid)
+            entries.append((g.name, "target_speed", lo, hi, float(g.params["target_speed"])))
+        else:
+            goal.append(i)
+            value.append(0.0)
+    return Tasks(np.asarray(goal, np.int32), np.asarray(value, np.float32), tuple(entries))
+
+
+def goal_rewards(env, data: dict, goals: Sequence, tasks: Tasks | None = None, batch: int = 20_000) -> np.ndarray:
+    """``[N, T]`` rewards of the dataset's transitions (replayed from ``infos``), one column
+    per task (default: one per goal at its bound parameters)."""
+    if tasks is None:
+        tasks = Tasks(np.arange(len(goals), dtype=np.int32), np.zeros(len(goals), np.float32), ())
+    cols = [(goals[g], float(v)) for g, v in zip(tasks.goal, tasks.value)]
+    step = jax.jit(jax.vmap(env.step))
+
+    def one(s, a, n):
+        return jnp.stack([g(s, a, n, target_speed=v) if "target_speed" in g.params else g(s, a, n) for g, v in cols])
+
+    fns = jax.jit(jax.vmap(one))
     out = []
     n = len(data["observations"])
     for lo in range(0, n, batch):
@@ -73,60 +152,113 @@ def returns_to_go(rewards: np.ndarray, ends: np.ndarray, gamma: float) -> np.nda
     return out.astype(np.float32)
 
 
+def awr_weights(adv: np.ndarray, beta: float, w_max: float) -> np.ndarray:
+    """``min(exp(A / std_t(A) / beta), w_max)`` per task column of ``adv`` ``[N, T]``."""
+    a = adv / np.maximum(adv.std(0), 1e-6)
+    return np.minimum(np.exp(np.minimum(a / beta, np.log(w_max))), w_max).astype(np.float32)
+
+
+def effective_sample_fraction(w: np.ndarray) -> np.ndarray:
+    """Kish's effective sample size of weights ``[N, T]`` per column, as a fraction of N."""
+    return (w.sum(0) ** 2 / (w * w).sum(0)) / len(w)
+
+
 def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorConfig(),
           log: Callable = print) -> tuple[nets.GoalPrior, dict]:
-    """Fit a :class:`~poe_jax.nets.GoalPrior` on ``data`` for ``goal_names``."""
+    """Fit a :class:`~poe_jax.nets.GoalPrior` on ``data`` for ``goal_names`` (module docstring)."""
     from poe_jax.envs.goals import make_goal
 
     goals = [make_goal(g, env.name) for g in goal_names]
     t0 = time.time()
-    r = goal_rewards(env, data, goals)
+    speeds = _speeds(env, data)
+    tasks = tasks_for(goals, speeds, cfg)
+    r = goal_rewards(env, data, goals, tasks)
     ends = np.asarray(data["terminals"], bool) | np.asarray(data["timeouts"], bool)
     rtg = returns_to_go(r, ends, cfg.gamma)
     scale = np.maximum(rtg.std(0), 1e-6)
-    rtg_n = rtg / scale  # per-goal scale: values of different goals are comparable
+    y = jnp.asarray(rtg / scale)
     norm = nets.ObsNorm.from_data(data["observations"])
     max_action = float(np.asarray(env.action_high)[0])
-    spec = nets.PriorSpec(env.obs_size, env.act_size, tuple(goal_names), cfg.hidden, max_action=max_action)
-    obs = jnp.asarray(norm(data["observations"]))
-    act = jnp.asarray(np.clip(data["actions"], -0.999 * max_action, 0.999 * max_action), jnp.float32)
-    y = jnp.asarray(rtg_n)
-    n, n_goals = obs.shape[0], len(goals)
-    k_p, k_v, key = jax.random.split(jax.random.key(cfg.seed), 3)
-    prior = nets.init_prior(spec, k_p)
+    spec = nets.PriorSpec(env.obs_size, env.act_size, tuple(goal_names), cfg.hidden, max_action=max_action,
+                          goal_params=tasks.goal_params, likelihood="censored")
+    n_all = len(data["observations"])
+    n_train = int(n_all * (1.0 - cfg.holdout))
+    obs_all = jnp.asarray(norm(data["observations"]))
+    act_all = jnp.asarray(np.clip(data["actions"], -max_action, max_action), jnp.float32)
+    bound = 0.999 * max_action
+    t_goal = jnp.asarray(tasks.goal)
+    t_feat = spec.param_feature(t_goal, jnp.asarray(tasks.value))
+    n_goals, n_tasks = len(goals), len(tasks.goal)
+    k_p, k_v, k_1, k_2 = jax.random.split(jax.random.key(cfg.seed), 4)
     vnet = nets.MLP((*cfg.hidden, 1))
-    v_params = vnet.init(k_v, jnp.zeros((1, env.obs_size + n_goals)))["params"]
-    net = nets._PriorNet(spec)
+
+    def v_in(s, t):
+        return jnp.concatenate([s, jax.nn.one_hot(t_goal[t], n_goals), t_feat[t][..., None]], -1)
+
+    v_params = vnet.init(k_v, v_in(obs_all[:1], jnp.zeros(1, jnp.int32)))["params"]
     opt = optax.adam(cfg.lr)
-    params = {"prior": prior.params, "v": v_params}
-    opt_state = opt.init(params)
 
-    def loss(p, idx, g):
-        s, a, target = obs[idx], act[idx], y[idx, g]
-        v = vnet.apply({"params": p["v"]}, jnp.concatenate([s, jax.nn.one_hot(g, n_goals)], -1))[..., 0]
-        adv = jax.lax.stop_gradient(target - v)
-        w = jnp.minimum(jnp.exp(adv / cfg.beta), cfg.w_max)
-        mean, std = net.apply({"params": p["prior"]}, s, g)
-        logp = DiagGaussian(mean, std).log_prob(a)
-        return jnp.mean((v - target) ** 2) - jnp.mean(w * logp), (jnp.mean((v - target) ** 2), jnp.mean(w))
+    def fit(params, loss, steps, key, name):
+        o = opt.init(params)
 
-    @jax.jit
-    def chunk(p, o, key):
-        def body(c, k):
-            p, o = c
-            k1, k2 = jax.random.split(k)
-            idx = jax.random.randint(k1, (cfg.batch,), 0, n)
-            g = jax.random.randint(k2, (cfg.batch,), 0, n_goals)
-            (l, aux), grads = jax.value_and_grad(loss, has_aux=True)(p, idx, g)
-            upd, o = opt.update(grads, o, p)
-            return (optax.apply_updates(p, upd), o), jnp.stack([l, *aux])
+        @jax.jit
+        def chunk(p, o, key):
+            def body(c, k):
+                p, o = c
+                k1, k2 = jax.random.split(k)
+                idx = jax.random.randint(k1, (cfg.batch,), 0, n_train)
+                t = jax.random.randint(k2, (cfg.batch,), 0, n_tasks)
+                l, grads = jax.value_and_grad(loss)(p, idx, t)
+                upd, o = opt.update(grads, o, p)
+                return (optax.apply_updates(p, upd), o), l
 
-        (p, o), m = jax.lax.scan(body, (p, o), jax.random.split(key, cfg.chunk))
-        return p, o, m.mean(0)
+            (p, o), m = jax.lax.scan(body, (p, o), jax.random.split(key, cfg.chunk))
+            return p, o, m.mean()
 
-    for i in range(-(-cfg.steps // cfg.chunk)):
-        params, opt_state, m = chunk(params, opt_state, jax.random.fold_in(key, i))
-        if i % 10 == 0:
-            log(f"prior step {(i + 1) * cfg.chunk:7d}  loss {float(m[0]):8.3f}  v-mse {float(m[1]):.3f}  mean w {float(m[2]):.2f}")
-    info = {"goal_reward_means": r.mean(0).tolist(), "rtg_scale": scale.tolist(), "seconds": round(time.time() - t0, 1)}
-    return nets.GoalPrior(params["prior"], norm, spec), info
+        for i in range(-(-steps // cfg.chunk)):
+            params, o, m = chunk(params, o, jax.random.fold_in(key, i))
+            if i % 10 == 0:
+                log(f"{name} step {(i + 1) * cfg.chunk:7d}  loss {float(m):8.4f}")
+        return params
+
+    def v_loss(p, idx, t):
+        v = vnet.apply({"params": p}, v_in(obs_all[idx], t))[..., 0]
+        return jnp.mean((v - y[idx, t]) ** 2)
+
+    v_params = fit(v_params, v_loss, cfg.v_steps, k_1, "value")
+    v_all = jax.jit(lambda s: jnp.stack([vnet.apply({"params": v_params}, v_in(s, jnp.full(s.shape[0], t)))[..., 0]
+                                         for t in range(n_tasks)], -1))
+    v_pred = np.concatenate([np.asarray(v_all(obs_all[lo:lo + 20_000])) for lo in range(0, n_all, 20_000)])
+    adv = np.asarray(y) - v_pred
+    w = jnp.asarray(awr_weights(adv[:n_train], cfg.beta, cfg.w_max))
+    ess = effective_sample_fraction(np.asarray(w))
+    log("AWR weights: effective sample fraction per task " + ", ".join(f"{e:.2f}" for e in ess))
+
+    prior = nets.init_prior(spec, k_p)
+    net = nets._PriorNet(spec)
+
+    def p_loss(p, idx, t):
+        mean, std = net.apply({"params": p}, obs_all[idx], t_goal[t], t_feat[t])
+        return -jnp.mean(w[idx, t] * censored_log_prob(mean, std, act_all[idx], bound))
+
+    params = fit(prior.params, p_loss, cfg.steps, k_2, "prior")
+    out = nets.GoalPrior(params, norm, spec)
+    info = {"tasks": [{"goal": goal_names[g], "param": float(v)} for g, v in zip(tasks.goal, tasks.value)],
+            "rtg_scale": scale.tolist(), "effective_sample_fraction": [round(float(e), 4) for e in ess],
+            "speed_quantiles": {q: round(float(np.quantile(speeds, q)), 3) for q in (0.05, 0.25, 0.5, 0.75, 0.95)},
+            "train_rows": n_train, "holdout_rows": n_all - n_train, "seconds": round(time.time() - t0, 1)}
+    return out, info
+
+
+def heldout_nll(prior: nets.GoalPrior, data: dict, goal: str, holdout: float = 0.05) -> dict:
+    """Mean negative log-likelihood per action dim of the last ``holdout`` rows of ``data`` under
+    ``prior``'s ``goal`` head: plain Gaussian density, and censored at ``0.999 max_action``."""
+    n = len(data["observations"])
+    lo = int(n * (1.0 - holdout))
+    obs = jnp.asarray(data["observations"][lo:], jnp.float32)
+    m = prior.spec.max_action
+    act = jnp.clip(jnp.asarray(data["actions"][lo:], jnp.float32), -m, m)
+    d = prior.distribution(obs, prior.spec.goal_index(goal))
+    a_dim = act.shape[-1]
+    return {"gaussian": float(-jnp.mean(DiagGaussian(d.mean, d.std).log_prob(act)) / a_dim),
+            "censored": float(-jnp.mean(censored_log_prob(d.mean, d.std, act, 0.999 * m)) / a_dim)}
