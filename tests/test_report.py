@@ -46,7 +46,7 @@ def test_offpolicy_scores_are_the_critic_at_the_composed_mean():
     prior = checkpoints.load(grid.resolve_checkpoint("zoo:hopper-prior"), env="hopper")
     states = offpolicy.load_states(offpolicy.find_states("hopper-medium"), obs_size=11)[:200]
     df = offpolicy.score(actor, prior, states, {"frozen": [], "poe": [0.3, 0.9], "prior_only": []},
-                         ["G1_speed", "G3_target"], ["trained", "random"])
+                         ["G1_speed", "G3_target"], ["trained", "adversarial"])
     assert len(df) == 2 * 2 * 4
     a = actor.distribution(jnp.asarray(states))
     g = prior.distribution(jnp.asarray(states), prior.spec.goal_index("G3_target"))
@@ -55,9 +55,9 @@ def test_offpolicy_scores_are_the_critic_at_the_composed_mean():
     np.testing.assert_allclose(row.q, q(compose.poe(a, g, 0.3).mean), rtol=1e-5)
     np.testing.assert_allclose(row.q_frozen, q(a.mean), rtol=1e-5)
     assert (df.loc[df.rule == "frozen", "delta_q"] == 0).all()
-    # A random prior hurts the critic's value more than the trained one at the same alpha.
+    # A confidently wrong prior hurts the critic's value more than the trained one at the same alpha.
     poe9 = df[(df.rule == "poe") & np.isclose(df.param, 0.9)].set_index(["goal", "prior"])["delta_q"]
-    assert all(poe9[(goal, "random")] < poe9[(goal, "trained")] for goal in ("G1_speed", "G3_target"))
+    assert all(poe9[(goal, "adversarial")] < poe9[(goal, "trained")] for goal in ("G1_speed", "G3_target"))
     with pytest.raises(ValueError, match="the actor expects 11"):
         offpolicy.load_states(offpolicy.find_states("walker2d-medium"), obs_size=11)
 

@@ -115,3 +115,27 @@ def test_holm_properties():
     adj = stats.holm(p)
     np.testing.assert_allclose(adj, [0.04, 0.09, 0.09, 0.5])
     assert np.all(adj >= p) and np.all(adj <= 1)
+
+
+def test_survival_guard_a_rule_that_wins_by_falling_early_is_not_help(table):
+    """A planted rule with a higher goal return but episodes a third shorter is FALL, not HELP;
+    the same gain at frozen's length stays HELP. labels.csv carries the lengths."""
+    df = table.copy()
+    df["length"] = 1000
+    faller = df[(df.rule == "poe") & (df.param == 0.5) & (df.goal == "G1_speed")].copy()
+    faller["rule"], faller["length"] = "falls_early", 650 + (faller["seed"] % 3) * 10
+    df = pd.concat([df, faller], ignore_index=True)
+    rows, _ = stats.row_stats(df)
+    lab = {(r.goal, r.rule, r.param): r.label for _, r in rows.iterrows() if r.rule != "frozen"}
+    assert lab[("G1_speed", "falls_early", 0.5)] == "FALL"
+    assert lab[("G1_speed", "poe", 0.5)] == "HELP"
+    cells = stats.label_cells(rows)
+    labels = stats.labels_table(rows, cells)
+    for col in ("env", "actor", "goal", "prior", "shift", "rule", "point", "param", "mean", "se", "frozen_mean",
+                "p_holm", "label", "length", "frozen_length"):
+        assert col in labels
+    assert set(labels["point"]) == {"oracle", "selector"}
+    assert len(labels) == 2 * len(cells)
+    assert not ((labels.label == "HELP") & (labels.length < 0.9 * labels.frozen_length)).any()
+    fall = labels[(labels.rule == "falls_early") & (labels.point == "oracle")].iloc[0]
+    assert fall.label == "FALL" and fall.length < 0.7 * fall.frozen_length
