@@ -169,6 +169,7 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
                  "shorter episodes; they are not counted as HELP (`labels.csv` has `length` and `frozen_length`).")
     lines += ["", f"Exclusions: {excluded['non_finite_episodes']} of {excluded['episodes']} episodes had a non-finite goal return.", ""]
     lines += _split_lines(counted)
+    lines += _adversarial_lines(rows)
 
     offp, off_notes = (None, [])
     if "delta_pi_upper" in df:
@@ -234,6 +235,28 @@ def _success_lines(df: pd.DataFrame) -> list[str]:
         lines.append("| " + " | ".join(str(v) if not isinstance(v, float) else f"{v:g}" for v in key)
                      + f" | {n} | {k / n:.2f} | [{ci.low:.2f}, {ci.high:.2f}] |")
     return lines
+
+
+def _adversarial_lines(rows: pd.DataFrame) -> list[str]:
+    """One paragraph on why PoE collapses under an adversarial prior, with this grid's numbers."""
+    if "adversarial" not in set(rows["prior"]):
+        return []
+    r = rows[rows.rule == "poe"]
+    nums = []
+    for (env, goal), g in r.groupby(["env", "goal"], sort=False):
+        best = g.groupby("prior")["mean"].max()
+        if {"adversarial", "trained"} <= set(best.index):
+            nums.append(f"{env} {goal}: best poe {best['adversarial']:.0f} adversarial vs {best['trained']:.0f} trained"
+                        + (f", {best['random']:.0f} random" if "random" in best.index else ""))
+    return ["## Why PoE collapses under an adversarial prior", "",
+            "PoE weights each expert by its precision: per dimension the composed mean is "
+            "`((1−α)λ_θ μ_θ + α λ_g μ_g) / ((1−α)λ_θ + α λ_g)`. An `adversarial` prior keeps the trained "
+            "prior's std with a uniformly random mean, so wherever the trained prior is confident (small "
+            "σ_g, large λ_g) PoE defers to a mean that is wrong, and it does so at the states where the data "
+            "agreed most, e.g. saturated actions; a `random` (untrained network, σ ≈ 1) or `uniform` (σ = m) "
+            "prior has low precision everywhere and PoE stays near the actor. Additive blending is "
+            "precision-blind and moves by α(μ_g − μ_θ) under all three. In this grid: "
+            + ("; ".join(nums) if nums else "no poe rows") + ".", ""]
 
 
 def _split_lines(cells: pd.DataFrame) -> list[str]:
