@@ -32,6 +32,14 @@ def test_report_on_smoke_run(smoke_run, capsys):
     assert set(offp["rule"]) == {"frozen", "poe", "additive", "kl_reg", "poe_adaptive"}
     # Every non-frozen grid row is matched (params recorded in float32, e.g. 0.05, compare equal).
     assert "| hopper | hopper-medium-iql | trained | 8 |" in text
+    # sample = false: kl_reg executes poe's means, so it is folded into poe in the counts
+    assert "`kl_reg` is not counted" in text and "FALL" in text
+    labels = pd.read_csv(smoke_run / "labels.csv")
+    assert {"env", "actor", "goal", "prior", "shift", "rule", "point", "param", "mean", "se", "frozen_mean",
+            "p_holm", "label", "length", "frozen_length"} <= set(labels.columns)
+    assert not ((labels.label == "HELP") & (labels.length < 0.9 * labels.frozen_length)).any()
+    eps = grid.read_episodes(smoke_run)
+    assert np.isfinite(eps["x_velocity"]).all()
     figs = sorted(p.name for p in (smoke_run / "figures").glob("*.png"))
     assert figs == ["kl_frontier.png", "prior_quality.png", "return_vs_coefficient.png"]
     for f in (smoke_run / "figures").glob("*.png"):
@@ -65,3 +73,15 @@ def test_offpolicy_scores_are_the_critic_at_the_composed_mean():
 def test_report_refuses_a_dir_without_results(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no episodes.parquet" in capsys.readouterr().err
+
+
+def test_report_refuses_results_from_when_random_meant_adversarial(smoke_run, tmp_path):
+    """Runs recorded before 'random' meant an untrained network (they lack x_velocity) are refused,
+    never reinterpreted."""
+    from poe_jax import report
+
+    old = grid.read_episodes(smoke_run).drop(columns=["x_velocity"])
+    (tmp_path / "episodes.parquet").mkdir()
+    old.to_parquet(tmp_path / "episodes.parquet" / "part-0.parquet", index=False)
+    with pytest.raises(ValueError, match="today's 'adversarial'"):
+        report.write_report(tmp_path)
