@@ -329,3 +329,26 @@ def test_model_shifts_in_a_grid(tmp_path):
     ret = {k: g.sort_values(["rule", "seed", "episode"])["return_task"].to_numpy() for k, g in df.groupby("shift")}
     np.testing.assert_array_equal(ret["mass=1.0,friction=1.0"], ret["none"])
     assert not np.array_equal(ret["mass=1.5"], ret["none"]) and not np.array_equal(ret["friction=0.3"], ret["none"])
+
+
+def test_lanes_carry_the_goal_parameter_the_prior_takes():
+    """A prior that takes G3's target speed as an input gets each lane's configured target (so
+    ``[goal_params.G3_target] target_speed = X`` steers toward X without retraining); goals without
+    one get 0, and so does every lane of a prior without such an input."""
+    import jax.numpy as jnp
+
+    spec = grid.GridSpec(env="hopper", actor="zoo:hopper-medium-iql", prior="zoo:hopper-prior",
+                         rules={"frozen": [], "poe": [0.5]}, goals=("G1_speed", "G3_target"),
+                         goal_params={"G3_target": {"target_speed": 1.25}})
+    prior = checkpoints.load(grid.resolve_checkpoint("zoo:hopper-prior", field="prior"), env="hopper")
+    assert prior.spec.param_of("G3_target")[1] == "target_speed"
+    table = grid.lane_table(spec, prior.spec.goals, prior.spec.goal_params)
+    g3 = table["goal_idx"] == spec.goals.index("G3_target")
+    assert np.all(table["prior_param"][g3] == np.float32(1.25)) and np.all(table["prior_param"][~g3] == 0)
+    assert np.all(grid.lane_table(spec, prior.spec.goals)["prior_param"] == 0)
+    # the prior's G3 head moves with the target it is given
+    obs = jnp.asarray(np.load(grid.zoo_dirs()[-1] / "probe-states" / "hopper-medium.npz")["observations"][:200])
+    i = prior.spec.goal_index("G3_target")
+    lo, hi = prior.spec.param_of("G3_target")[2:4]
+    gap = float(jnp.abs(prior.distribution(obs, i, lo).mean - prior.distribution(obs, i, hi).mean).mean())
+    assert gap > 0.01
