@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from poe_jax import compose, grid
+from poe_jax import compose, grid, nets, priors
 
 __all__ = ["find_states", "load_states", "score", "score_run"]
 
@@ -79,8 +79,6 @@ def score(actor, prior, states: np.ndarray, rules: dict[str, list[float]], goals
             for rule, params in rules.items():
                 for p in (params if compose.RULES[rule].param is not None else [0.0 if rule == "frozen" else 1.0]):
                     rows.append((goal, q, rule, float(np.float32(p))))  # as the grid records it
-    from poe_jax import nets, priors
-
     m = float(actor.spec.max_action)
     obs = jnp.asarray(states)
     key = jax.random.key(seed)

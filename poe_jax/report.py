@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from poe_jax import grid, stats
+from poe_jax import grid, priors, stats
 
 __all__ = ["write_report"]
 
@@ -101,7 +101,7 @@ def _figures(rows: pd.DataFrame, figdir: Path) -> list[str]:
             ax.errorbar(r["kl"], r["mean"], yerr=r["se"].fillna(0), capsize=2, **style)
         ax.set_xscale("symlog", linthresh=1e-2)
 
-    qualities = [q for q in grid.PRIOR_QUALITIES if q in set(rows["prior"])]
+    qualities = [q for q in priors.names() if q in set(rows["prior"])]
 
     def degradation(ax, g):
         for rule, r in g.groupby("rule", sort=False):
@@ -147,8 +147,8 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     rows, excluded = stats.row_stats(df, level=level)
     cells = stats.label_cells(rows, kl_budget=kl_budget)
     stats.labels_table(rows, cells).to_csv(out / "labels.csv", index=False)
-    deterministic = not bool(summary.get("spec", {}).get("sample", False)) if "grids" not in summary.get("spec", {}) \
-        else not any(g.get("sample", False) for g in summary["spec"]["grids"].values())
+    spec = summary.get("spec", {})
+    deterministic = not any(g.get("sample", False) for g in spec.get("grids", {"": spec}).values())
     counted = cells
     fold_note = ""
     if deterministic and {"poe", "kl_reg"} <= set(cells["rule"]):

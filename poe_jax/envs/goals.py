@@ -134,10 +134,6 @@ def goal_names() -> tuple[str, ...]:
     return tuple(GOALS)
 
 
-def _base_env(env: str) -> str:
-    return env.removesuffix("-v5")
-
-
 def make_goal(name: str, env: str, **params) -> Goal:
     """Bind goal ``name`` to ``env`` with parameter overrides."""
     if name not in GOALS:
@@ -151,7 +147,7 @@ def make_goal(name: str, env: str, **params) -> Goal:
     for k, v in params.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ValueError(f"goal_params.{name}.{k}: expected a number; got {v!r}")
-    bound = {**d.defaults, **d.env_defaults.get(_base_env(env), {}), **{k: float(v) for k, v in params.items()}}
+    bound = {**d.defaults, **d.env_defaults.get(env, {}), **{k: float(v) for k, v in params.items()}}
     if name == "G3_target" and not bound["width"] > 0:
         raise ValueError(f"goal_params.G3_target.width: must be > 0; got {bound['width']}")
     return Goal(name, env, bound, d.fn)

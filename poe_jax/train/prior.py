@@ -44,12 +44,11 @@ import optax
 from jax.scipy.special import log_ndtr
 
 from poe_jax import nets
-from poe_jax.gaussian import DiagGaussian
 
 __all__ = ["PriorConfig", "Tasks", "censored_log_prob", "goal_rewards", "returns_to_go", "tasks_for", "train",
            "awr_weights", "effective_sample_fraction", "heldout_nll"]
 
-GAMMA = 0.99
+CENSOR_AT = 0.999  # actions at or beyond this fraction of max_action count as clipped (censored)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +57,7 @@ class PriorConfig:
     v_steps: int = 10_000  # value updates
     batch: int = 256
     lr: float = 3e-4
-    gamma: float = GAMMA
+    gamma: float = 0.99
     beta: float = 0.5  # AWR temperature on per-task normalised advantages
     w_max: float = 20.0  # Peng et al. 2019
     hidden: tuple[int, ...] = (256, 256)
@@ -90,13 +89,18 @@ def censored_log_prob(mean, std, action, bound):
     return lp.sum(-1)
 
 
-def _speeds(env, data: dict, batch: int = 20_000) -> np.ndarray:
+def _replay(env, data: dict, fn: Callable, batch: int = 20_000) -> np.ndarray:
+    """``fn(state, action, next_state)`` (vmapped) over the dataset's transitions, replayed
+    from their stored ``infos`` states in batches; the results concatenated."""
     step = jax.jit(jax.vmap(env.step))
+    fn = jax.jit(jax.vmap(fn))
     out = []
-    for lo in range(0, len(data["observations"]), batch):
-        hi = min(len(data["observations"]), lo + batch)
+    n = len(data["observations"])
+    for lo in range(0, n, batch):
+        hi = min(n, lo + batch)
         s0 = env.reset_to_batch(data["infos/qpos"][lo:hi], data["infos/qvel"][lo:hi])
-        out.append(np.asarray(step(s0, jnp.asarray(data["actions"][lo:hi], jnp.float32)).metrics["x_velocity"]))
+        a = jnp.asarray(data["actions"][lo:hi], jnp.float32)
+        out.append(np.asarray(fn(s0, a, step(s0, a))))
     return np.concatenate(out)
 
 
@@ -124,20 +128,11 @@ def goal_rewards(env, data: dict, goals: Sequence, tasks: Tasks | None = None, b
     if tasks is None:
         tasks = Tasks(np.arange(len(goals), dtype=np.int32), np.zeros(len(goals), np.float32), ())
     cols = [(goals[g], float(v)) for g, v in zip(tasks.goal, tasks.value)]
-    step = jax.jit(jax.vmap(env.step))
 
     def one(s, a, n):
         return jnp.stack([g(s, a, n, target_speed=v) if "target_speed" in g.params else g(s, a, n) for g, v in cols])
 
-    fns = jax.jit(jax.vmap(one))
-    out = []
-    n = len(data["observations"])
-    for lo in range(0, n, batch):
-        hi = min(n, lo + batch)
-        s0 = env.reset_to_batch(data["infos/qpos"][lo:hi], data["infos/qvel"][lo:hi])
-        a = jnp.asarray(data["actions"][lo:hi], jnp.float32)
-        out.append(np.asarray(fns(s0, a, step(s0, a))))
-    return np.concatenate(out)
+    return _replay(env, data, one, batch)
 
 
 def returns_to_go(rewards: np.ndarray, ends: np.ndarray, gamma: float) -> np.ndarray:
@@ -155,7 +150,7 @@ def returns_to_go(rewards: np.ndarray, ends: np.ndarray, gamma: float) -> np.nda
 def awr_weights(adv: np.ndarray, beta: float, w_max: float) -> np.ndarray:
     """``min(exp(A / std_t(A) / beta), w_max)`` per task column of ``adv`` ``[N, T]``."""
     a = adv / np.maximum(adv.std(0), 1e-6)
-    return np.minimum(np.exp(np.minimum(a / beta, np.log(w_max))), w_max).astype(np.float32)
+    return np.exp(np.minimum(a / beta, np.log(w_max))).astype(np.float32)
 
 
 def effective_sample_fraction(w: np.ndarray) -> np.ndarray:
@@ -170,7 +165,7 @@ def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorCo
 
     goals = [make_goal(g, env.name) for g in goal_names]
     t0 = time.time()
-    speeds = _speeds(env, data)
+    speeds = _replay(env, data, lambda s, a, n: n.metrics["x_velocity"])
     tasks = tasks_for(goals, speeds, cfg)
     r = goal_rewards(env, data, goals, tasks)
     ends = np.asarray(data["terminals"], bool) | np.asarray(data["timeouts"], bool)
@@ -185,7 +180,7 @@ def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorCo
     n_train = int(n_all * (1.0 - cfg.holdout))
     obs_all = jnp.asarray(norm(data["observations"]))
     act_all = jnp.asarray(np.clip(data["actions"], -max_action, max_action), jnp.float32)
-    bound = 0.999 * max_action
+    bound = CENSOR_AT * max_action
     t_goal = jnp.asarray(tasks.goal)
     t_feat = spec.param_feature(t_goal, jnp.asarray(tasks.value))
     n_goals, n_tasks = len(goals), len(tasks.goal)
@@ -252,7 +247,7 @@ def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorCo
 
 def heldout_nll(prior: nets.GoalPrior, data: dict, goal: str, holdout: float = 0.05) -> dict:
     """Mean negative log-likelihood per action dim of the last ``holdout`` rows of ``data`` under
-    ``prior``'s ``goal`` head: plain Gaussian density, and censored at ``0.999 max_action``."""
+    ``prior``'s ``goal`` head: plain Gaussian density, and censored at ``CENSOR_AT * max_action``."""
     n = len(data["observations"])
     lo = int(n * (1.0 - holdout))
     obs = jnp.asarray(data["observations"][lo:], jnp.float32)
@@ -260,5 +255,5 @@ def heldout_nll(prior: nets.GoalPrior, data: dict, goal: str, holdout: float = 0
     act = jnp.clip(jnp.asarray(data["actions"][lo:], jnp.float32), -m, m)
     d = prior.distribution(obs, prior.spec.goal_index(goal))
     a_dim = act.shape[-1]
-    return {"gaussian": float(-jnp.mean(DiagGaussian(d.mean, d.std).log_prob(act)) / a_dim),
-            "censored": float(-jnp.mean(censored_log_prob(d.mean, d.std, act, 0.999 * m)) / a_dim)}
+    return {"gaussian": float(-jnp.mean(d.log_prob(act)) / a_dim),
+            "censored": float(-jnp.mean(censored_log_prob(d.mean, d.std, act, CENSOR_AT * m)) / a_dim)}
