@@ -101,7 +101,7 @@ def _run(args) -> int:
     except grid.SpecError as e:
         print(f"poe-jax run: {e}", file=sys.stderr)
         return 2
-    print(grid.summary_table(grid.read_episodes(args.out)))
+    print(grid.summary_table(grid.read_episodes(args.out, serve_prior_blind=False)))
     print()
     for res in results:
         s = res.summary

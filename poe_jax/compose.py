@@ -433,6 +433,9 @@ class Rule(NamedTuple):
         fn: ``fn(actor, prior, param) -> DiagGaussian``.
         param: the coefficient's name (``"alpha"``, ``"beta"``) or ``None``.
         lo, hi: the coefficient's valid range.
+        uses_prior: whether the composed policy depends on the goal prior. A grid runs a
+            rule that does not (``frozen``, the critic-only rules) once per (goal, shift,
+            seed, episode) and serves its episodes to every prior quality.
     """
 
     name: str
@@ -440,6 +443,7 @@ class Rule(NamedTuple):
     param: str | None
     lo: float = 0.0
     hi: float = 1.0
+    uses_prior: bool = True
 
     def __call__(self, actor, prior, param=None):
         return self.fn(actor, prior, param)
@@ -502,7 +506,7 @@ class _Registry(Mapping[str, Rule]):
 
 RULES = _Registry(
     [
-        Rule("frozen", frozen, None),
+        Rule("frozen", frozen, None, uses_prior=False),
         Rule("prior_only", prior_only, None),
         Rule("additive", additive, "alpha", 0.0, 1.0),
         Rule("poe", poe, "alpha", 0.0, 1.0),

@@ -109,8 +109,8 @@ def critic_prior(actor: DiagGaussian, prior: DiagGaussian, q_fn: QFn, alpha, low
 # Registered like the closed-form rules (name, coefficient and its range); ``fn`` has the
 # critic signature of this module, so these are not callable through ``compose.apply``.
 CRITIC_RULES = {
-    "iql_guided": compose.Rule("iql_guided", iql_guided, "eta", 0.0, math.inf),
-    "critic_greedy": compose.Rule("critic_greedy", critic_greedy, None),
+    "iql_guided": compose.Rule("iql_guided", iql_guided, "eta", 0.0, math.inf, uses_prior=False),
+    "critic_greedy": compose.Rule("critic_greedy", critic_greedy, None, uses_prior=False),
     "critic_prior": compose.Rule("critic_prior", critic_prior, "alpha", 0.0, 1.0),
 }
 CRITIC_RULE_NAMES: tuple[str, ...] = tuple(CRITIC_RULES)

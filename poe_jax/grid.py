@@ -24,6 +24,12 @@ cell, episode)`` where ``cell`` is a hash of the cell's content. Results therefo
 do not depend on chunking, device count, process count, resumption or on which
 other cells are in the grid.
 
+Rules that ignore the goal prior (``frozen``, ``iql_guided``, ``critic_greedy``:
+``Rule.uses_prior`` false) run once per (goal, shift, seed, episode), recorded with
+``prior = "any"`` (:data:`PRIOR_BLIND`). :func:`read_episodes` serves those episodes
+to every prior quality of the grid, so paired tests against ``frozen`` see the same
+baseline episodes under every quality.
+
 Inside the program, per lane and step (``o`` the observation):
 
 0. shift of the model: the lane's body-mass and friction scales (``State.scales``);
@@ -72,6 +78,8 @@ __all__ = ["PRIOR_QUALITIES", "GridSpec", "SpecError", "grid_dirs", "load_spec",
            "read_episodes", "resolve_checkpoint", "run", "run_many"]
 
 PRIOR_QUALITIES = priors.QUALITIES  # the registry (poe_jax.priors); names in registration order
+PRIOR_BLIND = priors.PRIOR_BLIND  # the ``prior`` recorded for rules that ignore the prior
+LANE_LAYOUT = 2  # bumped when cells() changes the lane order; a DIR of another layout is refused
 SUPPORT_EPS = (0.001, 0.01, 0.05)
 GAMMA = 0.99  # discount of discounted_goal and delta_pi (performance-difference bounds)
 _RESET_TAG = 0x5EED
@@ -400,12 +408,16 @@ def validate(spec: GridSpec) -> dict:
 
 
 def cells(spec: GridSpec) -> list[Cell]:
+    """The grid's cells in lane order: rule, coefficient, goal, prior quality, shift. A rule
+    that ignores the prior gets one cell per (coefficient, goal, shift), with prior
+    :data:`PRIOR_BLIND`."""
     out = []
     for rule, params in spec.rules.items():
-        grid = params if critic_rules.get_rule(rule).param is not None else [1.0 if rule == "prior_only" else 0.0]
+        r = critic_rules.get_rule(rule)
+        grid = params if r.param is not None else [1.0 if rule == "prior_only" else 0.0]
         for p in grid:
             for g in spec.goals:
-                for q in spec.priors:
+                for q in (spec.priors if r.uses_prior else (PRIOR_BLIND,)):
                     for s in spec.shifts:
                         out.append(Cell(rule, float(p), g, q, s))
     return out
@@ -432,7 +444,7 @@ def lane_table(spec: GridSpec, prior_goals: Sequence[str], prior_params: Sequenc
         "goal_idx": [spec.goals.index(c.goal) for c in cs],
         "prior_goal": [list(prior_goals).index(c.goal) for c in cs],
         "prior_param": [pvalue.get(c.goal, 0.0) for c in cs],
-        "quality": [spec.priors.index(c.prior) for c in cs],
+        "quality": [spec.priors.index(c.prior) if c.prior in spec.priors else 0 for c in cs],
         "obs_noise": [shifts[c.shift].obs_noise for c in cs],
         "act_noise": [shifts[c.shift].action_noise for c in cs],
         "mass_scale": [shifts[c.shift].mass for c in cs],
@@ -662,7 +674,7 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
     resolved = validate(spec)
     out = Path(out)
     backend_name = resolve_backend(spec.backend)
-    identity = {**spec.identity(), "backend": backend_name, "actor_sha256": resolved["actor_card"]["sha256"],
+    identity = {**spec.identity(), "lanes": LANE_LAYOUT, "backend": backend_name, "actor_sha256": resolved["actor_card"]["sha256"],
                 "prior_sha256": resolved["prior_card"]["sha256"]}
     pid, nproc = jax.process_index(), jax.process_count()
     spec_path = out / "spec.json"
@@ -824,15 +836,25 @@ def _barrier(name: str) -> None:
     distributed.global_state.client.wait_at_barrier(name, 600_000)
 
 
-def read_episodes(out: str | os.PathLike):
-    """The recorded episodes of a run (one grid or several), sorted by grid then lane (a pandas DataFrame)."""
+def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
+    """The recorded episodes of a run (one grid or several), sorted by grid then lane (a pandas DataFrame).
+
+    ``serve_prior_blind``: the episodes of rules that ignore the prior (recorded once, with
+    ``prior = "any"``) appear once per prior quality of their grid, so every quality has its
+    ``frozen`` baseline; ``False`` gives the store as recorded (one row per lane)."""
     import pandas as pd
 
     frames = []
     for d in grid_dirs(out):
         if not _episodes_dir(d).is_dir():
             raise FileNotFoundError(f"{d}: no recorded episodes (episodes.parquet); run the grid first")
-        frames.append(pd.read_parquet(_episodes_dir(d)).sort_values("lane", kind="stable"))
+        df = pd.read_parquet(_episodes_dir(d)).sort_values("lane", kind="stable")
+        blind = df["prior"].eq(PRIOR_BLIND)
+        if serve_prior_blind and blind.any():
+            qualities = json.loads((d / "spec.json").read_text())["spec"]["priors"]
+            df = pd.concat([df[~blind], *(df[blind].assign(prior=q) for q in qualities)]).sort_values(
+                "lane", kind="stable")
+        frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
 

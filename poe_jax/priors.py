@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from poe_jax.gaussian import DiagGaussian
 
-__all__ = ["QUALITIES", "QualityInputs", "apply", "names", "random_prior_key", "register_quality"]
+__all__ = ["PRIOR_BLIND", "QUALITIES", "QualityInputs", "apply", "names", "random_prior_key", "register_quality"]
 
 RANDOM_PRIOR_TAG = 0x7A4D  # folded into the seed's key for the random prior's weights
 
@@ -64,14 +64,16 @@ class Quality(NamedTuple):
 
 
 QUALITIES: dict[str, Quality] = {}
+PRIOR_BLIND = "any"  # recorded as the prior of rules that ignore it (compose.Rule.uses_prior false); not a quality
 
 
 def register_quality(name: str, *, needs_untrained: bool = False):
     """Decorator: register ``fn(inputs: QualityInputs) -> DiagGaussian`` as prior quality ``name``."""
 
     def deco(fn):
-        if name in QUALITIES:
-            raise ValueError(f"prior quality {name!r} is already registered")
+        if name in QUALITIES or name == PRIOR_BLIND:
+            raise ValueError(f"prior quality {name!r} is already registered" if name in QUALITIES else
+                             f"prior quality {name!r}: reserved for rules that ignore the prior")
         QUALITIES[name] = Quality(name, fn, needs_untrained, (fn.__doc__ or "").strip().splitlines()[0])
         return fn
 

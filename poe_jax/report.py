@@ -164,6 +164,9 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
             f"{lab} {int(counts.get(lab, 0))}" for lab in stats.LABELS) + f" of {len(counted)} (cell, rule) pairs.")
     if fold_note:
         lines.append(fold_note)
+    if (grid.read_episodes(out, serve_prior_blind=False)["prior"] == grid.PRIOR_BLIND).any():
+        lines.append(" Rules that ignore the prior (`frozen`, the critic-only rules) ran once per (goal, shift, "
+                     "seed, episode); the same episodes are the baseline under every prior quality.")
     n_fall = int((counted["oracle_label"] == "FALL").sum())
     lines.append(f"FALL: {n_fall} (cell, rule) pairs at the oracle were significantly better than frozen only with "
                  "shorter episodes; they are not counted as HELP (`labels.csv` has `length` and `frozen_length`).")

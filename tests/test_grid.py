@@ -50,20 +50,32 @@ def reference(smoke, tmp_path_factory):
 
 
 def _values(out):
-    return grid.read_episodes(out)[["lane", *VALUES]]
+    return grid.read_episodes(out, serve_prior_blind=False)[["lane", *VALUES]]
 
 
 def test_smoke_run_records(smoke, reference):
     out, res = reference
-    df = grid.read_episodes(out)
+    raw = grid.read_episodes(out, serve_prior_blind=False)
     n_cells = len(grid.cells(smoke))
-    assert len(df) == n_cells * len(smoke.seeds) * smoke.episodes == res.computed
-    assert set(CONTRACT) <= set(df.columns)
-    assert df["lane"].is_unique and (df["lane"].to_numpy() == np.arange(len(df))).all()
+    assert len(raw) == n_cells * len(smoke.seeds) * smoke.episodes == res.computed
+    assert set(CONTRACT) <= set(raw.columns)
+    assert raw["lane"].is_unique and (raw["lane"].to_numpy() == np.arange(len(raw))).all()
+    # frozen ignores the prior: it runs once per (goal, shift, seed, episode), recorded as prior "any" ...
+    n_rep = len(smoke.seeds) * smoke.episodes
+    assert (raw.loc[raw.rule == "frozen", "prior"] == grid.PRIOR_BLIND).all()
+    assert (raw.rule == "frozen").sum() == len(smoke.goals) * len(smoke.shifts) * n_rep
+    assert set(raw.loc[raw.rule == "poe", "prior"]) == set(smoke.priors) and len(smoke.priors) >= 2
+    # ... and serves every prior quality: the same episodes under each
+    df = grid.read_episodes(out)
+    assert len(df) == len(raw) + (len(smoke.priors) - 1) * (raw.rule == "frozen").sum()
     assert set(df["rule"]) == set(smoke.rules) and len(set(df["rule"])) >= 3
     assert np.isfinite(df["return_task"]).all() and (df["length"] <= smoke.max_steps).all()
-    # frozen ignores the prior, and every cell starts from the same states: identical returns
     fz = df[df.rule == "frozen"]
+    assert set(fz["prior"]) == set(smoke.priors)
+    for q in smoke.priors:
+        pd.testing.assert_frame_equal(fz[fz.prior == q].drop(columns="prior").reset_index(drop=True),
+                                      raw[raw.rule == "frozen"].drop(columns="prior").reset_index(drop=True))
+    # every cell starts from the same states: frozen's returns do not depend on the goal scored
     a = fz[(fz.prior == "trained") & (fz.goal == "G1_speed")]["return_task"].to_numpy()
     b = fz[(fz.prior == "random") & (fz.goal == "G3_target")]["return_task"].to_numpy()
     np.testing.assert_array_equal(a, b)
@@ -86,7 +98,7 @@ def test_smoke_run_records(smoke, reference):
     s = json.loads((out / "summary.json").read_text())
     for key in ("spec", "versions", "backend", "devices", "compile_s", "wall_s", "episodes_per_s"):
         assert key in s
-    assert s["backend"] == "native" and s["episodes_recorded"] == len(df)
+    assert s["backend"] == "native" and s["episodes_recorded"] == len(raw)
 
 
 def test_rerun_resumes_without_recomputing(smoke, reference):
@@ -124,7 +136,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(smoke, reference, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = grid.done_lanes(out)
-    assert 0 < done.size < len(grid.read_episodes(reference[0])), "kill did not land part-way"
+    assert 0 < done.size < len(grid.read_episodes(reference[0], serve_prior_blind=False)), "kill did not land part-way"
     res = grid.run(spec, out, progress=False)
     assert res.skipped == done.size
     pd.testing.assert_frame_equal(_values(out), _values(reference[0]))
@@ -162,7 +174,7 @@ def test_different_spec_is_refused_unless_forced(smoke, reference, tmp_path):
     with pytest.raises(grid.SpecError, match="different spec"):
         grid.run(smoke.replace(max_steps=11, seeds=(0,), episodes=1), out, progress=False)
     res = grid.run(smoke.replace(max_steps=11, seeds=(0,), episodes=1), out, force=True, progress=False)
-    assert (grid.read_episodes(out)["length"] <= 11).all() and res.computed == len(grid.read_episodes(out))
+    assert (grid.read_episodes(out)["length"] <= 11).all() and res.computed == len(grid.read_episodes(out, serve_prior_blind=False))
 
 
 @pytest.mark.parametrize("change, field", [
