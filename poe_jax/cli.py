@@ -30,10 +30,14 @@ def _build_parser() -> argparse.ArgumentParser:
                               "antmaze-*: the scripted navigator's dataset")
     gen.add_argument("--env", required=True)
     gen.add_argument("--out", required=True, help="folder for policies/, sac.log and ENV-KIND.hdf5")
-    gen.add_argument("--phase", choices=["all", "policies", "datasets", "probe", "prior-data"], default="all",
+    gen.add_argument("--phase", choices=["all", "policies", "datasets", "probe", "prior-data", "tracking-policy"],
+                     default="all",
                      help="'probe': DIR/probe-states/ENV-medium.npz, states for the off-policy scorer; "
-                          "'prior-data': DIR/ENV-prior-data.hdf5, the goal prior's data from the shipped IQL actors")
-    gen.add_argument("--sac-steps", type=int, default=1_000_000)
+                          "'prior-data': DIR/ENV-prior-data.hdf5, the goal prior's data from the shipped IQL actors "
+                          "(and ENV-track*-sac policies); 'tracking-policy': DIR/ENV-trackV-sac, SAC trained to run "
+                          "at --target-speed V")
+    gen.add_argument("--target-speed", type=float, default=1.2, help="m/s, for --phase tracking-policy")
+    gen.add_argument("--sac-steps", type=int, help="SAC env steps (default 1,000,000; tracking-policy 300,000)")
     gen.add_argument("--time-budget", type=float, help="stop SAC after this many seconds")
     gen.add_argument("--eval-every", type=int, default=20_000)
     gen.add_argument("--size", type=int, default=200_000, help="transitions per dataset")
@@ -119,13 +123,17 @@ def _data(args) -> int:
 
         antmaze.generate(args.env, args.out, size=args.size, seed=args.seed)
         return 0
+    if args.phase == "tracking-policy":
+        generate.tracking_policy(args.env, args.target_speed, args.out, steps=args.sac_steps or 300_000,
+                                 seed=args.seed, eval_every=args.eval_every)
+        return 0
     if args.phase == "prior-data":
         from poe_jax import grid
 
         generate.prior_data(args.env, args.out, grid.zoo_dirs()[-1], size=args.size, seed=args.seed)
         return 0
     if args.phase in ("all", "policies"):
-        generate.policies(args.env, args.out, steps=args.sac_steps, time_budget=args.time_budget, seed=args.seed,
+        generate.policies(args.env, args.out, steps=args.sac_steps or 1_000_000, time_budget=args.time_budget, seed=args.seed,
                           eval_every=args.eval_every)
     frac = {} if args.medium_fraction is None else {"medium_fraction": args.medium_fraction}
     if args.phase in ("all", "datasets"):
@@ -208,15 +216,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:12s} {env.obs_size:4d} {env.act_size:4d} {env.spec.frame_skip:10d} {env.max_steps:9d}  {goals}")
         return 0
     if args.command == "report":
-        from poe_jax.report import write_report
-
         from poe_jax import grid
+        from poe_jax.report import ReportError, write_report
 
         missing = [d for d in grid.grid_dirs(args.dir) if not (d / "episodes.parquet").exists()]
         if missing:
             print(f"poe-jax report: {missing[0]} has no episodes.parquet (run poe-jax run first)", file=sys.stderr)
             return 2
-        print(f"wrote {write_report(args.dir, kl_budget=args.kl_budget, states=args.states)}")
+        try:
+            print(f"wrote {write_report(args.dir, kl_budget=args.kl_budget, states=args.states)}")
+        except ReportError as e:
+            print(f"poe-jax report: {e}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "zoo":
         return _zoo()

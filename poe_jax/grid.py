@@ -600,9 +600,14 @@ class RunResult(NamedTuple):
 def _records(spec: GridSpec, table: dict, idx: np.ndarray, res: dict, env, backend: str, actor_name: str):
     import pandas as pd
 
+    from poe_jax.envs.goals import make_goal
+
     cs = cells(spec)
+    target = {g: make_goal(g, spec.env, **spec.goal_params.get(g, {})).params.get("target_speed", np.nan)
+              for g in spec.goals}
     per_cell = {  # cell fields once per cell, then indexed per lane
         "rule": np.asarray([c.rule for c in cs], object),
+        "target_speed": np.asarray([target[c.goal] for c in cs], np.float64),
         "alpha_equiv": np.asarray([alpha_equiv(c.rule, c.param) for c in cs]),
         "goal": np.asarray([c.goal for c in cs], object),
         "prior": np.asarray([c.prior for c in cs], object),
@@ -627,6 +632,7 @@ def _records(spec: GridSpec, table: dict, idx: np.ndarray, res: dict, env, backe
         "normalized_score": env.spec.normalized_score(np.asarray(res["return_task"], np.float64)),
         "length": length.astype(np.int64),
         "x_velocity": np.asarray(res["sum_x_velocity"], np.float64) / safe_len,
+        "target_speed": per_cell["target_speed"][cell_ids],  # the goal's target (G3), NaN for goals without one
         "terminated": np.asarray(res["terminated"], bool),
         "kl_to_frozen": np.asarray(res["sum_kl"], np.float64) / safe_len,
         "tv_upper": np.asarray(res["sum_tv_upper"], np.float64) / safe_len,

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from poe_jax import compose, grid, nets, priors
+from poe_jax.envs.goals import make_goal
 
 __all__ = ["find_states", "load_states", "score", "score_run"]
 
@@ -64,19 +65,25 @@ def load_states(path: str | Path, obs_size: int | None = None, limit: int = 5000
 
 
 def score(actor, prior, states: np.ndarray, rules: dict[str, list[float]], goals: list[str],
-          qualities: list[str] = ("trained",), degraded_noise: float = 0.5, seed: int = 0) -> pd.DataFrame:
+          qualities: list[str] = ("trained",), degraded_noise: float = 0.5, seed: int = 0,
+          goal_values: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per (goal, prior, rule, param): ``q`` (mean critic value), ``q_frozen``, ``delta_q``.
 
     ``actor`` must carry its critic (``actor.critic``). Degraded and random priors
     are drawn per state from ``seed``, the same draws for every rule (common random
-    numbers).
+    numbers). ``goal_values``: the value of each goal's continuous parameter (G3's target
+    speed) given to a prior that takes one (default: the prior's default). Only the
+    closed-form rules are scored: the critic rules choose their actions with this critic.
     """
     if actor.critic is None:
         raise ValueError("the actor has no critic; the off-policy scorer needs the critic that ships with it")
+    goal_values = goal_values or {}
     rows = []
     for goal in goals:
         for q in qualities:
             for rule, params in rules.items():
+                if rule not in compose.RULES:
+                    continue
                 for p in (params if compose.RULES[rule].param is not None else [0.0 if rule == "frozen" else 1.0]):
                     rows.append((goal, q, rule, float(np.float32(p))))  # as the grid records it
     m = float(actor.spec.max_action)
@@ -86,11 +93,11 @@ def score(actor, prior, states: np.ndarray, rules: dict[str, list[float]], goals
     untrained = nets.init_prior(prior.spec, priors.random_prior_key(seed)).params
 
     @jax.jit
-    def value(goal_idx, quality, rule_idx, param):
+    def value(goal_idx, goal_value, quality, rule_idx, param):
         a = actor.distribution(obs)
         goal = jnp.full(obs.shape[:1], goal_idx)
-        g = prior.distribution(obs, goal)
-        u = prior.replace(params=untrained).distribution(obs, goal)
+        g = prior.distribution(obs, goal, goal_value)
+        u = prior.replace(params=untrained).distribution(obs, goal, goal_value)
         keys = jax.random.split(jax.random.fold_in(key, quality), obs.shape[0])
         g = jax.vmap(lambda g, u, k: priors.apply(quality, qualities, priors.QualityInputs(g, u, k, m, degraded_noise)))(
             g, u, keys)
@@ -100,7 +107,12 @@ def score(actor, prior, states: np.ndarray, rules: dict[str, list[float]], goals
     # The frozen baselines go through the same mapped computation (bit-identical for frozen rows).
     pairs = list(dict.fromkeys((r[0], r[1]) for r in rows))
     batch = rows + [(goal, q, "frozen", 0.0) for goal, q in pairs]
+    def goal_value(g):
+        entry = prior.spec.param_of(g)
+        return goal_values.get(g, entry[4]) if entry else 0.0
+
     cols = (jnp.asarray([prior.spec.goal_index(r[0]) for r in batch], jnp.int32),
+            jnp.asarray([goal_value(r[0]) for r in batch], jnp.float32),
             jnp.asarray([qualities.index(r[1]) for r in batch], jnp.int32),
             jnp.asarray([compose.RULE_NAMES.index(r[2]) for r in batch], jnp.int32),
             jnp.asarray([r[3] for r in batch], jnp.float32))
@@ -144,7 +156,10 @@ def score_run(out: str | Path, states: str | Path | None = None) -> tuple[pd.Dat
             notes.append(f"{d.name}: skipped ({e})")
             continue
         prior = checkpoints.load(prior_path, env=spec["env"])
-        df = score(actor, prior, obs, spec["rules"], spec["goals"], spec["priors"], spec.get("degraded_noise", 0.5))
+        targets = {g: make_goal(g, spec["env"], **spec.get("goal_params", {}).get(g, {})).params for g in spec["goals"]}
+        values = {e[0]: float(targets[e[0]][e[1]]) for e in prior.spec.goal_params if e[0] in targets}
+        df = score(actor, prior, obs, spec["rules"], spec["goals"], spec["priors"], spec.get("degraded_noise", 0.5),
+                   goal_values=values)
         df.insert(0, "actor", actor_path.name)
         df.insert(0, "env", spec["env"])
         df["states_file"] = path.name

@@ -15,7 +15,11 @@ import pandas as pd
 
 from poe_jax import grid, priors, stats
 
-__all__ = ["write_report"]
+__all__ = ["ReportError", "write_report"]
+
+
+class ReportError(ValueError):
+    """The run cannot be reported as it is; the message says why and what to do."""
 
 _RULES_TEXT = """\
 **How to read this.** The unit of replication is the seed: episodes are averaged within each
@@ -142,8 +146,11 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     df = grid.read_episodes(out)
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     if "random" in set(df["prior"]) and "x_velocity" not in df:
-        raise ValueError(f"{out}: recorded before prior quality 'random' meant an untrained network (its 'random' "
+        raise ReportError(f"{out}: recorded before prior quality 'random' meant an untrained network (its 'random' "
                          "is today's 'adversarial'); rerun the grid with this poe_jax to report it")
+    if "frozen" not in set(df["rule"]):
+        raise ReportError(f"{out}: the grid has no 'frozen' rule; the report compares every rule with frozen on the "
+                          "same seeds (add `frozen = []` to [rules] and run the grid into a new DIR)")
     rows, excluded = stats.row_stats(df, level=level)
     cells = stats.label_cells(rows, kl_budget=kl_budget)
     stats.labels_table(rows, cells).to_csv(out / "labels.csv", index=False)
@@ -173,6 +180,10 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     lines += ["", f"Exclusions: {excluded['non_finite_episodes']} of {excluded['episodes']} episodes had a non-finite goal return.", ""]
     lines += _split_lines(counted)
     lines += _adversarial_lines(rows)
+    track = stats.tracking(df, level=level)
+    if len(track):
+        track.to_csv(out / "tracking.csv", index=False)
+        lines += _tracking_lines(track, level)
 
     offp, off_notes = (None, [])
     if "delta_pi_upper" in df:
@@ -260,6 +271,27 @@ def _adversarial_lines(rows: pd.DataFrame) -> list[str]:
             "prior has low precision everywhere and PoE stays near the actor. Additive blending is "
             "precision-blind and moves by α(μ_g − μ_θ) under all three. In this grid: "
             + ("; ".join(nums) if nums else "no poe rows") + ".", ""]
+
+
+def _tracking_lines(track: pd.DataFrame, level: float) -> list[str]:
+    """Goals with a target speed: does some steering rule move the speed toward the target?"""
+    lines = ["## Goal tracking: does steering move the speed toward the target?", "",
+             "Goals with a target speed (G3). Error: |mean forward speed − target| per episode, averaged per seed; "
+             f"p: paired t-test of the seeds' errors against frozen's, Holm over `tracking.csv`; **closer**: p (Holm) "
+             f"< {level}, smaller error, and mean length ≥ {stats.FALL_RATIO:g}× frozen's. Per rule, the coefficient "
+             "with the smallest error.", "",
+             "| env | goal | prior | shift | target | frozen speed | rule | coef | speed | error ± s.e. | frozen error | "
+             "p (Holm) | length / frozen | closer |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    frozen = track[track.rule == "frozen"].set_index(stats.CELL)["x_velocity"]
+    for _, g in track[track.rule != "frozen"].groupby([*stats.CELL, "rule"], sort=False):
+        b = g.loc[g["error"].idxmin()]
+        rule = b.rule
+        fv = frozen.get(tuple(b[c] for c in stats.CELL), np.nan)
+        lines.append(f"| {b.env} | {b.goal} | {b.prior} | {b['shift']} | {b.target_speed:g} | {_fmt(fv, 2)} | {rule} | "
+                     f"{b.param:g} | {_fmt(b.x_velocity, 2)} | {_fmt(b.error, 2)} ± {_fmt(b.se, 2)} | "
+                     f"{_fmt(b.frozen_error, 2)} | {_p(b.p_holm)} | {_fmt(b.length / b.frozen_length, 2)} | "
+                     f"{'**yes**' if b.closer else 'no'} |")
+    return lines + [""]
 
 
 def _split_lines(cells: pd.DataFrame) -> list[str]:

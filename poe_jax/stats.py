@@ -33,7 +33,7 @@ import pandas as pd
 from scipy import stats as sps
 
 __all__ = ["CELL", "FALL_RATIO", "GAMMA", "LABELS", "deviation", "holm", "label_cells", "labels_table", "row_stats",
-           "seed_means", "selectors"]
+           "seed_means", "selectors", "tracking"]
 
 LABELS = ("HELP", "FROZEN", "HURT", "FALL")
 FALL_RATIO = 0.9  # a HELP row whose mean length is below this fraction of frozen's is FALL
@@ -231,3 +231,25 @@ def selectors(rows: pd.DataFrame, kl_budget: float = 0.5, rule: str = "poe") -> 
                        adaptive_regret=oracle["mean"] - a["mean"])
         out.append(rec)
     return pd.DataFrame(out)
+
+
+def tracking(df: pd.DataFrame, level: float = 0.05) -> pd.DataFrame:
+    """Does steering move the goal's own metric? For goals with a target speed (G3), one row per
+    (cell, rule, coefficient): mean ``x_velocity``, the tracking error ``|x_velocity - target|``
+    (per episode, averaged per seed) and frozen's on the same seeds, the paired t-test of the
+    errors (``p_t``; Holm over the table's rows: ``p_holm``), the mean lengths, and ``closer``:
+    significantly smaller error (Holm) with mean length at least ``FALL_RATIO`` x frozen's.
+    Empty when the grid has no such goal (or was recorded before ``target_speed`` was)."""
+    if "target_speed" not in df or not df["target_speed"].notna().any():
+        return pd.DataFrame()
+    d = df[df["target_speed"].notna()].assign(track_error=lambda x: (x["x_velocity"] - x["target_speed"]).abs())
+    rows, _ = row_stats(d, value="track_error", level=level)
+    speed, _ = seed_means(d, value="x_velocity")
+    rows = rows.merge(speed.groupby(ROW, sort=False, dropna=False)["x_velocity"].mean().reset_index(), on=ROW)
+    rows = rows.merge(d.groupby(ROW, sort=False, dropna=False)["target_speed"].first().reset_index(), on=ROW)
+    rows = rows.rename(columns={"mean": "error", "frozen_mean": "frozen_error"})
+    rows["closer"] = ((rows["p_holm"] < level) & (rows["diff"] < 0)
+                      & (rows["length"] >= FALL_RATIO * rows["frozen_length"]))
+    keep = [*ROW, "target_speed", "n", "x_velocity", "error", "se", "frozen_error", "p_t", "p_holm", "length",
+            "frozen_length", "closer"]
+    return rows[[c for c in keep if c in rows]]

@@ -40,6 +40,12 @@ def test_report_on_smoke_run(smoke_run, capsys):
     assert not ((labels.label == "HELP") & (labels.length < 0.9 * labels.frozen_length)).any()
     eps = grid.read_episodes(smoke_run)
     assert np.isfinite(eps["x_velocity"]).all()
+    # frozen ran once and served both prior qualities; G3's speed tracking has its own table
+    assert "ran once per (goal, shift, seed, episode)" in text and "## Goal tracking" in text
+    track = pd.read_csv(smoke_run / "tracking.csv")
+    assert set(track["goal"]) == {"G3_target"} and set(track["prior"]) == {"trained", "random"}
+    assert (track["target_speed"] == eps.loc[eps.goal == "G3_target", "target_speed"].iloc[0]).all()
+    assert eps.loc[eps.goal == "G1_speed", "target_speed"].isna().all()
     figs = sorted(p.name for p in (smoke_run / "figures").glob("*.png"))
     assert figs == ["kl_frontier.png", "prior_quality.png", "return_vs_coefficient.png"]
     for f in (smoke_run / "figures").glob("*.png"):
@@ -85,3 +91,19 @@ def test_report_refuses_results_from_when_random_meant_adversarial(smoke_run, tm
     old.to_parquet(tmp_path / "episodes.parquet" / "part-0.parquet", index=False)
     with pytest.raises(ValueError, match="today's 'adversarial'"):
         report.write_report(tmp_path)
+
+
+def test_report_with_critic_rules_and_without_frozen(tmp_path, capsys):
+    """Critic rules are reported (the off-policy scorer leaves them out: they act on the same
+    critic); a grid without frozen is refused with one line saying what to add."""
+    spec = {"env": "hopper", "actor": "zoo:hopper-medium-iql", "prior": "zoo:hopper-prior", "goals": ["G1_speed"],
+            "seeds": [0, 1], "episodes": 1, "max_steps": 20, "rules": {"frozen": [], "poe": [0.5], "iql_guided": [0.05]}}
+    out = grid.run(grid.load_spec(spec), tmp_path / "critic", progress=False).out
+    assert main(["report", str(out)]) == 0
+    assert "| hopper | G1_speed | trained | none | iql_guided |" in (out / "report.md").read_text()
+    assert set(pd.read_csv(out / "offpolicy.csv")["rule"]) == {"frozen", "poe"}
+    spec["rules"].pop("frozen")
+    out = grid.run(grid.load_spec(spec), tmp_path / "nofrozen", progress=False).out
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "has no 'frozen' rule" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

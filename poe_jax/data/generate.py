@@ -44,7 +44,7 @@ import numpy as np
 
 from poe_jax import checkpoints, data, envs, nets
 
-__all__ = ["KINDS", "PRIOR_DATA_ACTORS", "PRIOR_DATA_STD", "datasets", "prior_data", "pick_policies", "policies", "probe_states", "sac_config", "score_snapshots"]
+__all__ = ["KINDS", "PRIOR_DATA_ACTORS", "PRIOR_DATA_STD", "TRACKING_SPEEDS", "Tracking", "datasets", "prior_data", "pick_policies", "policies", "probe_states", "sac_config", "score_snapshots", "tracking_name", "tracking_policy"]
 
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 
@@ -234,6 +234,67 @@ def probe_states(env_name: str, out: str | Path, n: int = 1000, lanes: int = 10,
 
 PRIOR_DATA_ACTORS = ("medium-replay", "medium", "medium-expert")
 PRIOR_DATA_STD = (1.0, 2.0, 4.0)
+# Envs whose three IQL actors all run at one speed (hopper: 2.25-2.35 m/s) get, for the prior's
+# data, SAC policies trained online to track these speeds (shipped as ENV-track{v}-sac): a prior
+# can only steer toward gaits its data contain.
+TRACKING_SPEEDS = {"hopper": (1.2,)}
+TRACKING_WIDTH = 0.3  # m/s, width of the tracking reward's kernel
+TRACKING_WEIGHT = 2.0  # its weight against the healthy reward (1 per live step)
+
+
+def tracking_name(env_name: str, speed: float) -> str:
+    return f"{env_name}-track{speed:g}-sac"
+
+
+class Tracking:
+    """``env`` with its reward replaced by ``healthy + TRACKING_WEIGHT * exp(-(v - speed)^2 /
+    (2 TRACKING_WIDTH^2)) - ctrl_cost``: SAC on it learns to run at ``speed`` and stay up."""
+
+    def __init__(self, env, speed: float):
+        self._env, self.speed = env, float(speed)
+
+    def __getattr__(self, name):
+        return getattr(self._env, name)
+
+    def step(self, state, action):
+        n = self._env.step(state, action)
+        v = n.metrics["x_velocity"]
+        r = n.reward - v + TRACKING_WEIGHT * jnp.exp(-((v - self.speed) ** 2) / (2 * TRACKING_WIDTH**2))
+        return n.replace(reward=jnp.where(state.done, 0.0, r))
+
+
+def _speed_and_length(env, actor, episodes: int = 10, seed: int = 10_000) -> tuple[float, float]:
+    """Mean forward speed and mean length of ``actor``'s deterministic episodes."""
+    d = data.collect(env, lambda o, k: actor.distribution(o).mean, episodes * env.max_steps, episodes,
+                     jax.random.key(seed))
+    ends = np.flatnonzero(d["terminals"] | d["timeouts"])
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    q = d["infos/qpos"][:, 0]
+    speed = [(q[e] - q[s]) / (env.dt * max(e - s, 1)) for s, e in zip(starts, ends)]
+    return float(np.mean(speed)), float(np.mean(ends - starts + 1))
+
+
+def tracking_policy(env_name: str, speed: float, out: str | Path, steps: int = 300_000, seed: int = 0,
+                    eval_every: int = 20_000, log=print) -> Path:
+    """``out/ENV-track{speed}-sac``: SAC (:mod:`poe_jax.train.sac`, one lane) on :class:`Tracking`;
+    the snapshot with the best evaluation return, its speed and length recorded on its card."""
+    from poe_jax.train import sac
+
+    out = Path(out)
+    base = envs.make(env_name, backend="native")
+    cfg = sac.SACConfig(steps=steps, seed=seed, warmup=5_000)
+    snaps = []
+    sac.train(Tracking(base, speed), cfg, eval_every=eval_every, eval_episodes=5, log=log,
+              on_snapshot=snaps.append)
+    best = max(snaps, key=lambda s: s["eval_return"])
+    v, length = _speed_and_length(base, best["actor"])
+    path = checkpoints.save(out / tracking_name(env_name, speed), best["actor"], env=env_name, overwrite=True,
+                            provenance={"algo": "SAC (poe_jax.train.sac) on poe_jax.data.generate.Tracking",
+                                        "target_speed": speed, "width": TRACKING_WIDTH, "weight": TRACKING_WEIGHT,
+                                        "env_steps": best["step"], "config": str(cfg), "speed": round(v, 3),
+                                        "length": round(length, 1)})
+    log(f"{path}: step {best['step']}, {v:.2f} m/s, mean length {length:.0f}")
+    return path
 
 
 def prior_data(env_name: str, out: str | Path, zoo: str | Path, size: int = 200_000, lanes: int = 64,
@@ -249,21 +310,23 @@ def prior_data(env_name: str, out: str | Path, zoo: str | Path, size: int = 200_
     env = envs.make(env_name, backend="native")
     hi = float(np.asarray(env.action_high)[0])
     parts = []
-    combos = [(k, s) for k in PRIOR_DATA_ACTORS for s in PRIOR_DATA_STD]
+    names = [f"{env_name}-{k}-iql" for k in PRIOR_DATA_ACTORS]
+    names += [tracking_name(env_name, v) for v in TRACKING_SPEEDS.get(env_name, ())]
+    combos = [(k, s) for k in names for s in PRIOR_DATA_STD]
     per = max(lanes, -(-size // len(combos)))
-    for i, (kind, mult) in enumerate(combos):
-        actor = checkpoints.load(Path(zoo) / f"{env_name}-{kind}-iql", env=env_name)
+    for i, (name, mult) in enumerate(combos):
+        actor = checkpoints.load(Path(zoo) / name, env=env_name)
 
         def act(o, k, actor=actor, mult=mult):
             d = actor.distribution(o)
             return jnp.clip(d.mean + mult * d.std * jax.random.normal(k, d.mean.shape), -hi, hi)
 
         parts.append(data.collect(env, act, per, lanes, jax.random.fold_in(jax.random.key(seed + 3), i)))
-        log(f"{env_name}-{kind}-iql x std {mult}: {per} transitions, mean reward {parts[-1]['rewards'].mean():.2f}")
+        log(f"{name} x std {mult}: {per} transitions, mean reward {parts[-1]['rewards'].mean():.2f}")
     d = {k: np.concatenate([p[k] for p in parts])[:size] for k in parts[0]}
     d["timeouts"][-1] |= ~d["terminals"][-1]
     meta = {"env": env_name, "size": size, "generator": "poe_jax.data.generate.prior_data", "seed": seed,
-            "actors": [f"{env_name}-{k}-iql" for k in PRIOR_DATA_ACTORS], "std_multipliers": list(PRIOR_DATA_STD),
+            "actors": names, "std_multipliers": list(PRIOR_DATA_STD),
             "kind": "prior-data"}
     path = data.write(out / f"{env_name}-prior-data.hdf5", d, meta)
     log(f"{path}: {len(d['rewards'])} transitions")

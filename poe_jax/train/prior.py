@@ -60,6 +60,7 @@ class PriorConfig:
     gamma: float = 0.99
     beta: float = 0.5  # AWR temperature on per-task normalised advantages
     w_max: float = 20.0  # Peng et al. 2019
+    baseline: str = "value"  # "value": AWR, A = G - V(s, task); "none": return-weighted, A = G - mean_task(G)
     hidden: tuple[int, ...] = (256, 256)
     n_params: int = 8  # values of a continuous goal parameter trained on
     param_quantiles: tuple[float, float] = (0.05, 0.95)  # its range: quantiles of the data's speeds
@@ -220,10 +221,15 @@ def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorCo
         v = vnet.apply({"params": p}, v_in(obs_all[idx], t))[..., 0]
         return jnp.mean((v - y[idx, t]) ** 2)
 
-    v_params = fit(v_params, v_loss, cfg.v_steps, k_1, "value")
-    v_all = jax.jit(lambda s: jnp.stack([vnet.apply({"params": v_params}, v_in(s, jnp.full(s.shape[0], t)))[..., 0]
-                                         for t in range(n_tasks)], -1))
-    v_pred = np.concatenate([np.asarray(v_all(obs_all[lo:lo + 20_000])) for lo in range(0, n_all, 20_000)])
+    if cfg.baseline == "value":
+        v_params = fit(v_params, v_loss, cfg.v_steps, k_1, "value")
+        v_all = jax.jit(lambda s: jnp.stack([vnet.apply({"params": v_params}, v_in(s, jnp.full(s.shape[0], t)))[..., 0]
+                                             for t in range(n_tasks)], -1))
+        v_pred = np.concatenate([np.asarray(v_all(obs_all[lo:lo + 20_000])) for lo in range(0, n_all, 20_000)])
+    elif cfg.baseline == "none":
+        v_pred = np.asarray(y)[:n_train].mean(0, keepdims=True)
+    else:
+        raise ValueError(f"baseline: expected 'value' or 'none'; got {cfg.baseline!r}")
     adv = np.asarray(y) - v_pred
     w = jnp.asarray(awr_weights(adv[:n_train], cfg.beta, cfg.w_max))
     ess = effective_sample_fraction(np.asarray(w))
