@@ -269,11 +269,28 @@ def _compare_shapes(what: str, got: dict, want: dict, path) -> None:
         raise CheckpointError(f"{path}: {what} do not match the card's architecture: " + "; ".join(parts))
 
 
+def zoo_dirs() -> list[Path]:
+    """Folders searched for ``zoo:NAME``: those in ``POE_JAX_ZOO`` (``os.pathsep``-separated),
+    then the shipped ``checkpoints/``."""
+    dirs = [Path(p) for p in os.environ.get("POE_JAX_ZOO", "").split(os.pathsep) if p]
+    return dirs + [Path(__file__).resolve().parents[1] / "checkpoints"]
+
+
+def zoo_path(name: str) -> Path:
+    """The folder of shipped checkpoint ``name`` (``zoo:`` prefix optional)."""
+    name = name.removeprefix("zoo:")
+    for d in zoo_dirs():
+        if (d / name / "card.json").is_file():
+            return d / name
+    raise CheckpointError(f"no shipped checkpoint {name!r} in {', '.join(str(d) for d in zoo_dirs())} "
+                          "(set POE_JAX_ZOO to add a folder)")
+
+
 def load(path: str | os.PathLike, env=None) -> nets.Actor | nets.GoalPrior:
     """Load a frozen actor (with its critics when saved) or a goal prior.
 
     Args:
-        path: checkpoint directory.
+        path: checkpoint directory, or ``zoo:NAME`` for a shipped checkpoint.
         env: optional env name or Env to check the card against.
 
     Returns:
@@ -286,7 +303,7 @@ def load(path: str | os.PathLike, env=None) -> nets.Actor | nets.GoalPrior:
     """
     import orbax.checkpoint as ocp
 
-    path = Path(path).absolute()
+    path = zoo_path(path) if isinstance(path, str) and path.startswith("zoo:") else Path(path).absolute()
     card = read_card(path)
     spec, cspec = _specs(card, path)
     want = _expected(card, spec, cspec)

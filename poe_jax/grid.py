@@ -72,7 +72,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from poe_jax import compose, critic_rules, gaussian, priors
+from poe_jax import checkpoints, compose, critic_rules, gaussian, priors
 
 __all__ = ["PRIOR_QUALITIES", "GridSpec", "SpecError", "grid_dirs", "load_spec", "load_specs", "preset_names",
            "read_episodes", "resolve_checkpoint", "run", "run_many"]
@@ -293,20 +293,16 @@ def preset_names() -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in _PRESETS.glob("*.toml")))
 
 
-def zoo_dirs() -> list[Path]:
-    dirs = [Path(p) for p in os.environ.get("POE_JAX_ZOO", "").split(os.pathsep) if p]
-    return dirs + [Path(__file__).resolve().parents[1] / "checkpoints"]
+zoo_dirs = checkpoints.zoo_dirs
 
 
 def resolve_checkpoint(ref: str, base_dir: str = ".", field: str = "actor") -> Path:
     """``zoo:NAME`` -> a shipped checkpoint; a relative path -> relative to ``base_dir``."""
     if ref.startswith("zoo:"):
-        name = ref[4:]
-        for d in zoo_dirs():
-            if (d / name / "card.json").is_file():
-                return d / name
-        raise SpecError(f"{field}: no shipped checkpoint {name!r} in {', '.join(str(d) for d in zoo_dirs())} "
-                        "(set POE_JAX_ZOO to add a folder)")
+        try:
+            return checkpoints.zoo_path(ref)
+        except checkpoints.CheckpointError as e:
+            raise SpecError(f"{field}: {e}") from None
     path = Path(ref)
     if not path.is_absolute():
         path = Path(base_dir) / path
@@ -330,7 +326,7 @@ class Cell(NamedTuple):
 
 def validate(spec: GridSpec) -> dict:
     """Check every field before anything is compiled; returns resolved pieces."""
-    from poe_jax import checkpoints, envs
+    from poe_jax import envs
     from poe_jax.envs.goals import make_goal
     from poe_jax.physics.base import BACKENDS
 
@@ -669,7 +665,7 @@ def _progress(total: int, initial: int):
 def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: bool = True,
         backend: str | None = None, chunk_size: int | None = None) -> RunResult:
     """Evaluate ``spec`` into ``out`` (see the module docstring). Resumable."""
-    from poe_jax import checkpoints, envs
+    from poe_jax import envs
     from poe_jax.physics import resolve_backend
     from poe_jax.runtime import keep_large_allocations
 

@@ -215,3 +215,16 @@ def test_shipped_iql_actors_meet_the_zoo_targets_and_reproduce_their_cards(env_n
         assert abs(now[kind] - card["normalized_mean"]) <= max(3 * card["normalized_se"], 2.0), (path.name, now, card)
     assert now["medium"] >= 40.0, now
     assert now["medium-expert"] >= now["medium"], now
+
+
+def test_load_accepts_zoo_names(tmp_path, monkeypatch):
+    """``checkpoints.load("zoo:NAME")`` finds shipped checkpoints like grids do, and folders in
+    POE_JAX_ZOO first; a missing name is a CheckpointError naming the folders searched."""
+    a = checkpoints.load("zoo:hopper-medium-iql", env="hopper")
+    assert a.spec.obs_size == 11 and a.critic is not None
+    with pytest.raises(checkpoints.CheckpointError, match="no shipped checkpoint 'nope' in"):
+        checkpoints.load("zoo:nope")
+    monkeypatch.setenv("POE_JAX_ZOO", str(tmp_path))
+    assert checkpoints.zoo_dirs()[0] == tmp_path
+    with pytest.raises(checkpoints.CheckpointError, match=str(tmp_path)):
+        checkpoints.load("zoo:nope")

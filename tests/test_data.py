@@ -134,3 +134,26 @@ def test_snapshot_scores_are_added_once(tmp_path, get_env):
     assert rec["det_return"] != rec["sto_return"]  # the stochastic policy samples its actions
     generate.score_snapshots("hopper", tmp_path, episodes=2, log=lines.append)
     assert len(lines) == 1  # already scored: nothing re-run
+
+
+def test_tracking_reward_peaks_at_the_target_speed_and_pays_nothing_once_done():
+    """The reward SAC learns a slower gait from: healthy + 2 exp(-(v - v*)^2 / (2 w^2)) - ctrl,
+    so the same step scores more the closer its speed is to v*; a finished lane scores 0."""
+    import jax.numpy as jnp
+
+    from poe_jax import envs
+    from poe_jax.data import generate
+
+    env = envs.make("hopper", backend="native")
+    s0 = env.reset(jax.random.key(0))
+    a = jnp.full(env.act_size, 0.3)
+    n = env.step(s0, a)
+    v = float(n.metrics["x_velocity"])
+    at = generate.Tracking(env, v).step(s0, a)
+    off = generate.Tracking(env, v + 1.0).step(s0, a)
+    ctrl = float(n.metrics["ctrl_cost"])
+    np.testing.assert_allclose(float(at.reward), 1.0 + generate.TRACKING_WEIGHT - ctrl, rtol=1e-5)
+    assert float(off.reward) < float(at.reward) and float(off.reward) > 1.0 - ctrl
+    done = s0.replace(done=jnp.ones((), bool))
+    assert float(generate.Tracking(env, v).step(done, a).reward) == 0.0
+    assert generate.tracking_name("hopper", 1.2) == "hopper-track1.2-sac"

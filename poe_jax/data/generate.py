@@ -279,6 +279,7 @@ def tracking_policy(env_name: str, speed: float, out: str | Path, steps: int = 3
     """``out/ENV-track{speed}-sac``: SAC (:mod:`poe_jax.train.sac`, one lane) on :class:`Tracking`;
     the snapshot with the best evaluation return, its speed and length recorded on its card."""
     from poe_jax.train import sac
+    from poe_jax.train.zoo import evaluate_scores
 
     out = Path(out)
     base = envs.make(env_name, backend="native")
@@ -289,6 +290,7 @@ def tracking_policy(env_name: str, speed: float, out: str | Path, steps: int = 3
     best = max(snaps, key=lambda s: s["eval_return"])
     v, length = _speed_and_length(base, best["actor"])
     path = checkpoints.save(out / tracking_name(env_name, speed), best["actor"], env=env_name, overwrite=True,
+                            scores=[evaluate_scores(base, best["actor"])],
                             provenance={"algo": "SAC (poe_jax.train.sac) on poe_jax.data.generate.Tracking",
                                         "target_speed": speed, "width": TRACKING_WIDTH, "weight": TRACKING_WEIGHT,
                                         "env_steps": best["step"], "config": str(cfg), "speed": round(v, 3),
