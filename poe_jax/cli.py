@@ -93,6 +93,9 @@ def _run(args) -> int:
     if not args.out:
         print("poe-jax run: --out DIR is required", file=sys.stderr)
         return 2
+    from poe_jax.runtime import keep_large_allocations
+
+    keep_large_allocations()  # a process setting: the CLI's to make, not the library's (poe_jax.runtime)
     source = args.config or f"preset:{args.preset}"
     try:
         specs = grid.load_specs(source, actor=args.actor, prior=args.prior)

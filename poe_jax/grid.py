@@ -667,7 +667,6 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
     """Evaluate ``spec`` into ``out`` (see the module docstring). Resumable."""
     from poe_jax import envs
     from poe_jax.physics import resolve_backend
-    from poe_jax.runtime import keep_large_allocations
 
     if backend is not None:
         spec = spec.replace(backend=backend)
@@ -701,7 +700,6 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
     if pid == 0 and not spec_path.exists():
         _write_json(spec_path, {"identity": identity, "spec": spec.to_dict()})
 
-    keep_large_allocations()
     env = envs.make(spec.env, backend=backend_name, **spec.env_options)
     uses_critic = any(critic_rules.is_critic_rule(r) for r in spec.rules)
     actor = checkpoints.load(resolved["actor_path"], env=spec.env)

@@ -47,14 +47,12 @@ def _p(x):
 def _panel_figure(path: Path, rows: pd.DataFrame, draw, title: str, xlabel: str, ylabel: str) -> str:
     """One panel per (env, actor) row and goal column; ``draw(ax, sub)`` plots one
     panel's rows. Saves ``path`` and returns its name."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
 
     actors = list(dict.fromkeys(zip(rows["env"], rows["actor"])))
     goals = list(dict.fromkeys(rows["goal"]))
-    fig, axes = plt.subplots(len(actors), len(goals), figsize=(5 * len(goals), 3.8 * len(actors)), squeeze=False)
+    fig = Figure(figsize=(5 * len(goals), 3.8 * len(actors)))
+    axes = fig.subplots(len(actors), len(goals), squeeze=False)
     for i, (env, actor) in enumerate(actors):
         for j, goal in enumerate(goals):
             ax = axes[i, j]
@@ -66,7 +64,6 @@ def _panel_figure(path: Path, rows: pd.DataFrame, draw, title: str, xlabel: str,
     fig.suptitle(title, fontsize=13)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path.name
 
 
