@@ -156,4 +156,7 @@ def test_tracking_reward_peaks_at_the_target_speed_and_pays_nothing_once_done():
     assert float(off.reward) < float(at.reward) and float(off.reward) > 1.0 - ctrl
     done = s0.replace(done=jnp.ones((), bool))
     assert float(generate.Tracking(env, v).step(done, a).reward) == 0.0
+    # the slope adds a gradient far from the target (halfcheetah never ends an episode by falling)
+    sloped = generate.Tracking(env, v + 1.0, slope=1.0).step(s0, a)
+    np.testing.assert_allclose(float(sloped.reward), float(off.reward) - 1.0, rtol=1e-5)
     assert generate.tracking_name("hopper", 1.2) == "hopper-track1.2-sac"

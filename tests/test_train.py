@@ -67,7 +67,10 @@ def test_prior_learns_goal_conditioned_actions(tiny, tmp_path):
     # G3 takes its target speed as an input, trained over the data's range: 1 + 4 tasks
     assert [t["goal"] for t in info["tasks"]] == ["G1_speed"] + ["G3_target"] * 4
     (goal, param, lo, hi, default), = p.spec.goal_params
-    assert (goal, param, default) == ("G3_target", "target_speed", 0.5) and hi > lo >= 0.0
+    from poe_jax.envs.goals import goal_params
+
+    assert (goal, param) == ("G3_target", "target_speed") and hi > lo >= 0.0
+    assert default == goal_params("G3_target", "hopper")["target_speed"]  # the goal's default, recorded
     assert p.spec.likelihood == "censored"
     # the weights are not uniform (AWR, not behaviour cloning): effective sample fraction < 1
     assert all(0.0 < e < 0.95 for e in info["effective_sample_fraction"])

@@ -234,10 +234,12 @@ def probe_states(env_name: str, out: str | Path, n: int = 1000, lanes: int = 10,
 
 PRIOR_DATA_ACTORS = ("medium-replay", "medium", "medium-expert")
 PRIOR_DATA_STD = (1.0, 2.0, 4.0)
-# Envs whose three IQL actors all run at one speed (hopper: 2.25-2.35 m/s) get, for the prior's
-# data, SAC policies trained online to track these speeds (shipped as ENV-track{v}-sac): a prior
-# can only steer toward gaits its data contain.
-TRACKING_SPEEDS = {"hopper": (1.2,)}
+# The priors' data also hold SAC policies trained online to run at these speeds (m/s; shipped as
+# ENV-track{v}-sac): a prior can only steer toward gaits its data contain, and the three IQL
+# actors of an env run at one or two speeds (hopper: all three at 2.25-2.35 m/s). Per speed, the
+# slope of the tracking reward's linear term (0: the kernel alone, enough where falling ends the
+# episode; halfcheetah never terminates and needs a gradient far from the target).
+TRACKING_SPEEDS = {"hopper": {1.2: 0.0}, "walker2d": {1.5: 0.0}, "halfcheetah": {3.0: 1.0}}
 TRACKING_WIDTH = 0.3  # m/s, width of the tracking reward's kernel
 TRACKING_WEIGHT = 2.0  # its weight against the healthy reward (1 per live step)
 
@@ -248,10 +250,11 @@ def tracking_name(env_name: str, speed: float) -> str:
 
 class Tracking:
     """``env`` with its reward replaced by ``healthy + TRACKING_WEIGHT * exp(-(v - speed)^2 /
-    (2 TRACKING_WIDTH^2)) - ctrl_cost``: SAC on it learns to run at ``speed`` and stay up."""
+    (2 TRACKING_WIDTH^2)) - slope |v - speed| - ctrl_cost``: SAC on it learns to run at ``speed``
+    and stay up."""
 
-    def __init__(self, env, speed: float):
-        self._env, self.speed = env, float(speed)
+    def __init__(self, env, speed: float, slope: float = 0.0):
+        self._env, self.speed, self.slope = env, float(speed), float(slope)
 
     def __getattr__(self, name):
         return getattr(self._env, name)
@@ -259,7 +262,8 @@ class Tracking:
     def step(self, state, action):
         n = self._env.step(state, action)
         v = n.metrics["x_velocity"]
-        r = n.reward - v + TRACKING_WEIGHT * jnp.exp(-((v - self.speed) ** 2) / (2 * TRACKING_WIDTH**2))
+        r = (n.reward - v + TRACKING_WEIGHT * jnp.exp(-((v - self.speed) ** 2) / (2 * TRACKING_WIDTH**2))
+             - self.slope * jnp.abs(v - self.speed))
         return n.replace(reward=jnp.where(state.done, 0.0, r))
 
 
@@ -275,9 +279,12 @@ def _speed_and_length(env, actor, episodes: int = 10, seed: int = 10_000) -> tup
 
 
 def tracking_policy(env_name: str, speed: float, out: str | Path, steps: int = 300_000, seed: int = 0,
-                    eval_every: int = 20_000, log=print) -> Path:
-    """``out/ENV-track{speed}-sac``: SAC (:mod:`poe_jax.train.sac`, one lane) on :class:`Tracking`;
-    the snapshot with the best evaluation return, its speed and length recorded on its card."""
+                    eval_every: int = 20_000, slope: float | None = None, log=print) -> Path:
+    """``out/ENV-track{speed}-sac``: SAC (:mod:`poe_jax.train.sac`, one lane) on :class:`Tracking`
+    (``slope`` default: :data:`TRACKING_SPEEDS`, else 1); the snapshot with the best evaluation
+    return, its speed and length recorded on its card."""
+    if slope is None:
+        slope = TRACKING_SPEEDS.get(env_name, {}).get(speed, 1.0)
     from poe_jax.train import sac
     from poe_jax.train.zoo import evaluate_scores
 
@@ -285,7 +292,7 @@ def tracking_policy(env_name: str, speed: float, out: str | Path, steps: int = 3
     base = envs.make(env_name, backend="native")
     cfg = sac.SACConfig(steps=steps, seed=seed, warmup=5_000)
     snaps = []
-    sac.train(Tracking(base, speed), cfg, eval_every=eval_every, eval_episodes=5, log=log,
+    sac.train(Tracking(base, speed, slope), cfg, eval_every=eval_every, eval_episodes=5, log=log,
               on_snapshot=snaps.append)
     best = max(snaps, key=lambda s: s["eval_return"])
     v, length = _speed_and_length(base, best["actor"])
@@ -293,6 +300,7 @@ def tracking_policy(env_name: str, speed: float, out: str | Path, steps: int = 3
                             scores=[evaluate_scores(base, best["actor"])],
                             provenance={"algo": "SAC (poe_jax.train.sac) on poe_jax.data.generate.Tracking",
                                         "target_speed": speed, "width": TRACKING_WIDTH, "weight": TRACKING_WEIGHT,
+                                        "slope": slope,
                                         "env_steps": best["step"], "config": str(cfg), "speed": round(v, 3),
                                         "length": round(length, 1)})
     log(f"{path}: step {best['step']}, {v:.2f} m/s, mean length {length:.0f}")
