@@ -191,10 +191,33 @@ def _as_tuple(name: str, value, kind=str) -> tuple:
         value = [value]
     if not isinstance(value, (list, tuple)):
         raise SpecError(f"{name}: expected a list; got {value!r}")
+    if kind is int:  # no silent truncation (1.9 -> 1) or booleans as numbers
+        bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int)]
+        if bad:
+            raise SpecError(f"{name}: expected a list of integers; got {bad[0]!r}")
+        return tuple(value)
     try:
         return tuple(kind(v) for v in value)
     except (TypeError, ValueError):
         raise SpecError(f"{name}: expected a list of {kind.__name__}; got {value!r}") from None
+
+
+# Scalar fields of GridSpec and what each must be (checked by validate, before anything is written).
+_SCALARS = {"env": str, "actor": str, "prior": str, "episodes": int, "max_steps": int, "chunk_size": int,
+            "backend": str, "degraded_noise": float, "sample": bool, "name": str}
+_KIND_TEXT = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _check_scalars(spec: "GridSpec") -> None:
+    for name, kind in _SCALARS.items():
+        v = getattr(spec, name)
+        ok = (isinstance(v, bool) if kind is bool else
+              not isinstance(v, bool) and isinstance(v, (int, float) if kind is float else kind))
+        if not ok:
+            raise SpecError(f"{name}: expected {_KIND_TEXT[kind]}; got {v!r}")
+    bad = [s for s in spec.seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**32]
+    if bad:
+        raise SpecError(f"seeds: each must be an integer in [0, 2**32); got {bad[0]!r}")
 
 
 def _read_source(source: str | os.PathLike | dict) -> tuple[dict, str]:
@@ -330,6 +353,7 @@ def validate(spec: GridSpec) -> dict:
     from poe_jax.envs.goals import make_goal
     from poe_jax.physics.base import BACKENDS
 
+    _check_scalars(spec)
     if spec.env not in envs.names():
         raise SpecError(f"env: unknown env {spec.env!r}; known envs: {', '.join(envs.names())}")
     allowed_options = {"terminate_when_unhealthy", "max_steps"}

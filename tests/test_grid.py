@@ -194,6 +194,15 @@ def test_different_spec_is_refused_unless_forced(smoke, reference, tmp_path):
     ({"actor": "/nonexistent/actor"}, "actor: no checkpoint at /nonexistent/actor"),
     ({"prior": "zoo:does-not-exist"}, "prior: no shipped checkpoint 'does-not-exist'"),
     ({"backend": "tpu9"}, "backend: unknown backend 'tpu9'"),
+    # types: no silent truncation or reinterpretation
+    ({"episodes": 2.5}, "episodes: expected an integer; got 2.5"),
+    ({"max_steps": 20.5}, "max_steps: expected an integer; got 20.5"),
+    ({"chunk_size": 1.5}, "chunk_size: expected an integer; got 1.5"),
+    ({"episodes": "five"}, "episodes: expected an integer; got 'five'"),
+    ({"sample": "false"}, "sample: expected true or false; got 'false'"),
+    ({"seeds": (2**32,)}, r"seeds: each must be an integer in \[0, 2\*\*32\); got 4294967296"),
+    ({"seeds": (-1,)}, r"seeds: each must be an integer in \[0, 2\*\*32\); got -1"),
+    ({"seeds": (1.9,)}, r"seeds: each must be an integer in \[0, 2\*\*32\); got 1.9"),
 ])
 def test_bad_specs_fail_before_compiling(smoke, tmp_path, change, field):
     out = tmp_path / "never"
@@ -364,3 +373,16 @@ def test_lanes_carry_the_goal_parameter_the_prior_takes():
     lo, hi = prior.spec.param_of("G3_target")[2:4]
     gap = float(jnp.abs(prior.distribution(obs, i, lo).mean - prior.distribution(obs, i, hi).mean).mean())
     assert gap > 0.01
+
+
+def test_toml_types_are_checked_where_they_are_read(tmp_path):
+    """A TOML float seed is refused, not truncated; a string boolean is refused, not truthy."""
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('env = "hopper"\nactor = "zoo:hopper-medium-iql"\nprior = "zoo:hopper-prior"\n'
+                   'seeds = [0, 1.9]\n[rules]\nfrozen = []\n')
+    with pytest.raises(grid.SpecError, match="seeds: expected a list of integers; got 1.9"):
+        grid.load_spec(cfg)
+    cfg.write_text('env = "hopper"\nactor = "zoo:hopper-medium-iql"\nprior = "zoo:hopper-prior"\n'
+                   'sample = "false"\n[rules]\nfrozen = []\n')
+    with pytest.raises(grid.SpecError, match="sample: expected true or false"):
+        grid.validate(grid.load_spec(cfg))
