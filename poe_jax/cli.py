@@ -131,9 +131,7 @@ def _data(args) -> int:
                                  seed=args.seed, eval_every=args.eval_every)
         return 0
     if args.phase == "prior-data":
-        from poe_jax import grid
-
-        generate.prior_data(args.env, args.out, grid.zoo_dirs()[-1], size=args.size, seed=args.seed)
+        generate.prior_data(args.env, args.out, size=args.size, seed=args.seed)
         return 0
     if args.phase in ("all", "policies"):
         generate.policies(args.env, args.out, steps=args.sac_steps or 1_000_000, time_budget=args.time_budget, seed=args.seed,

@@ -116,8 +116,10 @@ def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05)
                 if len(lp):
                     rec["frozen_length"] = float(lp["f"].mean())
                     d = (lp["x"] - lp["f"]).to_numpy()
-                    rec["p_shorter"] = (float(sps.ttest_rel(lp["x"], lp["f"], alternative="less").pvalue)
-                                        if len(lp) >= 2 and np.any(d != 0) else 1.0)
+                    if len(lp) >= 2 and np.ptp(d) > 0:
+                        rec["p_shorter"] = float(sps.ttest_rel(lp["x"], lp["f"], alternative="less").pvalue)
+                    else:  # no spread in the differences: shorter on every seed by the same amount, or not
+                        rec["p_shorter"] = 0.0 if len(lp) >= 2 and d[0] < 0 else 1.0
         rows.append(rec)
     out = pd.DataFrame(rows)
     tested = out["rule"].ne("frozen") & out.get("p_t", pd.Series(np.nan, index=out.index)).notna()

@@ -139,3 +139,27 @@ def test_survival_guard_a_rule_that_wins_by_falling_early_is_not_help(table):
     assert not ((labels.label == "HELP") & (labels.length < 0.9 * labels.frozen_length)).any()
     fall = labels[(labels.rule == "falls_early") & (labels.point == "oracle")].iloc[0]
     assert fall.label == "FALL" and fall.length < 0.7 * fall.frozen_length
+
+
+def test_tracking_credits_steering_toward_the_target_not_falling_or_noise():
+    """G3's own metric: a rule whose speed moves toward the target on every seed is 'closer';
+    one that gets there with episodes 30% shorter is not; one with the same speed as frozen is
+    not; goals without a target are left out."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(10):
+        v0 = 2.3 + rng.normal(0, 0.05)
+        for rule, param, dv, length in (("frozen", 0.0, 0.0, 1000), ("poe", 0.9, -0.6, 990),
+                                        ("poe", 0.5, 0.0, 1000), ("additive", 0.5, -0.6, 700)):
+            for goal, target in (("G3_target", 1.2), ("G1_speed", np.nan)):
+                rows.append(dict(env="hopper", actor="a", goal=goal, prior="trained", shift="none", rule=rule,
+                                 param=param, seed=s, episode=0, return_goal=1.0, kl_to_frozen=0.0, length=length,
+                                 x_velocity=v0 + dv + rng.normal(0, 0.02), target_speed=target))
+    t = stats.tracking(pd.DataFrame(rows)).set_index(["rule", "param"])
+    assert set(t["goal"]) == {"G3_target"} and (t["target_speed"] == 1.2).all()
+    assert t.loc[("poe", 0.9), "closer"] and t.loc[("poe", 0.9), "error"] < t.loc[("poe", 0.9), "frozen_error"]
+    assert not t.loc[("poe", 0.5), "closer"]
+    assert not t.loc[("additive", 0.5), "closer"] and t.loc[("additive", 0.5), "p_holm"] < 0.05  # closer, by falling
+    np.testing.assert_allclose(t.loc[("frozen", 0.0), "x_velocity"], np.mean([r["x_velocity"] for r in rows
+                               if r["rule"] == "frozen" and r["goal"] == "G3_target"]))
+    assert stats.tracking(pd.DataFrame(rows).drop(columns="target_speed")).empty

@@ -307,15 +307,17 @@ def tracking_policy(env_name: str, speed: float, out: str | Path, steps: int = 3
     return path
 
 
-def prior_data(env_name: str, out: str | Path, zoo: str | Path, size: int = 200_000, lanes: int = 64,
-               seed: int = 0, log=print) -> Path:
-    """``out/ENV-prior-data.hdf5``: the goal prior's training data, from the shipped IQL actors.
+def prior_data(env_name: str, out: str | Path, zoo: str | Path | None = None, size: int = 200_000,
+               lanes: int = 64, seed: int = 0, log=print) -> Path:
+    """``out/ENV-prior-data.hdf5``: the goal prior's training data.
 
     The zoo's SAC snapshots and datasets are not shipped, so the priors are trained on fresh
-    rollouts of the three shipped IQL actors of ``zoo`` (:data:`PRIOR_DATA_ACTORS`), each with its
+    rollouts of the three shipped IQL actors (:data:`PRIOR_DATA_ACTORS`) and of the env's
+    speed-tracking SAC policies (:data:`TRACKING_SPEEDS`, ``ENV-trackV-sac``), each with its
     Gaussian's std scaled by 1, 2 and 4 (:data:`PRIOR_DATA_STD`; clipped at the action bounds), the
-    same number of steps each. Wider noise gives slower, more varied gaits, so the data hold the
-    range of speeds a speed-tracking goal needs (recorded per prior card)."""
+    same number of steps each. Checkpoints come from ``zoo`` when given, else by name from the
+    zoo (``POE_JAX_ZOO`` first). Wider noise varies the states and actions, not the gait (its mean
+    is the actor's): the speeds a G3 prior can steer toward are those of the policies."""
     out = Path(out)
     env = envs.make(env_name, backend="native")
     hi = float(np.asarray(env.action_high)[0])
@@ -325,7 +327,7 @@ def prior_data(env_name: str, out: str | Path, zoo: str | Path, size: int = 200_
     combos = [(k, s) for k in names for s in PRIOR_DATA_STD]
     per = max(lanes, -(-size // len(combos)))
     for i, (name, mult) in enumerate(combos):
-        actor = checkpoints.load(Path(zoo) / name, env=env_name)
+        actor = checkpoints.load(Path(zoo) / name if zoo is not None else checkpoints.zoo_path(name), env=env_name)
 
         def act(o, k, actor=actor, mult=mult):
             d = actor.distribution(o)

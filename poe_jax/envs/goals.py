@@ -16,8 +16,8 @@ goal            per-step reward on a live step                                  
                 the Ant's torso z axis from the vertical)
 ``G3_target``   ``exp(-(v - target_speed)^2 / (2 width^2))``: a bounded kernel that  ``[0, 1]``
                 peaks at the target speed. Defaults (m/s): hopper 1.2, walker2d 1.5,
-                halfcheetah 3.0, ant 4.0 -- speeds the shipped medium actors do not
-                run at (2.3, 2.5, 5.7, 2.8) but a behaviour in the priors' data does
+                halfcheetah 3.0, ant 2.5 -- speeds the shipped medium actors do not
+                run at (2.3, 2.5, 5.7, 3.5) but a behaviour in the priors' data does
                 (``checkpoints/README.md``, "Goal priors")
 ==============  ===================================================================  ==============
 
@@ -107,7 +107,7 @@ TARGET_SPEED = {"hopper": 0.5, "walker2d": 0.5, "halfcheetah": 2.0, "ant": 0.5}
 
 @register_goal("G3_target", bounds=(0.0, 1.0), target_speed=1.0, width=0.5,
                env_defaults={"hopper": {"target_speed": 1.2}, "walker2d": {"target_speed": 1.5},
-                             "halfcheetah": {"target_speed": 3.0, "width": 1.0}, "ant": {"target_speed": 4.0}})
+                             "halfcheetah": {"target_speed": 3.0, "width": 1.0}, "ant": {"target_speed": 2.5}})
 def g3_target(env: str, state: State, action, next_state: State, target_speed=1.0, width=0.5) -> jax.Array:
     """``r = exp(-(v - target_speed)^2 / (2 width^2))``."""
     d = (next_state.metrics["x_velocity"] - target_speed) / width

@@ -96,6 +96,8 @@ def train_prior(env_name: str, file: Path, out: Path, steps: int, seed: int = 0,
     d = data.read(file)
     cfg = prior.PriorConfig(steps=steps, seed=seed)
     p, info = prior.train(env, d, goal_names(), cfg, log=log)
+    info["heldout_nll"] = {g: prior.heldout_nll(p, d, g, cfg.holdout) for g in goal_names()}
+    log(f"held-out NLL per action dim: {info['heldout_nll']}")
     return checkpoints.save(out / f"{env_name}-prior", p, env=env_name, dataset=Path(file).stem, overwrite=True,
                             normalization_note="dataset mean, std + 1e-3",
                             provenance={"algo": "AWR goal prior (poe_jax.train.prior)", "config": str(cfg), **info})
