@@ -22,7 +22,7 @@ def test_envs_lists_sizes_and_goals(capsys):
     assert main(["envs"]) == 0
     out = capsys.readouterr().out
     assert "hopper" in out and " 11 " in out and "111" in out
-    assert "G3_target(target_speed=2.0, width=1.0)" in out  # halfcheetah's default target and width
+    assert "G3_target(target_speed=3.0, width=1.0)" in out  # halfcheetah's default target and width
 
 
 def test_data_generate_passes_the_medium_rule_to_the_datasets_phase(tmp_path, monkeypatch):

@@ -96,7 +96,7 @@ def test_goals():
         make_goal("G4", "hopper")
     with pytest.raises(ValueError, match=r"goal 'G3_target' has no parameter\(s\) \['speed'\]"):
         make_goal("G3_target", "hopper", speed=1.0)
-    assert make_goal("G3_target", "halfcheetah").params["target_speed"] == 2.0
+    assert make_goal("G3_target", "halfcheetah").params["target_speed"] == 3.0
     assert make_goal("G3_target", "hopper", target_speed=1.5).params["target_speed"] == 1.5
 
 
@@ -111,7 +111,7 @@ def test_goal_formulas(get_env):
     g2 = make_goal("G2_balanced", "hopper", ctrl_weight=0.2, upright_weight=3.0)
     np.testing.assert_allclose(float(g2(s, a, s2)), max(v, 0.0) * np.exp(-0.2 * 0.51 - 3.0 * tilt**2), rtol=1e-5)
     np.testing.assert_allclose(float(make_goal("G3_target", "hopper")(s, a, s2)),
-                               np.exp(-0.5 * ((v - 0.5) / 0.5) ** 2), rtol=1e-5)
+                               np.exp(-0.5 * ((v - 1.2) / 0.5) ** 2), rtol=1e-5)
     # the target kernel peaks (1) at the target and a traced override replaces the parameter
     g3 = make_goal("G3_target", "hopper", target_speed=v)
     np.testing.assert_allclose(float(g3(s, a, s2)), 1.0, rtol=1e-6)
