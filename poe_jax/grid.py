@@ -861,7 +861,8 @@ def _barrier(name: str) -> None:
 
 
 def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
-    """The recorded episodes of a run (one grid or several), sorted by grid then lane (a pandas DataFrame).
+    """The recorded episodes of a run (one grid or several), sorted by grid then lane (a pandas DataFrame),
+    with a ``grid`` column: the grid's folder name.
 
     ``serve_prior_blind``: the episodes of rules that ignore the prior (recorded once, with
     ``prior = "any"``) appear once per prior quality of their grid, so every quality has its
@@ -873,6 +874,7 @@ def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
         if not _episodes_dir(d).is_dir():
             raise FileNotFoundError(f"{d}: no recorded episodes (episodes.parquet); run the grid first")
         df = pd.read_parquet(_episodes_dir(d)).sort_values("lane", kind="stable")
+        df.insert(0, "grid", d.name)  # grids of one run may share env and actor (other prior, goal parameters)
         blind = df["prior"].eq(PRIOR_BLIND)
         if serve_prior_blind and blind.any():
             qualities = json.loads((d / "spec.json").read_text())["spec"]["priors"]

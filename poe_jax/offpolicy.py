@@ -162,6 +162,7 @@ def score_run(out: str | Path, states: str | Path | None = None) -> tuple[pd.Dat
                    goal_values=values)
         df.insert(0, "actor", actor_path.name)
         df.insert(0, "env", spec["env"])
+        df.insert(0, "grid", d.name)
         df["states_file"] = path.name
         frames.append(df)
     return (pd.concat(frames, ignore_index=True) if frames else None), notes

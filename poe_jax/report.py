@@ -45,19 +45,19 @@ def _p(x):
 
 
 def _panel_figure(path: Path, rows: pd.DataFrame, draw, title: str, xlabel: str, ylabel: str) -> str:
-    """One panel per (env, actor) row and goal column; ``draw(ax, sub)`` plots one
+    """One panel per grid row and goal column; ``draw(ax, sub)`` plots one
     panel's rows. Saves ``path`` and returns its name."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
 
-    actors = list(dict.fromkeys(zip(rows["env"], rows["actor"])))
+    grids = list(dict.fromkeys(rows["grid"]))
     goals = list(dict.fromkeys(rows["goal"]))
-    fig = Figure(figsize=(5 * len(goals), 3.8 * len(actors)))
-    axes = fig.subplots(len(actors), len(goals), squeeze=False)
-    for i, (env, actor) in enumerate(actors):
+    fig = Figure(figsize=(5 * len(goals), 3.8 * len(grids)))
+    axes = fig.subplots(len(grids), len(goals), squeeze=False)
+    for i, name in enumerate(grids):
         for j, goal in enumerate(goals):
             ax = axes[i, j]
-            draw(ax, rows[(rows.env == env) & (rows.actor == actor) & (rows.goal == goal)])
-            ax.set_title(f"{actor} · {goal}", fontsize=10)
+            draw(ax, rows[(rows.grid == name) & (rows.goal == goal)])
+            ax.set_title(f"{name} · {goal}", fontsize=10)
             ax.set_xlabel(xlabel, fontsize=8)
             ax.set_ylabel(ylabel, fontsize=8)
             ax.legend(fontsize=7)
@@ -188,7 +188,7 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     critic = {}
     if offp is not None:
         offp.to_csv(out / "offpolicy.csv", index=False)
-        critic = {tuple(r[k] for k in ("env", "actor", "goal", "prior", "rule", "param")): r["delta_q"]
+        critic = {tuple(r[k] for k in ("grid", "goal", "prior", "rule", "param")): r["delta_q"]
                   for _, r in offp.iterrows()}
 
     lines += ["## Per cell and rule", "",
@@ -198,8 +198,8 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     rs = rows.set_index(stats.ROW)
     for _, c in cells.iterrows():
-        o = rs.loc[(c.env, c.actor, c.goal, c.prior, c["shift"], c.rule, c.oracle_param)]
-        dq = critic.get((c.env, c.actor, c.goal, c.prior, c.rule, c.oracle_param), np.nan)
+        o = rs.loc[(*(c[k] for k in stats.CELL), c.rule, c.oracle_param)]
+        dq = critic.get((c.grid, c.goal, c.prior, c.rule, c.oracle_param), np.nan)
         lines.append(f"| {c.env} | {c.goal} | {c.prior} | {c['shift']} | {c.rule} | {c.oracle_param:g} | "
                      f"{_fmt(o['mean'])} ± {_fmt(o['se'])} | {_fmt(o['frozen_mean'])} | {_p(o['p_holm'])} | "
                      f"**{c.oracle_label}** | {c.selector_param:g} | {_fmt(c.regret)} | {c.selector_label} | {_fmt(dq, 2)} |")
@@ -239,8 +239,8 @@ def _success_lines(df: pd.DataFrame) -> list[str]:
     from scipy.stats import binomtest
 
     lines = ["", "## Success rate (AntMaze: episodes that reached the goal)", "",
-             "| env | goal | prior | shift | rule | coef | episodes | success | 95% CI |", "|---|---|---|---|---|---|---|---|---|"]
-    for key, g in has.groupby(["env", "goal", "prior", "shift", "rule", "param"], sort=False):
+             "| grid | goal | prior | shift | rule | coef | episodes | success | 95% CI |", "|---|---|---|---|---|---|---|---|---|"]
+    for key, g in has.groupby(["grid", "goal", "prior", "shift", "rule", "param"], sort=False):
         k, n = int(g["success"].astype(bool).sum()), len(g)
         ci = binomtest(k, n).proportion_ci(method="wilson")
         lines.append("| " + " | ".join(str(v) if not isinstance(v, float) else f"{v:g}" for v in key)
@@ -277,14 +277,14 @@ def _tracking_lines(track: pd.DataFrame, level: float) -> list[str]:
              f"p: paired t-test of the seeds' errors against frozen's, Holm over `tracking.csv`; **closer**: p (Holm) "
              f"< {level}, smaller error, and mean length ≥ {stats.FALL_RATIO:g}× frozen's. Per rule, the coefficient "
              "with the smallest error.", "",
-             "| env | goal | prior | shift | target | frozen speed | rule | coef | speed | error ± s.e. | frozen error | "
+             "| grid | goal | prior | shift | target | frozen speed | rule | coef | speed | error ± s.e. | frozen error | "
              "p (Holm) | length / frozen | closer |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     frozen = track[track.rule == "frozen"].set_index(stats.CELL)["x_velocity"]
     for _, g in track[track.rule != "frozen"].groupby([*stats.CELL, "rule"], sort=False):
         b = g.loc[g["error"].idxmin()]
         rule = b.rule
         fv = frozen.get(tuple(b[c] for c in stats.CELL), np.nan)
-        lines.append(f"| {b.env} | {b.goal} | {b.prior} | {b['shift']} | {b.target_speed:g} | {_fmt(fv, 2)} | {rule} | "
+        lines.append(f"| {b.grid} | {b.goal} | {b.prior} | {b['shift']} | {b.target_speed:g} | {_fmt(fv, 2)} | {rule} | "
                      f"{b.param:g} | {_fmt(b.x_velocity, 2)} | {_fmt(b.error, 2)} ± {_fmt(b.se, 2)} | "
                      f"{_fmt(b.frozen_error, 2)} | {_p(b.p_holm)} | {_fmt(b.length / b.frozen_length, 2)} | "
                      f"{'**yes**' if b.closer else 'no'} |")
@@ -357,8 +357,8 @@ def _offpolicy_lines(df: pd.DataFrame, offp, notes: list[str], level: float) -> 
     if offp is None:
         return lines + ["", "No off-policy scores (no critic or no dataset states)."]
     task, _ = stats.row_stats(df, value="normalized_score", level=level)
-    task = task[task.rule != "frozen"][["env", "actor", "goal", "prior", "rule", "param", "diff"]]
-    m = offp.merge(task, on=["env", "actor", "goal", "prior", "rule", "param"])
+    task = task[task.rule != "frozen"][["grid", "env", "actor", "goal", "prior", "rule", "param", "diff"]]
+    m = offp.merge(task, on=["grid", "env", "actor", "goal", "prior", "rule", "param"])
     lines += ["", "| env | actor | prior | rows | ρ(critic ΔQ, rollout Δ score) | p | states |", "|---|---|---|---|---|---|---|"]
     for (env, actor, prior), g in m.groupby(["env", "actor", "prior"], sort=False):
         ok = np.isfinite(g["diff"]) & np.isfinite(g["delta_q"])

@@ -23,7 +23,9 @@ The unit of replication is the **seed**: episodes are averaged within each
   whose mean per-step KL to the frozen actor stays within the budget (ties and
   an empty budget fall back to the smallest-KL coefficient).
 
-A cell is (env, actor, goal, prior, shift).
+A cell is (grid, env, actor, goal, prior, shift): ``grid`` (the grid's folder, from
+:func:`poe_jax.grid.read_episodes`) keeps apart grids that share an env and actor but differ in
+their prior checkpoint or goal parameters.
 """
 
 from __future__ import annotations
@@ -40,12 +42,18 @@ FALL_RATIO = 0.9  # a HELP row whose mean length is below this fraction of froze
 
 GAMMA = 0.99
 
-CELL = ["env", "actor", "goal", "prior", "shift"]
+CELL = ["grid", "env", "actor", "goal", "prior", "shift"]
 ROW = [*CELL, "rule", "param"]
+
+
+def _with_grid(df: pd.DataFrame) -> pd.DataFrame:
+    """Frames without a ``grid`` column (built by hand, or one grid) are one grid."""
+    return df if "grid" in df else df.assign(grid="")
 
 
 def seed_means(df: pd.DataFrame, value: str = "return_goal") -> tuple[pd.DataFrame, dict]:
     """Per (row, seed) means of ``value`` and of ``kl_to_frozen``; plus exclusion counts."""
+    df = _with_grid(df)
     finite = np.isfinite(df[value].to_numpy(dtype=float))
     excluded = {"non_finite_episodes": int((~finite).sum()), "episodes": int(len(df))}
     kept = df[finite]
@@ -187,6 +195,7 @@ def deviation(df: pd.DataFrame, cells: pd.DataFrame, gamma: float = GAMMA) -> pd
     difference of the seed-averaged means). ``scale = R_max / (1 - γ)`` is the
     largest possible ``|J_γ|``; a bound above it says nothing.
     """
+    df = _with_grid(df)
     kept = df[np.isfinite(df["return_goal"].to_numpy(float))]
     per_seed = kept.groupby([*ROW, "seed"], sort=False, dropna=False).agg(
         lo=("delta_pi_lower", "mean"), hi=("delta_pi_upper", "mean"), j=("discounted_goal", "mean")).reset_index()
@@ -244,6 +253,7 @@ def tracking(df: pd.DataFrame, level: float = 0.05) -> pd.DataFrame:
     Empty when the grid has no such goal (or was recorded before ``target_speed`` was)."""
     if "target_speed" not in df or not df["target_speed"].notna().any():
         return pd.DataFrame()
+    df = _with_grid(df)
     d = df[df["target_speed"].notna()].assign(track_error=lambda x: (x["x_velocity"] - x["target_speed"]).abs())
     rows, _ = row_stats(d, value="track_error", level=level)
     speed, _ = seed_means(d, value="x_velocity")
