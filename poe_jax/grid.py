@@ -874,6 +874,7 @@ def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
         if not _episodes_dir(d).is_dir():
             raise FileNotFoundError(f"{d}: no recorded episodes (episodes.parquet); run the grid first")
         df = pd.read_parquet(_episodes_dir(d)).sort_values("lane", kind="stable")
+        df = df.drop(columns="grid", errors="ignore")
         df.insert(0, "grid", d.name)  # grids of one run may share env and actor (other prior, goal parameters)
         blind = df["prior"].eq(PRIOR_BLIND)
         if serve_prior_blind and blind.any():

@@ -107,3 +107,20 @@ def test_report_with_critic_rules_and_without_frozen(tmp_path, capsys):
     assert main(["report", str(out)]) == 2
     err = capsys.readouterr().err
     assert "has no 'frozen' rule" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_grids_sharing_env_and_actor_are_reported_apart(tmp_path):
+    """Two grids of one run with the same env and actor but other G3 targets stay two cells."""
+    spec = {"goals": ["G3_target"], "seeds": [0, 1], "episodes": 1, "max_steps": 20, "rules": {"frozen": [], "poe": [0.9]},
+            "grids": [{"name": "slow", "env": "hopper", "actor": "zoo:hopper-medium-iql", "prior": "zoo:hopper-prior",
+                       "goal_params": {"G3_target": {"target_speed": 1.2}}},
+                      {"name": "fast", "env": "hopper", "actor": "zoo:hopper-medium-iql", "prior": "zoo:hopper-prior",
+                       "goal_params": {"G3_target": {"target_speed": 2.0}}}]}
+    out = tmp_path / "two"
+    grid.run_many(grid.load_specs(spec), out, progress=False)
+    assert main(["report", str(out)]) == 0
+    track = pd.read_csv(out / "tracking.csv")
+    assert track.groupby("grid")["target_speed"].unique().map(list).to_dict() == {"fast": [2.0], "slow": [1.2]}
+    assert (track["n"] == 2).all()  # two seeds each, not four pooled
+    labels = pd.read_csv(out / "labels.csv")
+    assert sorted(labels["grid"].unique()) == ["fast", "slow"]
