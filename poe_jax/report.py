@@ -239,8 +239,9 @@ def _success_lines(df: pd.DataFrame) -> list[str]:
     from scipy.stats import binomtest
 
     lines = ["", "## Success rate (AntMaze: episodes that reached the goal)", "",
-             "| grid | goal | prior | shift | rule | coef | episodes | success | 95% CI |", "|---|---|---|---|---|---|---|---|---|"]
-    for key, g in has.groupby(["grid", "goal", "prior", "shift", "rule", "param"], sort=False):
+             "| grid | env | goal | prior | shift | rule | coef | episodes | success | 95% CI |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, g in has.groupby(["grid", "env", "goal", "prior", "shift", "rule", "param"], sort=False):
         k, n = int(g["success"].astype(bool).sum()), len(g)
         ci = binomtest(k, n).proportion_ci(method="wilson")
         lines.append("| " + " | ".join(str(v) if not isinstance(v, float) else f"{v:g}" for v in key)
