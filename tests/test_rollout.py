@@ -122,6 +122,11 @@ def test_goal_formulas(get_env):
     sa2 = ant.step(sa, jnp.zeros(8))
     g = make_goal("G2_balanced", "ant", ctrl_weight=0.0)
     assert abs(float(g(sa, jnp.zeros(8), sa2)) - max(float(sa2.metrics["x_velocity"]), 0.0)) < 1e-3
+    # the env publishes the tilt goals read: the planar walkers' pitch, the Ant torso's z-axis angle
+    assert float(s2.metrics["tilt"]) == float(s2.q.qpos[2])
+    q = np.asarray(ant.init_qpos, np.float64).copy()
+    q[3:7] = [np.cos(0.15), np.sin(0.15), 0.0, 0.0]  # torso rolled by 0.3 rad about x
+    np.testing.assert_allclose(float(ant.reset_to(q, ant.init_qvel).metrics["tilt"]), 0.3, rtol=1e-4)
 
 
 def test_goals_never_pay_for_falling(get_env):

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from poe_jax.envs.base import Env, EnvSpec, State, gymnasium_asset
+from poe_jax.envs.base import Env, EnvSpec, State, free_body_tilt, gymnasium_asset
 from poe_jax.physics import Coords
 from poe_jax.physics.base import diff_hi_lo
 
@@ -106,7 +106,8 @@ class AntMaze(Env):
             raise ValueError(f"{maze}: terminate_when_unhealthy does not apply; AntMaze episodes end only at "
                              "the goal or the time limit")
         rows, steps = MAZES[maze]
-        spec = EnvSpec(name=maze, xml="ant.xml", frame_skip=5, obs_fn=_obs, healthy_fn=None, ctrl_cost_weight=0.0,
+        spec = EnvSpec(name=maze, xml="ant.xml", frame_skip=5, obs_fn=_obs, healthy_fn=None, tilt_fn=free_body_tilt,
+                       ctrl_cost_weight=0.0,
                        healthy_reward=0.0, qpos_noise=("uniform", 0.1), qvel_noise=("normal", 0.1), max_steps=steps,
                        ref_min_score=0.0, ref_max_score=1.0,
                        notes="D4RL AntMaze: sparse reward within 0.5 of the goal, termination at the goal")
@@ -117,7 +118,8 @@ class AntMaze(Env):
 
     def _metrics(self, q: Coords, goal, x_velocity, ctrl_cost):
         distance = jnp.sqrt(jnp.sum((q.qpos[:2] + q.qpos_lo[:2] - goal) ** 2))
-        return {"x_velocity": x_velocity, "ctrl_cost": ctrl_cost, "goal": goal, "distance": distance,
+        return {"x_velocity": x_velocity, "ctrl_cost": ctrl_cost, "tilt": self.spec.tilt_fn(q.qpos), "goal": goal,
+                "distance": distance,
                 "success": (distance <= GOAL_RADIUS).astype(jnp.float32)}
 
     def sample_goal(self, key) -> jax.Array:

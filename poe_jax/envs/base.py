@@ -47,12 +47,26 @@ class State:
     scales: jax.Array
 
 
+def planar_pitch(qpos: jax.Array) -> jax.Array:
+    """The torso pitch of a planar walker (hopper, walker2d, halfcheetah): ``qpos[2]``."""
+    return qpos[2]
+
+
+def free_body_tilt(qpos: jax.Array) -> jax.Array:
+    """The angle of a free body's z axis from the vertical, from its quaternion ``qpos[3:7]`` (Ant)."""
+    qx, qy = qpos[4], qpos[5]
+    z_up = 1.0 - 2.0 * (qx * qx + qy * qy)  # z component of the body's z axis
+    return jnp.arccos(jnp.clip(z_up, -1.0, 1.0))
+
+
 @dataclass(frozen=True)
 class EnvSpec:
     """Everything that defines an environment's semantics (Gymnasium v4 / D4RL v2).
 
-    ``obs_fn(qpos, qvel)``, ``healthy_fn(qpos, qvel)`` act on float32 coordinates of
-    one lane. Rewards are ``x_velocity + healthy_reward - ctrl_cost_weight * |a|^2``.
+    ``obs_fn(qpos, qvel)``, ``healthy_fn(qpos, qvel)``, ``tilt_fn(qpos)`` act on float32
+    coordinates of one lane. Rewards are ``x_velocity + healthy_reward - ctrl_cost_weight * |a|^2``.
+    ``tilt_fn`` is the torso's tilt from upright (radians), published as ``metrics["tilt"]`` for
+    goals: the pitch ``qpos[2]`` of the planar walkers by default (:func:`planar_pitch`).
     """
 
     name: str
@@ -69,6 +83,7 @@ class EnvSpec:
     ref_max_score: float = 1.0
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    tilt_fn: Callable[[jax.Array], jax.Array] = planar_pitch
 
     def normalized_score(self, returns):
         """D4RL's normalised score: ``100 (return - random) / (expert - random)``."""
@@ -151,7 +166,7 @@ class Env:
     # -------------------------------------------------------------- reset
     def _state(self, q: Coords) -> State:
         zero = jnp.zeros((), jnp.float32)
-        metrics = {"x_velocity": zero, "ctrl_cost": zero}
+        metrics = {"x_velocity": zero, "ctrl_cost": zero, "tilt": self.spec.tilt_fn(q.qpos)}
         false = jnp.zeros((), jnp.bool_)
         obs = self.spec.obs_fn(q.qpos, q.qvel)
         return State(q, obs, zero, false, false, false, jnp.zeros((), jnp.int32), metrics, jnp.ones(2, jnp.float32))
@@ -221,7 +236,7 @@ class Env:
             terminated=terminated,
             truncated=truncated,
             step=steps,
-            metrics={"x_velocity": x_velocity, "ctrl_cost": ctrl_cost},
+            metrics={"x_velocity": x_velocity, "ctrl_cost": ctrl_cost, "tilt": spec.tilt_fn(q1.qpos)},
             scales=state.scales,
         )
         frozen = state.replace(reward=jnp.zeros_like(state.reward))

@@ -78,14 +78,6 @@ def register_goal(name: str, *, bounds: tuple, env_defaults: dict | None = None,
     return deco
 
 
-def _tilt(env: str, qpos: jax.Array) -> jax.Array:
-    if env.startswith("ant"):
-        qx, qy = qpos[4], qpos[5]
-        z_up = 1.0 - 2.0 * (qx * qx + qy * qy)  # z component of the torso z axis
-        return jnp.arccos(jnp.clip(z_up, -1.0, 1.0))
-    return qpos[2]
-
-
 @register_goal("G1_speed", bounds=(0.0, "v_max"), v_max=20.0)
 def g1_speed(env: str, state: State, action, next_state: State, v_max=20.0) -> jax.Array:
     """``r = clip(v, 0, v_max)``."""
@@ -98,11 +90,8 @@ def g2_balanced(env: str, state: State, action, next_state: State, v_max=20.0, c
     """``r = clip(v, 0, v_max) * exp(-ctrl_weight |a|^2 - upright_weight tilt^2)``."""
     v = jnp.clip(next_state.metrics["x_velocity"], 0.0, v_max)
     a = jnp.asarray(action)
-    tilt = _tilt(env, next_state.q.qpos)
+    tilt = next_state.metrics["tilt"]  # published by the env (EnvSpec.tilt_fn)
     return v * jnp.exp(-ctrl_weight * jnp.sum(a * a) - upright_weight * tilt * tilt)
-
-
-TARGET_SPEED = {"hopper": 0.5, "walker2d": 0.5, "halfcheetah": 2.0, "ant": 0.5}
 
 
 @register_goal("G3_target", bounds=(0.0, 1.0), target_speed=1.0, width=0.5,

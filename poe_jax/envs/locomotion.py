@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from poe_jax.envs.base import EnvSpec
+from poe_jax.envs.base import EnvSpec, free_body_tilt
 
 ANT_OBS_PAD = 84  # D4RL ant-v2 stored 84 contact-force entries, all zero in MuJoCo >= 2
 
@@ -74,7 +74,7 @@ SPECS: dict[str, EnvSpec] = {
     ),
     "ant": EnvSpec(
         name="ant", xml="ant.xml", frame_skip=5,
-        obs_fn=_ant_obs, healthy_fn=_ant_healthy,
+        obs_fn=_ant_obs, healthy_fn=_ant_healthy, tilt_fn=free_body_tilt,
         ctrl_cost_weight=0.5, healthy_reward=1.0,
         qpos_noise=("uniform", 0.1), qvel_noise=("normal", 0.1),
         ref_min_score=-325.6, ref_max_score=3879.7,
