@@ -315,16 +315,22 @@ def prior_data(env_name: str, out: str | Path, zoo: str | Path | None = None, si
     rollouts of the three shipped IQL actors (:data:`PRIOR_DATA_ACTORS`) and of the env's
     speed-tracking SAC policies (:data:`TRACKING_SPEEDS`, ``ENV-trackV-sac``), each with its
     Gaussian's std scaled by 1, 2 and 4 (:data:`PRIOR_DATA_STD`; clipped at the action bounds), the
-    same number of steps each. Checkpoints come from ``zoo`` when given, else by name from the
+    same number of steps each (in an env that never terminates, the IQL actors only with std × 1:
+    see the comment below). Checkpoints come from ``zoo`` when given, else by name from the
     zoo (``POE_JAX_ZOO`` first). Wider noise varies the states and actions, not the gait (its mean
     is the actor's): the speeds a G3 prior can steer toward are those of the policies."""
     out = Path(out)
     env = envs.make(env_name, backend="native")
     hi = float(np.asarray(env.action_high)[0])
     parts = []
-    names = [f"{env_name}-{k}-iql" for k in PRIOR_DATA_ACTORS]
-    names += [tracking_name(env_name, v) for v in TRACKING_SPEEDS.get(env_name, ())]
-    combos = [(k, s) for k in names for s in PRIOR_DATA_STD]
+    iql = [f"{env_name}-{k}-iql" for k in PRIOR_DATA_ACTORS]
+    tracking = [tracking_name(env_name, v) for v in TRACKING_SPEEDS.get(env_name, ())]
+    names = iql + tracking
+    # Where nothing terminates (halfcheetah), an IQL actor with widened noise runs slowly and lives,
+    # so AWR credits its fast gait's mean action with a slow speed: measured, the G3 prior then ran
+    # faster when asked for 3 m/s. Elsewhere such noise ends in falls, which a goal never pays for.
+    terminates = env.spec.healthy_fn is not None
+    combos = [(k, s) for k in names for s in (PRIOR_DATA_STD if terminates or k in tracking else (1.0,))]
     per = max(lanes, -(-size // len(combos)))
     for i, (name, mult) in enumerate(combos):
         actor = checkpoints.load(Path(zoo) / name if zoo is not None else checkpoints.zoo_path(name), env=env_name)
@@ -338,7 +344,7 @@ def prior_data(env_name: str, out: str | Path, zoo: str | Path | None = None, si
     d = {k: np.concatenate([p[k] for p in parts])[:size] for k in parts[0]}
     d["timeouts"][-1] |= ~d["terminals"][-1]
     meta = {"env": env_name, "size": size, "generator": "poe_jax.data.generate.prior_data", "seed": seed,
-            "actors": names, "std_multipliers": list(PRIOR_DATA_STD),
+            "actors": names, "std_multipliers": list(PRIOR_DATA_STD), "combos": [list(c) for c in combos],
             "kind": "prior-data"}
     path = data.write(out / f"{env_name}-prior-data.hdf5", d, meta)
     log(f"{path}: {len(d['rewards'])} transitions")
