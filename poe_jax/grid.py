@@ -53,6 +53,7 @@ Inside the program, per lane and step (``o`` the observation):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -686,18 +687,46 @@ def _progress(total: int, initial: int):
         return None
 
 
+@contextlib.contextmanager
+def _exclusive(out: Path):
+    """An exclusive lock on the run folder (one per process index) for as long as a run writes there."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(out / f".lock-{jax.process_index()}", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SpecError(f"{out}: another poe-jax run is writing here; wait for it to finish or use another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: bool = True,
         backend: str | None = None, chunk_size: int | None = None) -> RunResult:
-    """Evaluate ``spec`` into ``out`` (see the module docstring). Resumable."""
-    from poe_jax import envs
-    from poe_jax.physics import resolve_backend
-
+    """Evaluate ``spec`` into ``out`` (see the module docstring). Resumable. While it runs it holds
+    an exclusive lock on ``out``: a second run into the same folder is refused at once."""
     if backend is not None:
         spec = spec.replace(backend=backend)
     if chunk_size is not None:
         spec = spec.replace(chunk_size=int(chunk_size))
     resolved = validate(spec)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"out: {out} is a file; give a folder for the run")
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        return _run(spec, out, resolved, force, progress)
+
+
+def _run(spec: GridSpec, out: Path, resolved: dict, force: bool, progress: bool) -> RunResult:
+    from poe_jax import envs
+    from poe_jax.physics import resolve_backend
+
     backend_name = resolve_backend(spec.backend)
     identity = {**spec.identity(), "lanes": LANE_LAYOUT, "backend": backend_name, "actor_sha256": resolved["actor_card"]["sha256"],
                 "prior_sha256": resolved["prior_card"]["sha256"]}

@@ -386,3 +386,22 @@ def test_toml_types_are_checked_where_they_are_read(tmp_path):
                    'sample = "false"\n[rules]\nfrozen = []\n')
     with pytest.raises(grid.SpecError, match="sample: expected true or false"):
         grid.validate(grid.load_spec(cfg))
+
+
+def test_a_second_run_into_a_locked_dir_is_refused(smoke, reference, tmp_path):
+    """While a run writes into DIR it holds an exclusive lock: another run into DIR is refused at
+    once, in one line, and nothing of the first run's is touched; an --out that is a file is refused."""
+    import fcntl
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    with open(out / ".lock-0", "w") as f:  # what a running grid holds
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(grid.SpecError, match="another poe-jax run is writing here"):
+            grid.run(smoke, out, progress=False)
+    assert not (out / "spec.json").exists()
+    res = grid.run(smoke.replace(max_steps=5, seeds=(0,), episodes=1), out, progress=False)  # lock released
+    assert res.computed > 0
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(grid.SpecError, match="is a file"):
+        grid.run(smoke, tmp_path / "file", progress=False)
