@@ -73,7 +73,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from poe_jax import checkpoints, compose, critic_rules, gaussian, priors
+from poe_jax import checkpoints, compose, critic_rules, gaussian, nets, priors
 
 __all__ = ["PRIOR_QUALITIES", "GridSpec", "SpecError", "grid_dirs", "load_spec", "load_specs", "preset_names",
            "read_episodes", "resolve_checkpoint", "run", "run_many"]
@@ -449,11 +449,11 @@ def lane_table(spec: GridSpec, prior_goals: Sequence[str], prior_params: Sequenc
 
     ``prior_params``: the prior's continuous goal parameters (:attr:`PriorSpec.goal_params`);
     each lane whose goal has one gets the goal's bound value as ``prior_param``."""
-    from poe_jax.envs.goals import make_goal
+    from poe_jax.envs.goals import bound_params
 
     cs = cells(spec)
-    bound = {g: make_goal(g, spec.env, **spec.goal_params.get(g, {})).params for g in spec.goals}
-    pvalue = {e[0]: float(bound[e[0]][e[1]]) for e in prior_params if e[0] in bound}
+    bound = bound_params(spec.goals, spec.env, spec.goal_params)
+    pvalue = nets.param_values(prior_params, bound)
     shifts = {s: Shift.parse(s) for s in spec.shifts}
     n_rep = len(spec.seeds) * spec.episodes
     cell_idx = np.repeat(np.arange(len(cs)), n_rep)
@@ -496,7 +496,6 @@ def build_program(env, goals, max_steps: int, degraded_noise: float, sample: boo
     ``lanes["quality"]`` indexes; the untrained networks of ``random`` are built (one per
     lane, from its seed) only when a quality needs them.
     """
-    from poe_jax import nets
     from poe_jax import rollout as ro
 
     m = float(np.asarray(env.action_high)[0])
@@ -621,11 +620,10 @@ class RunResult(NamedTuple):
 def _records(spec: GridSpec, table: dict, idx: np.ndarray, res: dict, env, backend: str, actor_name: str):
     import pandas as pd
 
-    from poe_jax.envs.goals import make_goal
+    from poe_jax.envs.goals import bound_params
 
     cs = cells(spec)
-    target = {g: make_goal(g, spec.env, **spec.goal_params.get(g, {})).params.get("target_speed", np.nan)
-              for g in spec.goals}
+    target = {g: p.get("target_speed", np.nan) for g, p in bound_params(spec.goals, spec.env, spec.goal_params).items()}
     per_cell = {  # cell fields once per cell, then indexed per lane
         "rule": np.asarray([c.rule for c in cs], object),
         "target_speed": np.asarray([target[c.goal] for c in cs], np.float64),
@@ -898,7 +896,7 @@ def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
     ``frozen`` baseline; ``False`` gives the store as recorded (one row per lane)."""
     import pandas as pd
 
-    frames = []
+    frames, served = [], False
     for d in grid_dirs(out):
         if not _episodes_dir(d).is_dir():
             raise FileNotFoundError(f"{d}: no recorded episodes (episodes.parquet); run the grid first")
@@ -906,12 +904,15 @@ def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
         df = df.drop(columns="grid", errors="ignore")
         df.insert(0, "grid", d.name)  # grids of one run may share env and actor (other prior, goal parameters)
         blind = df["prior"].eq(PRIOR_BLIND)
+        served |= bool(blind.any())
         if serve_prior_blind and blind.any():
             qualities = json.loads((d / "spec.json").read_text())["spec"]["priors"]
             df = pd.concat([df[~blind], *(df[blind].assign(prior=q) for q in qualities)]).sort_values(
                 "lane", kind="stable")
         frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs["prior_blind_recorded"] = served  # some rule ran once for every prior quality
+    return out
 
 
 def summary_table(df) -> str:

@@ -210,6 +210,13 @@ class CriticSpec:
         return {"obs_size": self.obs_size, "act_size": self.act_size, "hidden": list(self.hidden)}
 
 
+def param_values(goal_params, bound: dict) -> dict[str, float]:
+    """``{goal: value}`` of each continuous goal parameter in ``goal_params`` (a prior's
+    :attr:`PriorSpec.goal_params` entries), read from ``bound`` (``{goal: parameters}``, e.g.
+    :func:`poe_jax.envs.goals.bound_params`); goals not in ``bound`` are left out."""
+    return {g: float(bound[g][param]) for g, param, *_ in goal_params if g in bound}
+
+
 @dataclass(frozen=True)
 class PriorSpec:
     """Goal-conditioned Gaussian prior ``(obs, goal[, goal parameter]) -> DiagGaussian``.

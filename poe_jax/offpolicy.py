@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from poe_jax import compose, grid, nets, priors
-from poe_jax.envs.goals import make_goal
+from poe_jax.envs.goals import bound_params
 
 __all__ = ["find_states", "load_states", "score", "score_run"]
 
@@ -156,8 +156,7 @@ def score_run(out: str | Path, states: str | Path | None = None) -> tuple[pd.Dat
             notes.append(f"{d.name}: skipped ({e})")
             continue
         prior = checkpoints.load(prior_path, env=spec["env"])
-        targets = {g: make_goal(g, spec["env"], **spec.get("goal_params", {}).get(g, {})).params for g in spec["goals"]}
-        values = {e[0]: float(targets[e[0]][e[1]]) for e in prior.spec.goal_params if e[0] in targets}
+        values = nets.param_values(prior.spec.goal_params, bound_params(spec["goals"], spec["env"], spec.get("goal_params")))
         df = score(actor, prior, obs, spec["rules"], spec["goals"], spec["priors"], spec.get("degraded_noise", 0.5),
                    goal_values=values)
         df.insert(0, "actor", actor_path.name)

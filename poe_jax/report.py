@@ -168,7 +168,7 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
             f"{lab} {int(counts.get(lab, 0))}" for lab in stats.LABELS) + f" of {len(counted)} (cell, rule) pairs.")
     if fold_note:
         lines.append(fold_note)
-    if (grid.read_episodes(out, serve_prior_blind=False)["prior"] == grid.PRIOR_BLIND).any():
+    if df.attrs.get("prior_blind_recorded"):
         lines.append(" Rules that ignore the prior (`frozen`, the critic-only rules) ran once per (goal, shift, "
                      "seed, episode); the same episodes are the baseline under every prior quality.")
     n_fall = int((counted["oracle_label"] == "FALL").sum())
@@ -283,9 +283,8 @@ def _tracking_lines(track: pd.DataFrame, level: float) -> list[str]:
     frozen = track[track.rule == "frozen"].set_index(stats.CELL)["x_velocity"]
     for _, g in track[track.rule != "frozen"].groupby([*stats.CELL, "rule"], sort=False):
         b = g.loc[g["error"].idxmin()]
-        rule = b.rule
         fv = frozen.get(tuple(b[c] for c in stats.CELL), np.nan)
-        lines.append(f"| {b.grid} | {b.goal} | {b.prior} | {b['shift']} | {b.target_speed:g} | {_fmt(fv, 2)} | {rule} | "
+        lines.append(f"| {b.grid} | {b.goal} | {b.prior} | {b['shift']} | {b.target_speed:g} | {_fmt(fv, 2)} | {b.rule} | "
                      f"{b.param:g} | {_fmt(b.x_velocity, 2)} | {_fmt(b.error, 2)} ± {_fmt(b.se, 2)} | "
                      f"{_fmt(b.frozen_error, 2)} | {_p(b.p_holm)} | {_fmt(b.length / b.frozen_length, 2)} | "
                      f"{'**yes**' if b.closer else 'no'} |")

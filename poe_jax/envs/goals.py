@@ -39,8 +39,8 @@ import jax.numpy as jnp
 
 from poe_jax.envs.base import State
 
-__all__ = ["GOALS", "Goal", "GoalDef", "g1_speed", "g2_balanced", "g3_target", "goal_names", "goal_params",
-           "make_goal", "register_goal"]
+__all__ = ["GOALS", "Goal", "GoalDef", "bound_params", "g1_speed", "g2_balanced", "g3_target", "goal_names",
+           "goal_params", "make_goal", "register_goal"]
 
 
 @dataclass(frozen=True)
@@ -147,3 +147,10 @@ def make_goal(name: str, env: str, **params) -> Goal:
 def goal_params(name: str, env: str) -> dict:
     """The default parameters of goal ``name`` on ``env``."""
     return dict(make_goal(name, env).params)
+
+
+def bound_params(goals, env: str, overrides: dict | None = None) -> dict[str, dict]:
+    """``{goal: its parameters on env}`` with ``overrides`` (``{goal: {param: value}}``, a grid's
+    ``goal_params``) applied."""
+    overrides = overrides or {}
+    return {g: make_goal(g, env, **overrides.get(g, {})).params for g in goals}
