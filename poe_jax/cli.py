@@ -24,6 +24,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prior", help="override the spec's prior checkpoint")
     run.add_argument("--force", action="store_true", help="discard results of a different spec in --out")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                     help="import a module (pkg.mod) or .py file first, e.g. one that registers rules, goals, prior "
+                          "qualities or metrics; repeatable (the spec's plugins = [...] too)")
     data = sub.add_parser("data", help="D4RL-format datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     gen = data_sub.add_parser("generate", help="SAC behaviour policies (phase 'policies'), then datasets ('datasets'); "
@@ -98,7 +101,8 @@ def _run(args) -> int:
     keep_large_allocations()  # a process setting: the CLI's to make, not the library's (poe_jax.runtime)
     source = args.config or f"preset:{args.preset}"
     try:
-        specs = grid.load_specs(source, actor=args.actor, prior=args.prior)
+        plugins = [str(Path(p).absolute()) if p.endswith(".py") else p for p in args.plugin]
+        specs = grid.load_specs(source, actor=args.actor, prior=args.prior, plugins=plugins or None)
         opts = dict(force=args.force, progress=not args.quiet, backend=args.backend, chunk_size=args.chunk_size)
         if len(specs) == 1:
             results = [grid.run(specs[0], args.out, **opts)]
@@ -194,12 +198,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo_main()
     if args.command == "rules":
-        from poe_jax import critic_rules
+        from poe_jax import compose
 
-        for name in critic_rules.ALL_RULE_NAMES:
-            r = critic_rules.get_rule(name)
+        for r in compose.RULES.values():
             rng = f"{r.param} in [{r.lo}, {r.hi}]" if r.param else "no coefficient"
-            needs = "  (needs the actor's critic)" if critic_rules.is_critic_rule(name) else ""
+            needs = "  (needs the actor's critic)" if r.needs_critic else ""
             print(f"{r.name:14s} {rng}{needs}")
         return 0
     if args.command == "envs":

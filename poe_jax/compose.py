@@ -32,11 +32,12 @@ works in three layers:
 * Concrete (non-traced) inputs are checked eagerly: a coefficient outside its
   range or NaN, or a standard deviation <= 0, raises :class:`ValueError` naming
   the parameter and the offending value.
-* Inside ``jit``/``vmap`` without checking, an invalid coefficient poisons its
-  output with NaN (never a plausible number); a non-positive actor std is
-  likewise propagated as NaN.
-* :func:`checked` (or the :func:`checking` context around your own
-  ``checkify.checkify``) turns the same checks into errors raised under ``jit``.
+* Inside ``jit``/``vmap``, an invalid coefficient poisons its output with NaN
+  (never a plausible number); a non-positive actor std is likewise propagated
+  as NaN.
+* Under ``checkify.checkify`` (or with :func:`checked`) the same checks raise,
+  wherever the function was traced before: they are ``checkify.debug_check``,
+  which cost nothing outside checkify.
 
 A prior entry that is non-finite, has std <= 0 (when traced), or a degenerate
 std outside ``(STD_MIN, STD_FLAT) = (1e-18, 1e18)`` is treated as
@@ -49,7 +50,7 @@ uninformative in its action dimension: the output there is the frozen actor's
 from __future__ import annotations
 
 import contextlib
-import contextvars
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -66,7 +67,9 @@ __all__ = [
     "RULES",
     "RULE_NAMES",
     "Composed",
+    "CriticInputs",
     "Rule",
+    "RuleInputs",
     "additive",
     "alpha_equiv",
     "alpha_to_beta",
@@ -78,12 +81,14 @@ __all__ = [
     "frozen",
     "get",
     "kl_reg",
+    "names",
     "poe",
     "prior_only",
     "prior_valid",
+    "register_rule",
+    "switch",
 ]
 
-_CHECKING: contextvars.ContextVar[bool] = contextvars.ContextVar("poe_jax_checking", default=False)
 
 
 # --------------------------------------------------------------------------- validation
@@ -109,9 +114,8 @@ def _coefficient(name: str, value, lo: float, hi: float, dtype) -> jax.Array:
         return jnp.asarray(value, dtype)
     value = jnp.asarray(value, dtype)
     ok = (value >= lo) & (value <= hi)
-    if _CHECKING.get():
-        checkify.check(jnp.all(ok), f"{name} must be in [{lo}, {hi}]; got {name}={{}}", value)
-        return value
+    # No trace-time switch: a check that fires under checkify.checkify and is nothing otherwise.
+    checkify.debug_check(jnp.all(ok), f"{name} must be in [{lo}, {hi}]; got {name}={{}}", value)
     return jnp.where(ok, value, jnp.nan)
 
 
@@ -126,8 +130,8 @@ def _check_std(name: str, d: DiagGaussian) -> None:
             mean = np.asarray(d.mean)
             if not (np.isfinite(std).all() and np.isfinite(mean).all()):
                 raise ValueError("actor.mean and actor.std must be finite; got non-finite values")
-    elif _CHECKING.get():
-        checkify.check(jnp.all(d.std > 0), f"{name}.std must be > 0; got {name}.std={{}}", d.std)
+    else:
+        checkify.debug_check(jnp.all(d.std > 0), f"{name}.std must be > 0; got {name}.std={{}}", d.std)
 
 
 def prior_valid(prior: DiagGaussian) -> jax.Array:
@@ -143,8 +147,8 @@ def _guard(actor: DiagGaussian, prior: DiagGaussian, param=None):
         finite = np.isfinite(std)
         if (std[finite] <= 0).any():
             raise ValueError(f"prior.std must be > 0; got prior.std={_fmt(std[finite & (std <= 0)])}")
-    elif _CHECKING.get():
-        checkify.check(
+    else:
+        checkify.debug_check(
             jnp.all(~jnp.isfinite(prior.std) | (prior.std > 0)),
             "prior.std must be > 0; got prior.std={}",
             prior.std,
@@ -389,12 +393,16 @@ def poe_adaptive(actor: DiagGaussian, prior: DiagGaussian, budget) -> DiagGaussi
         >>> [round(float(m), 3) for m in poe_adaptive(a, g, 0.125).mean[:, 0]]
         [0.1, 0.5]
     """
+    return poe(actor, prior, _adaptive_alpha_used(actor, prior, budget)[..., None])
+
+
+def _adaptive_alpha_used(actor: DiagGaussian, prior: DiagGaussian, budget) -> jax.Array:
+    """``[...]``: the per-state alpha :func:`poe_adaptive` uses at ``budget``."""
     budget = _coefficient("budget", budget, 0.0, math.inf, actor.mean.dtype)
     alpha = adaptive_alpha(actor, prior, budget)
     # A zero budget is the actor exactly (float32 KL of near-equal Gaussians can round to <= 0).
     positive = budget > 0
-    alpha = jnp.where(positive[..., 0] if positive.ndim == alpha.ndim + 1 else positive, alpha, 0.0)
-    return poe(actor, prior, alpha[..., None])
+    return jnp.where(positive[..., 0] if positive.ndim == alpha.ndim + 1 else positive, alpha, 0.0)
 
 
 # --------------------------------------------------------------------------- coefficients
@@ -425,17 +433,57 @@ def beta_to_alpha(beta):
 # --------------------------------------------------------------------------- registry
 
 
-class Rule(NamedTuple):
-    """A registered composition rule.
+class CriticInputs(NamedTuple):
+    """What a critic-guided rule gets besides the actor and the prior, for one state.
+
+    Attributes:
+        q_fn: ``q_fn(action) -> scalar``, the actor's critic at this state.
+        low, high: the action bounds.
+        key: a PRNG key for the rule's own draws (or ``None``).
+    """
+
+    q_fn: Callable[[jax.Array], jax.Array]
+    low: jax.Array | float
+    high: jax.Array | float
+    key: jax.Array | None = None
+
+
+class RuleInputs(NamedTuple):
+    """Everything a rule may use: the one signature the grid calls every rule with.
+
+    Attributes:
+        actor, prior: :class:`DiagGaussian` over ``[..., act_dim]``.
+        param: the rule's coefficient (ignored by rules without one).
+        critic: :class:`CriticInputs` for rules with ``needs_critic``; ``None`` otherwise.
+    """
+
+    actor: DiagGaussian
+    prior: DiagGaussian
+    param: jax.Array | float
+    critic: CriticInputs | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A registered composition rule and its metadata (see :func:`register_rule`).
 
     Attributes:
         name: registry key.
-        fn: ``fn(actor, prior, param) -> DiagGaussian``.
+        fn: ``fn(actor, prior, param) -> DiagGaussian``; rules with ``needs_critic`` take a
+            fourth argument, :class:`CriticInputs`.
         param: the coefficient's name (``"alpha"``, ``"beta"``) or ``None``.
         lo, hi: the coefficient's valid range.
+        alpha_equiv: the PoE-equivalent coefficient: a number (the rule's, whatever its
+            coefficient), a function of the coefficient, or ``None`` (no fixed one: NaN).
+        default: the coefficient recorded for a rule without one (``prior_only``: 1).
+        needs_critic: the rule uses the actor's critic (:class:`CriticInputs`).
         uses_prior: whether the composed policy depends on the goal prior. A grid runs a
             rule that does not (``frozen``, the critic-only rules) once per (goal, shift,
             seed, episode) and serves its episodes to every prior quality.
+        alpha_fn: for a rule whose alpha varies per state (``poe_adaptive``),
+            ``alpha_fn(inputs) -> [...]`` the alpha it used; the grid records its episode mean.
+        style: ``(marker, linestyle)`` of the rule in the report's figures.
+        doc: one line.
     """
 
     name: str
@@ -443,10 +491,32 @@ class Rule(NamedTuple):
     param: str | None
     lo: float = 0.0
     hi: float = 1.0
+    alpha_equiv: float | Callable | None = None
+    default: float = 0.0
+    needs_critic: bool = False
     uses_prior: bool = True
+    alpha_fn: Callable[[RuleInputs], jax.Array] | None = None
+    style: tuple[str, str] = ("o", "-")
+    doc: str = ""
 
-    def __call__(self, actor, prior, param=None):
-        return self.fn(actor, prior, param)
+    def __call__(self, actor, prior, param=None, critic: CriticInputs | None = None):
+        return self.evaluate(RuleInputs(actor, prior, param, critic))
+
+    def evaluate(self, x: RuleInputs) -> DiagGaussian:
+        """The composed policy from the uniform :class:`RuleInputs`."""
+        if self.needs_critic:
+            if x.critic is None:
+                raise ValueError(f"rule {self.name!r} needs the actor's critic (RuleInputs.critic); got None")
+            return self.fn(x.actor, x.prior, x.param, x.critic)
+        return self.fn(x.actor, x.prior, x.param)
+
+    def equiv(self, param) -> float:
+        """The PoE-equivalent coefficient of this rule at ``param`` (NaN when it has none)."""
+        if self.alpha_equiv is None:
+            return math.nan
+        if callable(self.alpha_equiv):
+            return float(self.alpha_equiv(param))
+        return float(self.alpha_equiv)
 
     def validate(self, values) -> np.ndarray:
         """Check a grid of coefficients eagerly; returns it as float64 array."""
@@ -462,29 +532,11 @@ class Rule(NamedTuple):
         return arr
 
 
-def alpha_equiv(rule: str, param):
-    """The PoE-equivalent coefficient of ``rule(param)`` (same mean for ``kl_reg``).
-
-    ``frozen`` is 0, ``prior_only`` is 1, ``kl_reg(beta)`` is ``beta/(1+beta)``;
-    ``poe_adaptive`` has no fixed one (NaN: its alpha varies per state).
-    """
-    rule = get(rule).name
-    if rule == "frozen":
-        return jnp.zeros_like(jnp.asarray(param, float))
-    if rule == "prior_only":
-        return jnp.ones_like(jnp.asarray(param, float))
-    if rule == "kl_reg":
-        return beta_to_alpha(param)
-    if rule == "poe_adaptive":
-        return jnp.full_like(jnp.asarray(param, float), jnp.nan)
-    return jnp.asarray(param)
-
-
 class _Registry(Mapping[str, Rule]):
-    """Read-only name -> :class:`Rule` map whose misses list the known names."""
+    """Name -> :class:`Rule` (read-only to callers; :func:`register_rule` adds). A miss lists the known names."""
 
-    def __init__(self, rules: list[Rule]):
-        self._rules = {r.name: r for r in rules}
+    def __init__(self):
+        self._rules: dict[str, Rule] = {}
 
     def __getitem__(self, name: str) -> Rule:
         try:
@@ -503,23 +555,81 @@ class _Registry(Mapping[str, Rule]):
     def __repr__(self) -> str:
         return f"RULES({', '.join(self._rules)})"
 
+    def _add(self, rule: Rule) -> None:
+        if rule.name in self._rules:
+            raise ValueError(f"rule {rule.name!r} is already registered")
+        self._rules[rule.name] = rule
 
-RULES = _Registry(
-    [
-        Rule("frozen", frozen, None, uses_prior=False),
-        Rule("prior_only", prior_only, None),
-        Rule("additive", additive, "alpha", 0.0, 1.0),
-        Rule("poe", poe, "alpha", 0.0, 1.0),
-        Rule("kl_reg", kl_reg, "beta", 0.0, math.inf),
-        Rule("poe_adaptive", poe_adaptive, "budget", 0.0, math.inf),
-    ]
-)
-RULE_NAMES: tuple[str, ...] = tuple(RULES)
+
+RULES = _Registry()
+
+
+def register_rule(name: str, *, param: str | None = None, bounds: tuple[float, float] = (0.0, 1.0),
+                  alpha_equiv: float | Callable | None = None, default: float = 0.0, needs_critic: bool = False,
+                  uses_prior: bool = True, alpha_fn: Callable | None = None,
+                  style: tuple[str, str] = ("o", "-")):
+    """Decorator: register ``fn(actor, prior, param) -> DiagGaussian`` as rule ``name``.
+
+    With ``needs_critic=True`` the function takes a fourth argument, :class:`CriticInputs`.
+    The rule is then usable everywhere a built-in one is: ``compose.RULES``, grids (TOML
+    ``[rules]``, also from a ``--plugin`` module), the report. See :class:`Rule` for the
+    metadata. Returns ``fn`` unchanged.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> @register_rule("doc_halfway", param="alpha", bounds=(0.0, 1.0), alpha_equiv=lambda a: a / 2)
+        ... def halfway(actor, prior, alpha):
+        ...     return poe(actor, prior, alpha / 2)
+        >>> RULES["doc_halfway"].equiv(0.5)
+        0.25
+    """
+    lo, hi = (float(b) for b in bounds)
+    if not lo <= hi:
+        raise ValueError(f"rule {name!r}: bounds must be (lo, hi) with lo <= hi; got {bounds!r}")
+
+    def deco(fn):
+        doc = (fn.__doc__ or "").strip().splitlines()
+        RULES._add(Rule(name, fn, param, lo, hi, alpha_equiv, float(default), needs_critic, uses_prior, alpha_fn,
+                        tuple(style), doc[0] if doc else ""))
+        return fn
+
+    return deco
+
+
+def _identity(a):
+    return a
+
+
+register_rule("frozen", uses_prior=False, alpha_equiv=0.0, default=0.0, style=("*", ""))(frozen)
+register_rule("prior_only", alpha_equiv=1.0, default=1.0, style=("x", ""))(prior_only)
+register_rule("additive", param="alpha", bounds=(0.0, 1.0), alpha_equiv=_identity, style=("^", "-."))(additive)
+register_rule("poe", param="alpha", bounds=(0.0, 1.0), alpha_equiv=_identity, style=("o", "-"))(poe)
+register_rule("kl_reg", param="beta", bounds=(0.0, math.inf), alpha_equiv=lambda b: float(beta_to_alpha(b)),
+              style=("s", "--"))(kl_reg)
+register_rule("poe_adaptive", param="budget", bounds=(0.0, math.inf), style=("D", ":"),
+              alpha_fn=lambda x: _adaptive_alpha_used(x.actor, x.prior, x.param))(poe_adaptive)
+RULE_NAMES: tuple[str, ...] = tuple(RULES)  # the built-in closed-form rules (RULES holds every registered one)
+
+
+def alpha_equiv(rule: str, param):
+    """The PoE-equivalent coefficient of ``rule(param)`` (same mean for ``kl_reg``).
+
+    ``frozen`` is 0, ``prior_only`` is 1, ``kl_reg(beta)`` is ``beta/(1+beta)``;
+    ``poe_adaptive`` has no fixed one (NaN: its alpha varies per state). Vectorised over ``param``.
+    """
+    r = get(rule)
+    param = np.asarray(param, float)
+    return jnp.asarray(np.vectorize(r.equiv, otypes=[float])(param) if param.ndim else r.equiv(float(param)))
 
 
 def get(name: str | Rule) -> Rule:
     """Look a rule up by name (``KeyError`` lists the known rules)."""
     return name if isinstance(name, Rule) else RULES[name]
+
+
+def names(*, needs_critic: bool | None = None) -> tuple[str, ...]:
+    """Registered rule names (in registration order), optionally only those that do (not) need a critic."""
+    return tuple(n for n, r in RULES.items() if needs_critic is None or r.needs_critic == needs_critic)
 
 
 class Composed(NamedTuple):
@@ -532,23 +642,45 @@ class Composed(NamedTuple):
 def apply(rule: str | Rule, actor: DiagGaussian, prior: DiagGaussian, param=None) -> Composed:
     """Compose and report where the prior was invalid (for counting fallbacks)."""
     r = get(rule)
-    return Composed(r.fn(actor, prior, param), ~prior_valid(prior))
+    return Composed(r(actor, prior, param), ~prior_valid(prior))
+
+
+def switch(rules: tuple[str | Rule, ...], index, x: RuleInputs) -> DiagGaussian:
+    """The rule ``rules[index]`` (``index`` may be traced) at inputs ``x``.
+
+    Only the listed rules are in the program: a grid passes its own rules, so a poe-only
+    grid costs what ``poe`` costs (under ``vmap`` a ``lax.switch`` evaluates every branch
+    and selects). Each branch sees ``param`` clipped to its own range: lanes of another
+    rule carry another rule's coefficient, which must not poison the branch they discard.
+    """
+    rs = [get(r) for r in rules]
+    if not rs:
+        raise ValueError("switch: rules is empty")
+    param = jnp.asarray(x.param, x.actor.mean.dtype)
+    if len(rs) == 1:
+        return rs[0].evaluate(x._replace(param=param))
+    x = x._replace(param=param)
+    # Branches close over x: the critic's q_fn is a function, not an operand.
+    branches = [functools.partial(_branch, r, i, x=x) for i, r in enumerate(rs)]
+    return jax.lax.switch(index, branches, jnp.asarray(index))
+
+
+def _branch(rule: Rule, i: int, index, *, x: RuleInputs) -> DiagGaussian:
+    # The lane's own rule sees its coefficient as given (an invalid one still poisons with NaN
+    # or fails a check); the branches a lane discards see it clipped to their range.
+    if rule.param is not None:
+        x = x._replace(param=jnp.where(index == i, x.param, jnp.clip(x.param, rule.lo, rule.hi)))
+    return rule.evaluate(x)
 
 
 def by_index(index, actor: DiagGaussian, prior: DiagGaussian, param) -> DiagGaussian:
-    """Rule chosen by traced integer ``index`` into :data:`RULE_NAMES`.
+    """Rule chosen by traced integer ``index`` into :data:`RULE_NAMES` (the built-in closed-form rules).
 
     The rule is data: ``jax.vmap(by_index)`` over lanes with different rules is
-    one program (``lax.switch`` becomes a select under ``vmap``). ``param`` is
-    interpreted by the chosen rule (ignored for ``frozen``/``prior_only``).
+    one program. ``param`` is interpreted by the chosen rule (ignored for
+    ``frozen``/``prior_only``). To switch over your own rules use :func:`switch`.
     """
-    param = jnp.asarray(param, actor.mean.dtype)
-    branches = [functools.partial(_by_index_branch, RULES[n].fn) for n in RULE_NAMES]
-    return jax.lax.switch(index, branches, actor, prior, param)
-
-
-def _by_index_branch(fn, actor, prior, param):
-    return fn(actor, prior, param)
+    return switch(RULE_NAMES, index, RuleInputs(actor, prior, param))
 
 
 # --------------------------------------------------------------------------- checked mode
@@ -556,19 +688,17 @@ def _by_index_branch(fn, actor, prior, param):
 
 @contextlib.contextmanager
 def checking():
-    """Emit ``checkify`` checks from rules traced inside this context.
+    """Kept for compatibility; no longer needed.
 
-    Use around a ``checkify.checkify``-transformed call of your own program::
+    The rules' checks are ``checkify.debug_check``: they raise under any
+    ``checkify.checkify`` transformation (traced before, inside or after this context)
+    and cost nothing in a plain ``jit``. So ``jax.jit(checkify.checkify(my_program))``
+    alone gives the errors::
 
-        with compose.checking():
-            err, out = jax.jit(checkify.checkify(my_program))(...)
+        err, out = jax.jit(checkify.checkify(my_program))(...)
         err.throw()
     """
-    token = _CHECKING.set(True)
-    try:
-        yield
-    finally:
-        _CHECKING.reset(token)
+    yield
 
 
 def checked(fn: Callable) -> Callable:
@@ -584,11 +714,7 @@ def checked(fn: Callable) -> Callable:
         jax._src.checkify.JaxRuntimeError: alpha must be in [0.0, 1.0]; got alpha=1.5...
     """
 
-    def traced(*args, **kwargs):
-        with checking():
-            return fn(*args, **kwargs)
-
-    compiled = jax.jit(checkify.checkify(traced))
+    compiled = jax.jit(checkify.checkify(fn))
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -597,3 +723,7 @@ def checked(fn: Callable) -> Callable:
         return out
 
     return wrapper
+
+
+# The critic-guided rules register into the same registry where they are defined.
+from poe_jax import critic_rules as _critic_rules  # noqa: E402,F401

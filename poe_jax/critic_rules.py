@@ -28,7 +28,6 @@ are the baselines that ask "what if we just trusted the critic more?".
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 import jax
@@ -37,8 +36,7 @@ import jax.numpy as jnp
 from poe_jax import compose
 from poe_jax.gaussian import DiagGaussian
 
-__all__ = ["ALL_RULE_NAMES", "CRITIC_RULES", "CRITIC_RULE_NAMES", "by_index", "critic_greedy", "critic_prior",
-           "get_rule", "greedy_action", "iql_guided", "is_critic_rule"]
+__all__ = ["CRITIC_RULE_NAMES", "critic_greedy", "critic_prior", "greedy_action", "iql_guided"]
 
 GREEDY_STEPS = 16
 GREEDY_LR = 0.25
@@ -106,45 +104,26 @@ def critic_prior(actor: DiagGaussian, prior: DiagGaussian, q_fn: QFn, alpha, low
     return compose.poe(actor, DiagGaussian(a_star, prior.std), alpha)
 
 
-# Registered like the closed-form rules (name, coefficient and its range); ``fn`` has the
-# critic signature of this module, so these are not callable through ``compose.apply``.
-CRITIC_RULES = {
-    "iql_guided": compose.Rule("iql_guided", iql_guided, "eta", 0.0, math.inf, uses_prior=False),
-    "critic_greedy": compose.Rule("critic_greedy", critic_greedy, None, uses_prior=False),
-    "critic_prior": compose.Rule("critic_prior", critic_prior, "alpha", 0.0, 1.0),
-}
-CRITIC_RULE_NAMES: tuple[str, ...] = tuple(CRITIC_RULES)
-ALL_RULE_NAMES: tuple[str, ...] = compose.RULE_NAMES + CRITIC_RULE_NAMES
+# Registered in the one rule registry (compose.RULES) with the critic signature
+# ``fn(actor, prior, param, critic: CriticInputs)``.
+@compose.register_rule("iql_guided", param="eta", bounds=(0.0, math.inf), needs_critic=True, uses_prior=False,
+                       style=("v", "-"))
+def _iql_guided(actor: DiagGaussian, prior: DiagGaussian, eta, critic: compose.CriticInputs) -> DiagGaussian:
+    """Gradient step on the critic from the actor's mean (the actor's std)."""
+    return iql_guided(actor, critic.q_fn, eta, critic.low, critic.high)
 
 
-def is_critic_rule(name: str) -> bool:
-    return name in CRITIC_RULES
+@compose.register_rule("critic_greedy", needs_critic=True, uses_prior=False, style=("P", ""))
+def _critic_greedy(actor: DiagGaussian, prior: DiagGaussian, param, critic: compose.CriticInputs) -> DiagGaussian:
+    """The critic-greedy action with the actor's std."""
+    return critic_greedy(actor, critic.q_fn, param, critic.low, critic.high, critic.key)
 
 
-def get_rule(name: str) -> compose.Rule:
-    """A closed-form or critic rule by name (``KeyError`` lists every known rule)."""
-    if name in CRITIC_RULES:
-        return CRITIC_RULES[name]
-    if name in compose.RULES:
-        return compose.RULES[name]
-    raise KeyError(f"unknown rule {name!r}; known rules: {', '.join(sorted(ALL_RULE_NAMES))}")
+@compose.register_rule("critic_prior", param="alpha", bounds=(0.0, 1.0), alpha_equiv=compose._identity,
+                       needs_critic=True, style=("h", "--"))
+def _critic_prior(actor: DiagGaussian, prior: DiagGaussian, alpha, critic: compose.CriticInputs) -> DiagGaussian:
+    """PoE with a prior centred at the critic-greedy action."""
+    return critic_prior(actor, prior, critic.q_fn, alpha, critic.low, critic.high, critic.key)
 
 
-def by_index(index, actor: DiagGaussian, prior: DiagGaussian, param, q_fn: QFn, low, high, key=None) -> DiagGaussian:
-    """Rule chosen by traced ``index`` into ``compose.RULE_NAMES + CRITIC_RULE_NAMES`` (one state).
-
-    The grid's rule index space when some lane uses a critic rule: the closed-form
-    rules first (same indices as :func:`poe_jax.compose.by_index`), then these.
-    """
-    param = jnp.asarray(param, actor.mean.dtype)
-    closed = [functools.partial(_closed, compose.RULES[n].fn) for n in compose.RULE_NAMES]
-    guided = [
-        lambda a, g, p, k: iql_guided(a, q_fn, jnp.maximum(p, 0.0), low, high),
-        lambda a, g, p, k: critic_greedy(a, q_fn, p, low, high, k),
-        lambda a, g, p, k: critic_prior(a, g, q_fn, jnp.clip(p, 0.0, 1.0), low, high, k),
-    ]
-    return jax.lax.switch(index, closed + guided, actor, prior, param, key)
-
-
-def _closed(fn, actor, prior, param, key):
-    return fn(actor, prior, param)
+CRITIC_RULE_NAMES: tuple[str, ...] = compose.names(needs_critic=True)  # the built-in critic rules

@@ -25,8 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from poe_jax import compose, grid, nets, priors
-from poe_jax.envs.goals import bound_params
+from poe_jax import checkpoints, compose, nets, priors, store
+from poe_jax.plan import resolve_checkpoint
+from poe_jax.spec import SpecError
+from poe_jax.envs.goals import bound_params, prior_head
 
 __all__ = ["find_states", "load_states", "score", "score_run"]
 
@@ -35,7 +37,7 @@ def find_states(dataset: str | None) -> Path | None:
     """The shipped probe states of ``dataset`` (e.g. ``hopper-medium``), or None."""
     if not dataset:
         return None
-    for d in grid.zoo_dirs():
+    for d in checkpoints.zoo_dirs():
         path = d / "probe-states" / f"{dataset}.npz"
         if path.is_file():
             return path
@@ -82,10 +84,12 @@ def score(actor, prior, states: np.ndarray, rules: dict[str, list[float]], goals
     for goal in goals:
         for q in qualities:
             for rule, params in rules.items():
-                if rule not in compose.RULES:
+                r = compose.RULES.get(rule)
+                if r is None or r.needs_critic:
                     continue
-                for p in (params if compose.RULES[rule].param is not None else [0.0 if rule == "frozen" else 1.0]):
+                for p in (params if r.param is not None else [r.default]):
                     rows.append((goal, q, rule, float(np.float32(p))))  # as the grid records it
+    scored = tuple(dict.fromkeys(["frozen", *(r[2] for r in rows)]))  # the rules the program switches over
     m = float(actor.spec.max_action)
     obs = jnp.asarray(states)
     key = jax.random.key(seed)
@@ -101,7 +105,7 @@ def score(actor, prior, states: np.ndarray, rules: dict[str, list[float]], goals
         keys = jax.random.split(jax.random.fold_in(key, quality), obs.shape[0])
         g = jax.vmap(lambda g, u, k: priors.apply(quality, qualities, priors.QualityInputs(g, u, k, m, degraded_noise)))(
             g, u, keys)
-        c = jax.vmap(compose.by_index, in_axes=(None, 0, 0, None))(rule_idx, a, g, param)
+        c = jax.vmap(lambda a, g: compose.switch(scored, rule_idx, compose.RuleInputs(a, g, param)))(a, g)
         return jnp.mean(actor.critic.q(obs, jnp.clip(c.mean, -m, m)))
 
     # The frozen baselines go through the same mapped computation (bit-identical for frozen rows).
@@ -111,10 +115,10 @@ def score(actor, prior, states: np.ndarray, rules: dict[str, list[float]], goals
         entry = prior.spec.param_of(g)
         return goal_values.get(g, entry[4]) if entry else 0.0
 
-    cols = (jnp.asarray([prior.spec.goal_index(r[0]) for r in batch], jnp.int32),
+    cols = (jnp.asarray([prior.spec.goal_index(prior_head(r[0], prior.spec.goals) or r[0]) for r in batch], jnp.int32),
             jnp.asarray([goal_value(r[0]) for r in batch], jnp.float32),
             jnp.asarray([qualities.index(r[1]) for r in batch], jnp.int32),
-            jnp.asarray([compose.RULE_NAMES.index(r[2]) for r in batch], jnp.int32),
+            jnp.asarray([scored.index(r[2]) for r in batch], jnp.int32),
             jnp.asarray([r[3] for r in batch], jnp.float32))
     qs = np.asarray(jax.lax.map(lambda x: value(*x), cols), np.float64)
     base = dict(zip(pairs, qs[len(rows):]))
@@ -128,17 +132,13 @@ def score(actor, prior, states: np.ndarray, rules: dict[str, list[float]], goals
 
 def score_run(out: str | Path, states: str | Path | None = None) -> tuple[pd.DataFrame | None, list[str]]:
     """Off-policy scores for every grid of the run in ``out``; plus notes on grids that were skipped."""
-    import json
-
-    from poe_jax import checkpoints
-
     frames, notes = [], []
-    for d in grid.grid_dirs(out):
-        spec = json.loads((d / "spec.json").read_text())["spec"]
+    for d in store.grid_dirs(out):
+        spec = store.read_spec(d)
         try:
-            actor_path = grid.resolve_checkpoint(spec["actor"], spec.get("base_dir", "."))
-            prior_path = grid.resolve_checkpoint(spec["prior"], spec.get("base_dir", "."), "prior")
-        except grid.SpecError as e:
+            actor_path = resolve_checkpoint(spec["actor"], spec.get("base_dir", "."))
+            prior_path = resolve_checkpoint(spec["prior"], spec.get("base_dir", "."), "prior")
+        except SpecError as e:
             notes.append(f"{d.name}: skipped ({e})")
             continue
         actor = checkpoints.load(actor_path, env=spec["env"])

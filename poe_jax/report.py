@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from poe_jax import grid, priors, stats
+from poe_jax import compose, metrics, priors, stats, store
+from poe_jax.spec import load_plugins
 
 __all__ = ["ReportError", "write_report"]
 
@@ -67,13 +68,9 @@ def _panel_figure(path: Path, rows: pd.DataFrame, draw, title: str, xlabel: str,
     return path.name
 
 
-_STYLES = {"poe": ("o", "-"), "kl_reg": ("s", "--"), "additive": ("^", "-."), "poe_adaptive": ("D", ":"),
-           "prior_only": ("x", ""), "frozen": ("*", ""), "iql_guided": ("v", "-"), "critic_greedy": ("P", ""),
-           "critic_prior": ("h", "--")}
-
-
 def _style(rule: str) -> dict:
-    marker, ls = _STYLES.get(rule, ("o", "-"))
+    r = compose.RULES.get(rule)  # a rule of a plugin that is not imported: the default style
+    marker, ls = r.style if r is not None else ("o", "-")
     return {"marker": marker, "ls": ls, "label": rule}
 
 
@@ -128,7 +125,8 @@ def _figures(rows: pd.DataFrame, figdir: Path) -> list[str]:
 
 
 def rows_alpha(r: pd.DataFrame) -> np.ndarray:
-    return np.asarray([grid.alpha_equiv(rule, p) for rule, p in zip(r["rule"], r["param"])])
+    return np.asarray([compose.RULES[rule].equiv(p) if rule in compose.RULES else np.nan
+                       for rule, p in zip(r["rule"], r["param"])])
 
 
 def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, states: str | Path | None = None) -> Path:
@@ -140,7 +138,11 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     from poe_jax import offpolicy
 
     out = Path(out)
-    df = grid.read_episodes(out)
+    for d in store.grid_dirs(out):  # the grids' plugins, for the rules, goals and metrics they registered
+        if (d / "spec.json").is_file():
+            sp = store.read_spec(d)
+            load_plugins(sp.get("plugins", ()), sp.get("base_dir", "."))
+    df = store.read_episodes(out)
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     if "random" in set(df["prior"]) and "x_velocity" not in df:
         raise ReportError(f"{out}: recorded before prior quality 'random' meant an untrained network (its 'random' "
@@ -208,10 +210,10 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
         lines += _deviation_lines(stats.deviation(df, cells))
     lines += _offpolicy_lines(df, offp, off_notes, level)
     lines += _success_lines(df)
-    sv = df.groupby("rule")[[f"support_violation_{e}" for e in grid.SUPPORT_EPS]].mean()
+    sv = df.groupby("rule")[[f"support_violation_{e}" for e in metrics.SUPPORT_EPS]].mean()
     lines += ["", "## Support violation (fraction of executed actions with actor density < ε)", "",
-              "| rule | " + " | ".join(f"ε = {e}" for e in grid.SUPPORT_EPS) + " |",
-              "|---|" + "---|" * len(grid.SUPPORT_EPS)]
+              "| rule | " + " | ".join(f"ε = {e}" for e in metrics.SUPPORT_EPS) + " |",
+              "|---|" + "---|" * len(metrics.SUPPORT_EPS)]
     for rule, r in sv.iterrows():
         lines.append(f"| {rule} | " + " | ".join(f"{v:.3f}" for v in r.to_numpy()) + " |")
     lines += ["", "## Figures", ""] + [f"![{f}](figures/{f})" for f in figs]

@@ -286,6 +286,34 @@ def test_checked_raises_under_jit_and_vmap():
         err.throw()
 
 
+def test_checks_do_not_depend_on_where_a_kernel_was_first_traced():
+    """A kernel traced plainly first still raises under checkify later, and one traced under
+    checkify first still runs plainly (NaN-poisoned) later; the module-level jitted
+    select.kl_budget obeys checkify as well."""
+    from poe_jax import select
+
+    kernel = jax.jit(lambda actor, alpha: compose.poe(actor, actor, alpha).mean)
+    assert np.isnan(np.asarray(kernel(A, 1.5))).all()  # plain trace first: poisoned, no error
+    err, _ = jax.jit(checkify.checkify(kernel))(A, 1.5)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        err.throw()
+    assert np.isnan(np.asarray(kernel(A, 1.5))).all()  # and plain again after
+    later = jax.jit(lambda actor, beta: compose.kl_reg(actor, actor, beta).mean)
+    err, _ = jax.jit(checkify.checkify(later))(A, -1.0)  # checkify first
+    with pytest.raises(ValueError, match="beta must be in"):
+        err.throw()
+    assert np.isnan(np.asarray(later(A, -1.0))).all()
+    err, _ = checkify.checkify(select.kl_budget)(A, A, jnp.array([0.5, 2.0]), 0.1)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        err.throw()
+    # Under vmap over lanes of different rules, a discarded branch never raises.
+    x = compose.RuleInputs(A, A, jnp.array([0.5, 3.0]))
+    f = jax.vmap(lambda i, p: compose.switch(("poe", "kl_reg"), i, x._replace(param=p)).mean)
+    err, out = jax.jit(checkify.checkify(f))(jnp.array([0, 1]), jnp.array([0.5, 3.0]))
+    err.throw()
+    assert np.isfinite(np.asarray(out)).all()
+
+
 def test_non_finite_prior_falls_back_and_is_counted():
     actor = DiagGaussian(jnp.arange(12.0).reshape(4, 3), jnp.full((4, 3), 0.5))
     prior = DiagGaussian(
@@ -324,7 +352,7 @@ def test_non_finite_prior_falls_back_and_is_counted():
 
 
 def test_unknown_rule_lists_known():
-    with pytest.raises(KeyError, match="unknown rule 'pow'; known rules: additive, frozen, kl_reg, poe, poe_adaptive, prior_only"):
+    with pytest.raises(KeyError, match="unknown rule 'pow'; known rules: additive, critic_greedy, critic_prior, frozen, iql_guided, kl_reg, poe, poe_"):
         compose.RULES["pow"]
 
 

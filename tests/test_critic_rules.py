@@ -55,15 +55,18 @@ def test_critic_prior_is_poe_towards_the_greedy_action():
     np.testing.assert_allclose(critic_rules.critic_prior(ACTOR, PRIOR, q_toy, 1.0, LOW, HIGH).mean, a_star)
 
 
-def test_by_index_covers_closed_form_and_critic_rules_under_vmap():
-    names = compose.RULE_NAMES + critic_rules.CRITIC_RULE_NAMES
+def test_switch_covers_closed_form_and_critic_rules_under_vmap():
+    names = compose.names()
     params = {"frozen": 0.0, "prior_only": 1.0, "additive": 0.3, "poe": 0.3, "kl_reg": 2.0, "poe_adaptive": 0.1,
               "iql_guided": 0.05, "critic_greedy": 0.0, "critic_prior": 0.5}
+    assert set(names) >= set(params)
+    names = tuple(params)
     idx = jnp.arange(len(names))
     p = jnp.asarray([params[n] for n in names])
-    out = jax.jit(jax.vmap(lambda i, c: critic_rules.by_index(i, ACTOR, PRIOR, c, q_toy, LOW, HIGH)))(idx, p)
+    crit = compose.CriticInputs(q_toy, LOW, HIGH)
+    out = jax.jit(jax.vmap(lambda i, c: compose.switch(names, i, compose.RuleInputs(ACTOR, PRIOR, c, crit))))(idx, p)
     for i, n in enumerate(names):
-        if n in compose.RULES:
+        if not compose.RULES[n].needs_critic:
             ref = compose.RULES[n](ACTOR, PRIOR, params[n])
         elif n == "iql_guided":
             ref = critic_rules.iql_guided(ACTOR, q_toy, params[n], LOW, HIGH)
@@ -73,3 +76,14 @@ def test_by_index_covers_closed_form_and_critic_rules_under_vmap():
             ref = critic_rules.critic_prior(ACTOR, PRIOR, q_toy, params[n], LOW, HIGH)
         np.testing.assert_allclose(out.mean[i], ref.mean, rtol=1e-5, atol=1e-6, err_msg=n)
         np.testing.assert_allclose(out.std[i], ref.std, rtol=1e-5, err_msg=n)
+
+
+def test_critic_rules_live_in_the_one_registry_with_their_metadata():
+    r = compose.RULES["critic_prior"]
+    assert r.needs_critic and r.uses_prior and r.param == "alpha" and r.equiv(0.25) == 0.25
+    g = compose.RULES["iql_guided"]
+    assert g.needs_critic and not g.uses_prior and np.isnan(g.equiv(0.1))
+    with pytest.raises(ValueError, match="needs the actor's critic"):
+        g(ACTOR, PRIOR, 0.1)  # no CriticInputs
+    out = g(ACTOR, PRIOR, 0.05, compose.CriticInputs(q_toy, LOW, HIGH))
+    np.testing.assert_allclose(out.mean, critic_rules.iql_guided(ACTOR, q_toy, 0.05, LOW, HIGH).mean)

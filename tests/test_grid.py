@@ -364,9 +364,9 @@ def test_lanes_carry_the_goal_parameter_the_prior_takes():
     prior = checkpoints.load(grid.resolve_checkpoint("zoo:hopper-prior", field="prior"), env="hopper")
     assert prior.spec.param_of("G3_target")[1] == "target_speed"
     table = grid.lane_table(spec, prior.spec.goals, prior.spec.goal_params)
-    g3 = table["goal_idx"] == spec.goals.index("G3_target")
-    assert np.all(table["prior_param"][g3] == np.float32(1.25)) and np.all(table["prior_param"][~g3] == 0)
-    assert np.all(grid.lane_table(spec, prior.spec.goals)["prior_param"] == 0)
+    g3 = table.lanes.goal == spec.goals.index("G3_target")
+    assert np.all(table.lanes.prior_param[g3] == np.float32(1.25)) and np.all(table.lanes.prior_param[~g3] == 0)
+    assert np.all(grid.lane_table(spec, prior.spec.goals).lanes.prior_param == 0)
     # the prior's G3 head moves with the target it is given
     obs = jnp.asarray(np.load(grid.zoo_dirs()[-1] / "probe-states" / "hopper-medium.npz")["observations"][:200])
     i = prior.spec.goal_index("G3_target")

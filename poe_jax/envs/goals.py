@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from poe_jax.envs.base import State
 
 __all__ = ["GOALS", "Goal", "GoalDef", "bound_params", "g1_speed", "g2_balanced", "g3_target", "goal_names",
-           "goal_params", "make_goal", "register_goal"]
+           "goal_params", "make_goal", "prior_head", "register_goal"]
 
 
 @dataclass(frozen=True)
@@ -54,16 +54,20 @@ class GoalDef:
     defaults: dict
     env_defaults: dict
     bounds: tuple
+    prior_goal: str | None = None
 
 
 GOALS: dict[str, GoalDef] = {}
 
 
-def register_goal(name: str, *, bounds: tuple, env_defaults: dict | None = None, **defaults):
+def register_goal(name: str, *, bounds: tuple, env_defaults: dict | None = None, prior_goal: str | None = None,
+                  **defaults):
     """Decorator: register ``fn(env, state, action, next_state, **params)`` as goal ``name``.
 
     ``bounds``: the per-step reward range on a live step, ``(lo, hi)`` with ``lo >= 0``; a
     bound may be a parameter name. ``env_defaults``: ``{env: {param: value}}``.
+    ``prior_goal``: for a goal no prior was trained on, the goal whose prior head steers
+    toward it (e.g. a variant of ``G1_speed``); a grid with a prior that knows neither is refused.
     """
     lo = bounds[0]
     if not isinstance(lo, str) and lo < 0:
@@ -72,7 +76,7 @@ def register_goal(name: str, *, bounds: tuple, env_defaults: dict | None = None,
     def deco(fn):
         if name in GOALS:
             raise ValueError(f"goal {name!r} is already registered")
-        GOALS[name] = GoalDef(name, fn, dict(defaults), dict(env_defaults or {}), tuple(bounds))
+        GOALS[name] = GoalDef(name, fn, dict(defaults), dict(env_defaults or {}), tuple(bounds), prior_goal)
         return fn
 
     return deco
@@ -119,6 +123,16 @@ class Goal:
     def bounds(self) -> tuple[float, float]:
         """The per-step reward range on a live step, with parameters filled in."""
         return tuple(float(self.params[b]) if isinstance(b, str) else float(b) for b in GOALS[self.name].bounds)
+
+
+def prior_head(goal: str, prior_goals) -> str | None:
+    """The goal whose head of a prior trained on ``prior_goals`` a grid uses for ``goal``: the goal
+    itself, else its ``prior_goal`` (None when the prior knows neither)."""
+    prior_goals = list(prior_goals)
+    if goal in prior_goals:
+        return goal
+    fallback = GOALS[goal].prior_goal if goal in GOALS else None
+    return fallback if fallback in prior_goals else None
 
 
 def goal_names() -> tuple[str, ...]:

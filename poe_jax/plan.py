@@ -1,0 +1,217 @@
+"""A grid resolved once: its checkpoints, cards, backend, bound goals, cells and lanes.
+
+:func:`resolve` takes a checked :class:`~poe_jax.spec.GridSpec` and reads what the run
+needs exactly once: the checkpoints' cards (kind, env, critic, the prior's goals), the
+physics backend, the goals bound to the env and the grid's parameters, the rules from the
+registry. The :class:`Plan` then gives the cells, the lane table, the env (built once) and
+the compiled program's inputs; everything below it (program, store, runner, report) reads
+the plan or the stored records, never the spec's raw fields again.
+
+Lanes. A grid flattens into *lanes*, one episode each, in a fixed order: cells in spec
+order (rule, coefficient, goal, prior quality, shift), then seed, then episode. A rule
+that ignores the prior (``Rule.uses_prior`` false: ``frozen``, ``iql_guided``,
+``critic_greedy``) gets one cell per (coefficient, goal, shift), recorded with prior
+:data:`PRIOR_BLIND`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from poe_jax import checkpoints, compose, nets, priors
+from poe_jax.program import Lanes, build_program
+from poe_jax.spec import GridSpec, Shift, SpecError, check
+
+__all__ = ["LANE_LAYOUT", "PRIOR_BLIND", "Cell", "LaneTable", "Plan", "cells", "lane_table", "resolve",
+           "resolve_checkpoint"]
+
+PRIOR_BLIND = priors.PRIOR_BLIND  # the ``prior`` recorded for rules that ignore the prior
+LANE_LAYOUT = 2  # bumped when cells() changes the lane order; a DIR of another layout is refused
+
+
+def resolve_checkpoint(ref: str, base_dir: str = ".", field: str = "actor") -> Path:
+    """``zoo:NAME`` -> a shipped checkpoint; a relative path -> relative to ``base_dir``."""
+    if ref.startswith("zoo:"):
+        try:
+            return checkpoints.zoo_path(ref)
+        except checkpoints.CheckpointError as e:
+            raise SpecError(f"{field}: {e}") from None
+    path = Path(ref)
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    if not (path / "card.json").is_file():
+        raise SpecError(f"{field}: no checkpoint at {path} (a directory with card.json)")
+    return path
+
+
+class Cell(NamedTuple):
+    rule: str
+    param: float
+    goal: str
+    prior: str
+    shift: str
+
+    def key(self) -> int:
+        text = f"{self.rule}|{self.param!r}|{self.goal}|{self.prior}|{self.shift}"
+        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little") & 0x7FFFFFFF
+
+
+def cells(spec: GridSpec) -> list[Cell]:
+    """The grid's cells in lane order: rule, coefficient, goal, prior quality, shift. A rule
+    without a coefficient records its ``Rule.default``; a rule that ignores the prior gets one
+    cell per (coefficient, goal, shift), with prior :data:`PRIOR_BLIND`."""
+    out = []
+    for rule, params in spec.rules.items():
+        r = compose.RULES[rule]
+        for p in (params if r.param is not None else [r.default]):
+            for g in spec.goals:
+                for q in (spec.priors if r.uses_prior else (PRIOR_BLIND,)):
+                    for s in spec.shifts:
+                        out.append(Cell(rule, float(p), g, q, s))
+    return out
+
+
+class LaneTable(NamedTuple):
+    """The lanes of a grid, in lane order: the program's inputs and, per lane, its cell and lane index."""
+
+    lanes: Lanes
+    cell: np.ndarray  # [n] int32 index into cells(spec)
+    lane: np.ndarray  # [n] int64
+
+    def __len__(self) -> int:
+        return int(self.lane.size)
+
+
+def lane_table(spec: GridSpec, prior_goals: Sequence[str], prior_params: Sequence = (),
+               rules: Sequence[str] | None = None) -> LaneTable:
+    """Per-lane arrays, in lane order (cell-major, then seed, then episode).
+
+    ``prior_params``: the prior's continuous goal parameters (:attr:`PriorSpec.goal_params`);
+    each lane whose goal has one gets the goal's bound value as ``prior_param``. ``rules``: the
+    rules the program switches over, which ``Lanes.rule`` indexes (default: the spec's)."""
+    from poe_jax.envs.goals import bound_params, prior_head
+
+    cs = cells(spec)
+    rules = list(spec.rules if rules is None else rules)
+    pvalue = nets.param_values(prior_params, bound_params(spec.goals, spec.env, spec.goal_params))
+    shifts = {s: Shift.parse(s) for s in spec.shifts}
+    n_rep = len(spec.seeds) * spec.episodes
+    cell_idx = np.repeat(np.arange(len(cs)), n_rep)
+    f32, i32 = np.float32, np.int32
+    per_cell = Lanes(
+        rule=np.asarray([rules.index(c.rule) for c in cs], i32),
+        param=np.asarray([c.param for c in cs], f32),
+        goal=np.asarray([spec.goals.index(c.goal) for c in cs], i32),
+        prior_goal=np.asarray([list(prior_goals).index(prior_head(c.goal, prior_goals)) for c in cs], i32),
+        prior_param=np.asarray([pvalue.get(c.goal, 0.0) for c in cs], f32),
+        quality=np.asarray([spec.priors.index(c.prior) if c.prior in spec.priors else 0 for c in cs], i32),
+        obs_noise=np.asarray([shifts[c.shift].obs_noise for c in cs], f32),
+        act_noise=np.asarray([shifts[c.shift].action_noise for c in cs], f32),
+        mass_scale=np.asarray([shifts[c.shift].mass for c in cs], f32),
+        friction_scale=np.asarray([shifts[c.shift].friction for c in cs], f32),
+        cell_key=np.asarray([c.key() for c in cs], i32),
+        seed=np.zeros(len(cs), np.uint32),
+        episode=np.zeros(len(cs), i32),
+    )
+    lanes = per_cell.take(cell_idx)._replace(
+        seed=np.tile(np.repeat(np.asarray(spec.seeds, np.int64), spec.episodes), len(cs)).astype(np.uint32),
+        episode=np.tile(np.arange(spec.episodes), len(cs) * len(spec.seeds)).astype(i32))
+    return LaneTable(lanes, cell_idx.astype(i32), np.arange(cell_idx.size, dtype=np.int64))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Plan:
+    """A resolved grid (see the module docstring). Build with :func:`resolve`."""
+
+    spec: GridSpec
+    backend: str
+    rules: tuple[compose.Rule, ...]
+    goals: tuple  # bound goals (poe_jax.envs.goals.Goal), in spec order
+    shifts: tuple[Shift, ...]
+    actor_path: Path
+    prior_path: Path
+    actor_card: dict
+    prior_card: dict
+
+    @property
+    def needs_critic(self) -> bool:
+        return any(r.needs_critic for r in self.rules)
+
+    @property
+    def identity(self) -> dict:
+        """What determines the results: the spec's identity, the lane layout, the backend, the checkpoints' hashes."""
+        return {**self.spec.identity(), "lanes": LANE_LAYOUT, "backend": self.backend,
+                "actor_sha256": self.actor_card["sha256"], "prior_sha256": self.prior_card["sha256"]}
+
+    @functools.cached_property
+    def cells(self) -> list[Cell]:
+        return cells(self.spec)
+
+    @functools.cached_property
+    def env(self):
+        """The grid's env, built once."""
+        from poe_jax import envs
+
+        return envs.make(self.spec.env, backend=self.backend, **self.spec.env_options)
+
+    def load_actor(self):
+        actor = checkpoints.load(self.actor_path, env=self.spec.env)
+        return actor if self.needs_critic else actor.replace(critic=None)
+
+    def load_prior(self):
+        return checkpoints.load(self.prior_path, env=self.spec.env)
+
+    @property
+    def dispatch(self) -> tuple[compose.Rule, ...]:
+        """The rules the program switches over (``Lanes.rule`` indexes them)."""
+        legacy = compose.RULE_NAMES + (compose.names(needs_critic=True) if self.needs_critic else ())
+        return tuple(compose.RULES[n] for n in legacy)
+
+    def lane_table(self, prior) -> LaneTable:
+        return lane_table(self.spec, prior.spec.goals, prior.spec.goal_params, [r.name for r in self.dispatch])
+
+    def program(self):
+        """``program(actor, prior, lanes) -> Totals`` for this grid (not yet jitted)."""
+        sp = self.spec
+        return build_program(self.env, self.goals, self.dispatch, tuple(sp.priors), max_steps=sp.max_steps,
+                             degraded_noise=sp.degraded_noise, sample=sp.sample,
+                             obs_noise=any(s.obs_noise > 0 for s in self.shifts),
+                             act_noise=any(s.action_noise > 0 for s in self.shifts))
+
+
+def resolve(spec: GridSpec, backend: str | None = None) -> Plan:
+    """Check ``spec`` (:func:`poe_jax.spec.check`) and resolve it once (see the module docstring)."""
+    from poe_jax.envs.goals import make_goal, prior_head
+    from poe_jax.physics import resolve_backend
+
+    check(spec)
+    actor_path = resolve_checkpoint(spec.actor, spec.base_dir, "actor")
+    prior_path = resolve_checkpoint(spec.prior, spec.base_dir, "prior")
+    try:
+        actor_card, prior_card = checkpoints.read_card(actor_path), checkpoints.read_card(prior_path)
+        if actor_card["kind"] != "actor":
+            raise SpecError(f"actor: {actor_path} is a {actor_card['kind']} checkpoint, not an actor")
+        if prior_card["kind"] != "prior":
+            raise SpecError(f"prior: {prior_path} is a {prior_card['kind']} checkpoint, not a goal prior")
+        checkpoints.check_env(actor_card, spec.env, actor_path)
+        checkpoints.check_env(prior_card, spec.env, prior_path)
+    except checkpoints.CheckpointError as e:
+        raise SpecError(str(e)) from None
+    rules = tuple(compose.RULES[r] for r in spec.rules)
+    needs_critic = sorted(r.name for r in rules if r.needs_critic)
+    if needs_critic and not actor_card.get("critic"):
+        raise SpecError(f"rules: {needs_critic} need the actor's critic, and {actor_path} has none "
+                        "(IQL actors from poe-jax train iql or port corl --algo iql carry theirs)")
+    missing = [g for g in spec.goals if prior_head(g, prior_card["architecture"]["goals"]) is None]
+    if missing:
+        raise SpecError(f"goals: the prior {prior_path} was not trained on {missing}; it knows {prior_card['architecture']['goals']}")
+    goals = tuple(make_goal(g, spec.env, **spec.goal_params.get(g, {})) for g in spec.goals)
+    return Plan(spec, resolve_backend(backend or spec.backend), rules, goals, tuple(Shift.parse(s) for s in spec.shifts),
+                actor_path, prior_path, actor_card, prior_card)

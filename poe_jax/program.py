@@ -1,0 +1,182 @@
+"""The grid's compiled program: one episode per lane, every lane's rule, goal and prior as data.
+
+:func:`build_program` returns ``program(actor, prior, lanes: Lanes) -> Totals``, jittable
+and vmapped over the lane axis. What varies per lane (the rule's index, its coefficient,
+the goal, the prior quality, the shift) is in :class:`Lanes`; what a grid fixes (its env,
+its bound goals, **its own rules**, its prior qualities, the horizon) is static. Rules and
+goals are ``lax.switch``-ed over the grid's own tuples only, so a poe-only grid costs
+what ``poe`` costs (under ``vmap`` a switch evaluates every branch it has).
+
+Per lane and step (``o`` the observation):
+
+0. shift of the model: the lane's body-mass and friction scales (``State.scales``);
+1. shift: ``o += obs_noise * N(0, I)``;
+2. ``actor.distribution(o)``, ``prior.distribution(o, goal, goal parameter)``, then the
+   lane's prior quality (:mod:`poe_jax.priors`);
+3. the lane's rule (:func:`poe_jax.compose.switch`); the executed action is the
+   composed mean (``sample``: a sample), plus ``action_noise * N(0, I)``;
+4. every registered metric (:mod:`poe_jax.metrics`), and for rules whose alpha varies
+   per state (``Rule.alpha_fn``) the alpha they used.
+
+The rollout sums the goal reward, its ``GAMMA``-discounted sum and its largest absolute
+value, the forward velocity, and each metric (plain and ``GAMMA``-discounted sums).
+
+Determinism. A lane's initial state comes from ``(seed, episode)`` only, so all cells
+start from the same states (common random numbers); its action/prior noise comes from
+``(seed, cell_key, episode)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from poe_jax import compose, metrics, nets, priors
+from poe_jax import rollout as ro
+
+__all__ = ["Lanes", "Totals", "build_program"]
+
+_RESET_TAG = 0x5EED  # folded into a seed's key for the initial states
+_CRITIC_TAG = 11  # folded into a step's key for the critic rules' own draws
+
+
+class Lanes(NamedTuple):
+    """Per-lane inputs of the program, each ``[n]``.
+
+    Attributes:
+        rule: index into the program's rules. param: the rule's coefficient.
+        goal: index into the program's goals. prior_goal: the goal's index in the prior's goals.
+        prior_param: the goal's continuous parameter for priors that take one (G3's target).
+        quality: index into the program's prior qualities.
+        obs_noise, act_noise, mass_scale, friction_scale: the lane's shift.
+        cell_key: hash of the lane's cell (its noise stream). seed, episode.
+    """
+
+    rule: np.ndarray
+    param: np.ndarray
+    goal: np.ndarray
+    prior_goal: np.ndarray
+    prior_param: np.ndarray
+    quality: np.ndarray
+    obs_noise: np.ndarray
+    act_noise: np.ndarray
+    mass_scale: np.ndarray
+    friction_scale: np.ndarray
+    cell_key: np.ndarray
+    seed: np.ndarray
+    episode: np.ndarray
+
+    def take(self, idx) -> "Lanes":
+        return Lanes(*(np.asarray(x)[idx] for x in self))
+
+
+class Totals(NamedTuple):
+    """Per-lane episode totals returned by the program, each ``[n]``.
+
+    Attributes:
+        return_task, return_goal: summed rewards. length: live steps. terminated.
+        discounted_goal: ``sum_t GAMMA^t r_goal``. max_abs_goal: ``max_t |r_goal|``.
+        sum_x_velocity: forward velocity summed over live steps.
+        metrics: ``{metric: sum over live steps}`` (:data:`poe_jax.metrics.METRICS`).
+        discounted: ``{metric: sum_t GAMMA^t m_t}`` for metrics with a discounted column.
+        sum_alpha: the per-state alpha summed over live steps (rules with ``alpha_fn``; else 0).
+    """
+
+    return_task: jax.Array
+    return_goal: jax.Array
+    length: jax.Array
+    terminated: jax.Array
+    discounted_goal: jax.Array
+    max_abs_goal: jax.Array
+    sum_x_velocity: jax.Array
+    metrics: dict[str, jax.Array]
+    discounted: dict[str, jax.Array]
+    sum_alpha: jax.Array
+
+
+def _alpha_used(rules: tuple[compose.Rule, ...], index, x: compose.RuleInputs) -> jax.Array:
+    """The per-state alpha of the lane's rule where it has ``alpha_fn`` (0 for the others)."""
+    zero = jnp.zeros(x.actor.mean.shape[:-1], x.actor.mean.dtype)
+
+    def branch(i, r, x):
+        if r.alpha_fn is None:
+            return zero
+        if len(rules) > 1:  # as in compose.switch: other lanes' coefficients clipped to this rule's range
+            x = x._replace(param=jnp.where(index == i, x.param, jnp.clip(x.param, r.lo, r.hi)))
+        return r.alpha_fn(x)
+
+    if len(rules) == 1:
+        return branch(0, rules[0], x)
+    return jax.lax.switch(index, [lambda i=i, r=r: branch(i, r, x) for i, r in enumerate(rules)])
+
+
+def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), *, max_steps: int,
+                  degraded_noise: float = 0.5, sample: bool = False, obs_noise: bool = True, act_noise: bool = True):
+    """``program(actor, prior, lanes: Lanes) -> Totals`` (jittable).
+
+    Args:
+        env: the environment (any backend). goals: bound goals (:func:`poe_jax.envs.goals.make_goal`),
+            indexed by ``Lanes.goal``.
+        rules: the grid's rules (names or :class:`~poe_jax.compose.Rule`), indexed by ``Lanes.rule``.
+            If one needs a critic, ``actor.critic`` must be set.
+        qualities: prior qualities, indexed by ``Lanes.quality``; the untrained networks of
+            ``random`` are built (one per lane, from its seed) only when a quality needs them.
+        obs_noise, act_noise: static switches; when no lane uses that kind of noise its draws
+            are left out (the results are the same, the program cheaper).
+    """
+    rules = tuple(compose.get(r) for r in rules)
+    if not rules:
+        raise ValueError("build_program: rules is empty")
+    m = float(np.asarray(env.action_high)[0])
+    critic = any(r.needs_critic for r in rules)
+    adaptive = any(r.alpha_fn is not None for r in rules)
+    untrained = any(priors.get(q).needs_untrained for q in qualities)
+    metric_set = metrics.METRICS
+    discounted = tuple(name for name, mt in metric_set.items() if mt.discounted)
+
+    def program(actor, prior, lanes: Lanes) -> Totals:
+        nets_u = (jax.vmap(lambda s: nets.init_prior(prior.spec, priors.random_prior_key(s)).params)(lanes.seed)
+                  if untrained else None)  # one untrained prior network per lane, from its seed only
+
+        def policy(obs, key, data):
+            lane, u_params = data
+            k_obs, k_prior, k_act, k_sample = jax.random.split(key, 4)
+            o = obs + lane.obs_noise * jax.random.normal(k_obs, obs.shape) if obs_noise else obs
+            a = actor.distribution(o)
+            g = prior.distribution(o, lane.prior_goal, lane.prior_param)
+            if qualities != ("trained",):
+                u = prior.replace(params=u_params).distribution(o, lane.prior_goal, lane.prior_param) if untrained else g
+                g = priors.apply(lane.quality, qualities, priors.QualityInputs(g, u, k_prior, m, degraded_noise))
+            crit = (compose.CriticInputs(lambda act: actor.critic.q(o, act), -m, m, jax.random.fold_in(key, _CRITIC_TAG))
+                    if critic else None)
+            x = compose.RuleInputs(a, g, lane.param, crit)
+            c = compose.switch(rules, lane.rule, x)
+            action = c.sample(k_sample) if sample else c.mean
+            if act_noise:
+                action = action + lane.act_noise * jax.random.normal(k_act, action.shape)
+            step = metrics.evaluate(metrics.StepInputs(o, a, g, c, action, a.log_prob(action)))
+            if adaptive:
+                step["__alpha"] = compose.adaptive_alpha(a, g, jnp.maximum(lane.param, 0.0))  # LEGACY
+            return action, step
+
+        def goal(state, action, nxt, data):
+            lane, _ = data
+            return jax.lax.switch(lane.goal, [lambda s, a, n, g=g: g(s, a, n) for g in goals], state, action, nxt)
+
+        base = jax.vmap(jax.random.key)(lanes.seed)
+        reset_keys = jax.vmap(lambda k, e: jax.random.fold_in(jax.random.fold_in(k, _RESET_TAG), e))(base, lanes.episode)
+        step_keys = jax.vmap(lambda k, c, e: jax.random.fold_in(jax.random.fold_in(k, c), e))(
+            base, lanes.cell_key, lanes.episode)
+        init = jax.vmap(env.reset)(reset_keys)
+        init = init.replace(scales=jnp.stack([lanes.mass_scale, lanes.friction_scale], axis=-1))
+        ep = ro.rollout(env, policy, step_keys, max_steps=max_steps, goal=goal, init=init, lane=(lanes, nets_u),
+                        gamma=metrics.GAMMA)
+        sums = dict(ep.metrics)
+        sum_alpha = sums.pop("__alpha", jnp.zeros_like(ep.return_task))
+        return Totals(ep.return_task, ep.return_goal, ep.length, ep.terminated, ep.discounted_goal, ep.max_abs_goal,
+                      ep.sum_x_velocity, sums, {k: ep.discounted_metrics[k] for k in discounted}, sum_alpha)
+
+    return program

@@ -1,0 +1,271 @@
+"""Running a grid: plan, chunks of lanes through the compiled program, records into the store.
+
+One compiled program evaluates a chunk of lanes with ``vmap`` (:mod:`poe_jax.program`).
+The lane axis of a chunk is sharded over the local devices (``Mesh`` +
+``NamedSharding``); with ``jax.distributed`` each process takes every
+``process_count``-th chunk. Results do not depend on chunking, device count, process
+count, resumption or on which other cells are in the grid (:mod:`poe_jax.program`,
+"Determinism"). ``DIR/summary.json`` records the spec, package versions, backend,
+devices, compile time, wall time and episodes/s.
+
+Records: one row per lane. The episode's totals (returns, length, speed, termination),
+its cell (rule, coefficient, its PoE-equivalent alpha, goal, prior quality, shift), and
+one column per registered metric (:mod:`poe_jax.metrics`: the episode mean, and the
+discounted mean for metrics that have one).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from poe_jax import metrics
+from poe_jax.plan import Plan, resolve
+from poe_jax.program import Totals
+from poe_jax.spec import GridSpec, SpecError
+from poe_jax.store import Store, done_lanes, episodes_dir, write_json
+
+__all__ = ["RunResult", "records", "run", "run_many", "summary_table", "versions"]
+
+
+class RunResult(NamedTuple):
+    out: Path
+    computed: int  # episodes computed by this call (this process)
+    skipped: int  # episodes found already recorded
+    summary: dict
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("poe_jax", "jax", "jaxlib", "flax", "numpy", "mujoco", "mujoco-mjx", "orbax-checkpoint", "pyarrow", "pandas"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def records(plan: Plan, cell_ids: np.ndarray, lanes, lane_ids: np.ndarray, tot: Totals):
+    """One row per lane (a DataFrame): the lanes' cells, their episode totals and every metric's columns."""
+    import pandas as pd
+
+    spec, env, cs = plan.spec, plan.env, plan.cells
+    rules = {r.name: r for r in plan.rules}
+    target = {g.name: g.params.get("target_speed", np.nan) for g in plan.goals}
+    per_cell = {  # cell fields once per cell, then indexed per lane
+        "rule": np.asarray([c.rule for c in cs], object),
+        "target_speed": np.asarray([target[c.goal] for c in cs], np.float64),
+        # from the coefficient as the program saw it (float32), like the recorded param
+        "alpha_equiv": np.asarray([rules[c.rule].equiv(float(np.float32(c.param))) for c in cs]),
+        "adaptive": np.asarray([rules[c.rule].alpha_fn is not None for c in cs]),
+        "goal": np.asarray([c.goal for c in cs], object),
+        "prior": np.asarray([c.prior for c in cs], object),
+        "shift": np.asarray([c.shift for c in cs], object),
+    }
+    f64 = lambda x: np.asarray(x, np.float64)  # noqa: E731
+    length = np.asarray(tot.length)
+    safe_len = np.maximum(length, 1)
+    terminated = np.asarray(tot.terminated, bool)
+    rec = {
+        "env": spec.env,
+        "actor": plan.actor_path.name,
+        "rule": per_cell["rule"][cell_ids],
+        "param": np.asarray(lanes.param, np.float64),
+        "alpha_equiv": per_cell["alpha_equiv"][cell_ids],
+        "goal": per_cell["goal"][cell_ids],
+        "prior": per_cell["prior"][cell_ids],
+        "shift": per_cell["shift"][cell_ids],
+        "seed": np.asarray(lanes.seed, np.int64),
+        "episode": np.asarray(lanes.episode, np.int64),
+        "return_task": f64(tot.return_task),
+        "return_goal": f64(tot.return_goal),
+        "normalized_score": env.spec.normalized_score(f64(tot.return_task)),
+        "length": length.astype(np.int64),
+        "x_velocity": f64(tot.sum_x_velocity) / safe_len,
+        "target_speed": per_cell["target_speed"][cell_ids],  # the goal's target (G3), NaN for goals without one
+        "terminated": terminated,
+        "discounted_goal": f64(tot.discounted_goal),
+        "max_abs_goal_reward": f64(tot.max_abs_goal),
+        # the per-state alpha's episode mean for rules whose alpha varies per state, else the fixed one
+        "alpha_used": np.where(per_cell["adaptive"][cell_ids], f64(tot.sum_alpha) / safe_len,
+                               per_cell["alpha_equiv"][cell_ids]),
+    }
+    for name, m in metrics.METRICS.items():
+        rec[name] = f64(tot.metrics[name]) / safe_len
+        if m.discounted:
+            rec[m.discounted] = (1 - metrics.GAMMA) * f64(tot.discounted[name])
+    rec.update({
+        # AntMaze: reaching the goal is its termination; locomotion envs have no success notion.
+        "success": (pd.array(terminated, dtype="boolean") if spec.env.startswith("antmaze")
+                    else pd.array([pd.NA] * len(lane_ids), dtype="boolean")),
+        "backend": plan.backend,
+        "cell": np.asarray(cell_ids, np.int64),
+        "lane": np.asarray(lane_ids, np.int64),
+    })
+    return pd.DataFrame(rec)
+
+
+def _progress(total: int, initial: int):
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, unit="ep", desc="episodes", smoothing=0.1, dynamic_ncols=True)
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+
+
+def _barrier(name: str) -> None:
+    """Wait for every process (no-op with one); uses the coordination service, not device collectives."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed
+
+    distributed.global_state.client.wait_at_barrier(name, 600_000)
+
+
+def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: bool = True,
+        backend: str | None = None, chunk_size: int | None = None) -> RunResult:
+    """Evaluate ``spec`` into ``out`` (see :mod:`poe_jax.store` for the folder). Resumable. While it
+    runs it holds an exclusive lock on ``out``: a second run into the same folder is refused at once."""
+    if backend is not None:
+        spec = spec.replace(backend=backend)
+    if chunk_size is not None:
+        spec = spec.replace(chunk_size=chunk_size)
+    plan = resolve(spec)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"out: {out} is a file; give a folder for the run")
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(out, primary=jax.process_index() == 0)
+    with store.locked(jax.process_index()):
+        store.pin(plan.identity, spec.to_dict(), force)
+        _barrier("poe_jax_grid_spec")
+        return _execute(plan, store, progress)
+
+
+def _chunks(n_lanes: int, chunk: int, done: np.ndarray) -> list[np.ndarray]:
+    """This process's chunks of lanes not yet recorded (every ``process_count``-th chunk)."""
+    pid, nproc = jax.process_index(), jax.process_count()
+    chunks = [np.arange(lo, min(lo + chunk, n_lanes)) for lo in range(0, n_lanes, chunk)]
+    mine = [c[~done[c]] for i, c in enumerate(chunks) if i % nproc == pid]
+    return [c for c in mine if c.size]
+
+
+def _execute(plan: Plan, store: Store, progress: bool) -> RunResult:
+    actor, prior = plan.load_actor(), plan.load_prior()
+    table = plan.lane_table(prior)
+    n_lanes = len(table)
+    done = np.zeros(n_lanes, bool)
+    done[done_lanes(store.out)] = True
+    skipped = int(done.sum())
+    devices = jax.local_devices()
+    chunk = max(len(devices), -(-min(plan.spec.chunk_size, n_lanes) // len(devices)) * len(devices))
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("lanes",)),
+                                          jax.sharding.PartitionSpec("lanes"))
+    program = jax.jit(plan.program())
+    mine = _chunks(n_lanes, chunk, done)
+    bar = _progress(n_lanes, skipped) if (progress and store.primary) else None
+    t_start = time.perf_counter()
+    compiled, compile_s, computed, steps = None, 0.0, 0, 0
+    for idx in mine:
+        padded = np.concatenate([idx, np.full(chunk - idx.size, idx[-1])])
+        lanes = jax.device_put(table.lanes.take(padded), sharding)
+        if compiled is None:
+            t0 = time.perf_counter()
+            compiled = program.lower(actor, prior, lanes).compile()
+            compile_s = time.perf_counter() - t0
+        tot = jax.tree_util.tree_map(lambda v: np.asarray(v)[: idx.size], jax.device_get(compiled(actor, prior, lanes)))
+        store.write(records(plan, table.cell[idx], table.lanes.take(idx), table.lane[idx], tot))
+        computed += idx.size
+        steps += int(np.sum(tot.length))
+        if bar is not None:
+            bar.update(idx.size)
+    if bar is not None:
+        bar.close()
+    wall = time.perf_counter() - t_start
+    _barrier("poe_jax_grid_done")
+    rate = lambda x: round(x / max(wall - compile_s, 1e-9), 3) if computed else None  # noqa: E731
+    summary = {
+        "spec": plan.spec.to_dict(), "identity": plan.identity, "versions": versions(), "backend": plan.backend,
+        "devices": [str(d) for d in jax.devices()], "processes": jax.process_count(), "host": socket.gethostname(),
+        "lanes": n_lanes, "episodes_recorded": int(done_lanes(store.out).size), "episodes_computed_this_run": computed,
+        "episodes_skipped_as_done": skipped, "compile_s": round(compile_s, 3), "wall_s": round(wall, 3),
+        "episodes_per_s": rate(computed), "env_steps_per_s": rate(steps) and round(rate(steps), 1),
+        "chunk_size": chunk,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if store.primary:
+        write_json(store.out / "summary.json", summary)
+    return RunResult(store.out, computed, skipped, summary)
+
+
+def run_many(specs: Sequence[GridSpec], out: str | os.PathLike, name: str = "", force: bool = False,
+             progress: bool = True, backend: str | None = None, chunk_size: int | None = None) -> list[RunResult]:
+    """Run several grids (e.g. one per env, from :func:`poe_jax.spec.load_specs`) into ``out/<grid name>/``.
+
+    Every grid is checked and resolved before the first one runs. ``out/grids.json`` lists the
+    grids (another list on the same ``out`` is refused unless ``force``), and
+    ``out/summary.json`` holds each grid's summary and the total wall time.
+    :func:`poe_jax.store.read_episodes` on ``out`` reads them all. Resumable like :func:`run`.
+    """
+    import json
+
+    out = Path(out)
+    specs = list(specs)
+    if backend is not None:
+        specs = [sp.replace(backend=backend) for sp in specs]
+    for sp in specs:
+        resolve(sp)
+    index = {"name": name or out.name, "grids": [sp.name for sp in specs]}
+    index_path = out / "grids.json"
+    if index_path.exists() and json.loads(index_path.read_text()) != index and not force:
+        raise SpecError(f"{out}: holds a run of other grids (see {index_path}); use another --out, or --force")
+    if episodes_dir(out).exists():
+        raise SpecError(f"{out}: holds a single-grid run; use another --out for several grids")
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"out: {out} is a file; give a folder for the run")
+    out.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        write_json(index_path, index)
+    t0 = time.perf_counter()
+    results = [run(sp, out / sp.name, force=force, progress=progress, chunk_size=chunk_size) for sp in specs]
+    if jax.process_index() == 0:
+        subs = {r.out.name: r.summary for r in results}
+        first = results[0].summary
+        write_json(out / "summary.json", {
+            "spec": {"name": index["name"], "grids": {k: v["spec"] for k, v in subs.items()}},
+            "versions": first["versions"], "backend": first["backend"], "devices": first["devices"],
+            "host": first["host"], "wall_s": round(time.perf_counter() - t0, 3),
+            "episodes_recorded": sum(v["episodes_recorded"] for v in subs.values()),
+            "grids": subs,
+            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        })
+    return results
+
+
+def summary_table(df) -> str:
+    """One screen: mean ± s.e. goal return and normalised score per (goal, prior, shift, rule, param)."""
+    if df["env"].nunique() > 1 or df["actor"].nunique() > 1:
+        return "\n\n".join(f"== {env} / {actor}\n" + summary_table(sub)
+                           for (env, actor), sub in df.groupby(["env", "actor"], sort=False))
+    g = df.groupby(["goal", "prior", "shift", "rule", "param"], sort=False)
+    agg = g.agg(n=("return_goal", "size"), goal_mean=("return_goal", "mean"), goal_se=("return_goal", "sem"),
+                score=("normalized_score", "mean"), kl=("kl_to_frozen", "mean"), sv=("support_violation", "mean"))
+    lines = [f"{'goal':12s} {'prior':8s} {'shift':10s} {'rule':11s} {'param':>6s} {'n':>4s} "
+             f"{'goal return':>18s} {'score':>7s} {'KL':>8s} {'viol':>5s}"]
+    for (goal, prior, shift, rule, param), r in agg.iterrows():
+        se = 0.0 if not np.isfinite(r.goal_se) else r.goal_se
+        lines.append(f"{goal:12s} {prior:8s} {shift[:10]:10s} {rule:11s} {param:6.3g} {int(r.n):4d} "
+                     f"{r.goal_mean:10.1f} ± {se:6.1f} {r.score:7.1f} {r.kl:8.3g} {r.sv:5.2f}")
+    return "\n".join(lines)

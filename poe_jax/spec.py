@@ -1,0 +1,378 @@
+"""Grid specs: parse and check every field, before any env, checkpoint or file is touched.
+
+A :class:`GridSpec` is the whole question a grid asks (rules × coefficients × goals ×
+prior qualities × shifts × seeds × episodes, on one env, actor and prior). It comes from
+Python, a TOML file or a shipped preset (:func:`load_spec`, :func:`load_specs`).
+:func:`check` validates it against the registries (rules, goals, prior qualities, envs,
+backends) and the fields' types and ranges; :mod:`poe_jax.plan` then resolves the
+checkpoints. ``plugins`` (a TOML list, or ``poe-jax run --plugin``) are imported first,
+so names a user module registers are known when the spec is checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import math
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+__all__ = ["GridSpec", "Shift", "SpecError", "check", "load_plugins", "load_spec", "load_specs", "preset_names"]
+
+_PRESETS = Path(__file__).parent / "presets"
+
+
+class SpecError(ValueError):
+    """A grid spec is invalid; the message names the field."""
+
+
+# ---------------------------------------------------------------- spec
+@dataclasses.dataclass(frozen=True)
+class Shift:
+    """A deployment shift: ``none``, or ``key=value`` terms joined by ``,``.
+
+    ``obs_noise=S``: Gaussian noise of std S on every observation the policy sees;
+    ``action_noise=S``: Gaussian noise of std S on every executed action;
+    ``mass=K``: every body's mass and inertia × K; ``friction=K``: every geom's
+    friction × K (``mass=1.0`` / ``friction=1.0`` are the nominal model, exactly).
+    """
+
+    name: str
+    obs_noise: float = 0.0
+    action_noise: float = 0.0
+    mass: float = 1.0
+    friction: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> "Shift":
+        text = text.strip()
+        if text in ("none", ""):
+            return cls("none")
+        vals = {"obs_noise": 0.0, "action_noise": 0.0, "mass": 1.0, "friction": 1.0}
+        for part in text.split(","):
+            key, _, value = part.partition("=")
+            key = key.strip()
+            if key not in vals or not value:
+                raise SpecError(f"shifts: cannot parse {text!r}; use 'none', 'obs_noise=S', 'action_noise=S', "
+                                "'mass=K', 'friction=K' (joined by ',')")
+            try:
+                v = float(value)
+            except ValueError:
+                raise SpecError(f"shifts: {key} in {text!r} is not a number") from None
+            positive = key in ("mass", "friction")
+            if not ((v > 0 if positive else v >= 0) and math.isfinite(v)):
+                raise SpecError(f"shifts: {key} must be finite and {'> 0' if positive else '>= 0'}; got {v} in {text!r}")
+            vals[key] = v
+        return cls(text, **vals)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridSpec:
+    """A grid to evaluate. Construct in Python or load from TOML (:func:`load_spec`).
+
+    Attributes:
+        env: environment name.
+        actor, prior: checkpoint paths, or ``zoo:NAME`` for a shipped checkpoint.
+        rules: ``{rule: [coefficients]}``; ``frozen``/``prior_only`` take ``[]``.
+        goals: deployment goals. goal_params: ``{goal: {param: value}}`` overrides.
+        priors: prior qualities, from :data:`PRIOR_QUALITIES`.
+        shifts: shift conditions (:class:`Shift` syntax).
+        seeds: seeds. episodes: episodes per seed and cell.
+        max_steps: horizon. backend: ``auto``, ``native`` or ``mjx``.
+        degraded_noise: noise scale (× max_action) of the ``degraded`` prior.
+        sample: execute a sample of the composed policy instead of its mean.
+        chunk_size: lanes per compiled call (memory/batch budget; results do not depend on it).
+        name: label.
+        plugins: Python modules (``package.module``) or ``.py`` files (relative to the TOML's
+            folder) imported before the spec is checked, e.g. to register rules, goals, prior
+            qualities or metrics.
+    """
+
+    env: str
+    actor: str
+    prior: str
+    rules: dict[str, list[float]]
+    goals: tuple[str, ...] = ("G1_speed",)
+    priors: tuple[str, ...] = ("trained",)
+    shifts: tuple[str, ...] = ("none",)
+    seeds: tuple[int, ...] = (0,)
+    episodes: int = 1
+    max_steps: int = 1000
+    backend: str = "auto"
+    degraded_noise: float = 0.5
+    sample: bool = False
+    chunk_size: int = 1024
+    goal_params: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    env_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    name: str = ""
+    plugins: tuple[str, ...] = ()
+    base_dir: str = "."  # where relative checkpoint paths are resolved (the TOML's folder)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("goals", "priors", "shifts", "seeds", "plugins"):
+            d[k] = list(d[k])
+        d["rules"] = {k: [float(x) for x in v] for k, v in self.rules.items()}
+        return d
+
+    def identity(self) -> dict:
+        """What determines the results (chunking and paths' spelling do not)."""
+        d = self.to_dict()
+        for k in ("chunk_size", "name", "base_dir", "actor", "prior", "plugins"):
+            d.pop(k)
+        return d
+
+    def replace(self, **kw) -> "GridSpec":
+        return dataclasses.replace(self, **kw)
+
+
+def _as_tuple(name: str, value, kind=str) -> tuple:
+    if isinstance(value, (str, int, float)):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise SpecError(f"{name}: expected a list; got {value!r}")
+    if kind is int:  # no silent truncation (1.9 -> 1) or booleans as numbers
+        bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int)]
+        if bad:
+            raise SpecError(f"{name}: expected a list of integers; got {bad[0]!r}")
+        return tuple(value)
+    try:
+        return tuple(kind(v) for v in value)
+    except (TypeError, ValueError):
+        raise SpecError(f"{name}: expected a list of {kind.__name__}; got {value!r}") from None
+
+
+# Scalar fields of GridSpec and what each must be (checked by validate, before anything is written).
+_SCALARS = {"env": str, "actor": str, "prior": str, "episodes": int, "max_steps": int, "chunk_size": int,
+            "backend": str, "degraded_noise": float, "sample": bool, "name": str}
+_KIND_TEXT = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _check_scalars(spec: "GridSpec") -> None:
+    for name, kind in _SCALARS.items():
+        v = getattr(spec, name)
+        ok = (isinstance(v, bool) if kind is bool else
+              not isinstance(v, bool) and isinstance(v, (int, float) if kind is float else kind))
+        if not ok:
+            raise SpecError(f"{name}: expected {_KIND_TEXT[kind]}; got {v!r}")
+    bad = [s for s in spec.seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**32]
+    if bad:
+        raise SpecError(f"seeds: each must be an integer in [0, 2**32); got {bad[0]!r}")
+
+
+def _read_source(source: str | os.PathLike | dict) -> tuple[dict, str]:
+    """The raw table of a TOML file, a preset (``preset:NAME``) or a dict, and its folder."""
+    if isinstance(source, dict):
+        return dict(source), "."
+    text = str(source)
+    if text.startswith("preset:"):
+        name = text.split(":", 1)[1]
+        path = _PRESETS / f"{name}.toml"
+        if not path.is_file():
+            raise SpecError(f"unknown preset {name!r}; presets: {', '.join(preset_names())}")
+    else:
+        path = Path(text)
+        if path.is_dir():
+            raise SpecError(f"{path}: is a folder; give a grid TOML file (or --preset NAME)")
+        if not path.is_file():
+            raise SpecError(f"{path}: no such config file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file; a grid config is TOML (UTF-8)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: invalid TOML ({e})") from None
+    data.setdefault("name", path.stem)
+    return data, str(path.parent.absolute())
+
+
+def _from_dict(data: dict, base: str, overrides: dict) -> GridSpec:
+    data = dict(data)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "plugins" in overrides:  # added to the source's own
+        extra = overrides.pop("plugins")
+        data["plugins"] = [*_as_tuple("plugins", data.get("plugins", ())), *_as_tuple("plugins", extra)]
+        data["plugins"] = list(dict.fromkeys(data["plugins"]))
+    data.update(overrides)
+    data.setdefault("base_dir", base)
+    fields = {f.name for f in dataclasses.fields(GridSpec)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise SpecError(f"unknown spec field(s) {unknown}; fields: {', '.join(sorted(fields - {'base_dir'}))}")
+    for required in ("env", "actor", "prior", "rules"):
+        if required not in data:
+            raise SpecError(f"spec field {required!r} is required")
+    if not isinstance(data["rules"], dict):
+        raise SpecError(f"rules: expected a table {{rule = [coefficients]}}; got {data['rules']!r}")
+    data["rules"] = {str(k): list(_as_tuple(f"rules.{k}", v, float)) for k, v in data["rules"].items()}
+    for k, kind in (("goals", str), ("priors", str), ("shifts", str), ("seeds", int), ("plugins", str)):
+        if k in data:
+            data[k] = _as_tuple(k, data[k], kind)
+    return GridSpec(**data)
+
+
+def load_spec(source: str | os.PathLike | dict, **overrides) -> GridSpec:
+    """A :class:`GridSpec` from a TOML file, a preset name (``preset:NAME``) or a dict.
+
+    A multi-grid source (with ``[[grids]]``) is refused here; use :func:`load_specs`.
+    """
+    data, base = _read_source(source)
+    load_plugins(data.get("plugins", ()), base)
+    load_plugins(overrides.get("plugins") or (), ".")
+    if "grids" in data:
+        raise SpecError(f"{data.get('name', 'spec')}: has [[grids]] (several grids); load it with load_specs()")
+    return _from_dict(data, base, overrides)
+
+
+def load_specs(source: str | os.PathLike | dict, **overrides) -> list[GridSpec]:
+    """One or several :class:`GridSpec` from a source (see :func:`load_spec`).
+
+    A source with ``[[grids]]`` tables is several grids: each table (at least
+    ``env``, ``actor``, ``prior``) is merged over the top-level fields, which hold
+    what the grids share. A grid's ``name`` defaults to the actor's checkpoint
+    name, prefixed with ``ENV-`` unless it starts with it; it names the grid's
+    folder in the run directory.
+    """
+    data, base = _read_source(source)
+    load_plugins(data.get("plugins", ()), base)
+    load_plugins(overrides.get("plugins") or (), ".")
+    for entry in data.get("grids", []) if isinstance(data.get("grids"), list) else []:
+        if isinstance(entry, dict):
+            load_plugins(entry.get("plugins", ()), base)
+    if "grids" not in data:
+        return [_from_dict(data, base, overrides)]
+    entries = data.pop("grids")
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise SpecError("grids: expected one or more [[grids]] tables (each with env, actor, prior)")
+    if any(overrides.get(k) is not None for k in ("actor", "prior")):
+        raise SpecError("--actor/--prior override a single grid; this spec has several [[grids]]")
+    data.pop("name", None)
+    specs = []
+    for i, entry in enumerate(entries):
+        merged = {**data, **entry}
+        if "env" not in merged or "actor" not in merged:
+            raise SpecError(f"grids[{i}]: needs env and actor (and prior)")
+        actor_name = str(merged["actor"]).removeprefix("zoo:").rstrip("/").split("/")[-1]
+        default = actor_name if actor_name.startswith(str(merged["env"])) else f"{merged['env']}-{actor_name}"
+        merged["name"] = str(entry.get("name", default))
+        if not merged["name"] or not all(c.isalnum() or c in "-_." for c in merged["name"]):
+            raise SpecError(f"grids[{i}].name: {merged['name']!r} must be a folder name (letters, digits, - _ .)")
+        try:
+            specs.append(_from_dict(merged, base, overrides))
+        except SpecError as e:
+            raise SpecError(f"grids[{i}] ({merged['name']}): {e}") from None
+    names = [sp.name for sp in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SpecError(f"grids: duplicate grid names {dup}; give each [[grids]] table a distinct name")
+    return specs
+
+
+def preset_names() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in _PRESETS.glob("*.toml")))
+
+
+
+# ---------------------------------------------------------------- plugins
+def load_plugins(plugins, base_dir: str = ".") -> list:
+    """Import each plugin once: a module name (``pkg.mod``) or a ``.py`` file (relative to ``base_dir``).
+
+    A plugin registers names (``compose.register_rule``, ``goals.register_goal``,
+    ``priors.register_quality``, ``metrics.register_metric``) at import. Importing the same
+    plugin again is a no-op. Returns the modules."""
+    if isinstance(plugins, str):
+        plugins = [plugins]
+    mods = []
+    for ref in plugins:
+        if not isinstance(ref, str) or not ref:
+            raise SpecError(f"plugins: expected module names or .py files; got {ref!r}")
+        if ref.endswith(".py"):
+            path = Path(ref) if Path(ref).is_absolute() else Path(base_dir) / ref
+            if not path.is_file():
+                raise SpecError(f"plugins: no such file {path}")
+            path = path.resolve()
+            name = f"poe_jax_plugin_{path.stem}_{hashlib.blake2b(str(path).encode(), digest_size=4).hexdigest()}"
+            if name not in sys.modules:
+                loader = importlib.util.spec_from_file_location(name, path)
+                mod = importlib.util.module_from_spec(loader)
+                sys.modules[name] = mod
+                try:
+                    loader.loader.exec_module(mod)
+                except BaseException:
+                    del sys.modules[name]
+                    raise
+            mods.append(sys.modules[name])
+        else:
+            try:
+                mods.append(importlib.import_module(ref))
+            except ModuleNotFoundError as e:
+                raise SpecError(f"plugins: cannot import {ref!r} ({e}); give an importable module or a .py file") from None
+    return mods
+
+
+# ---------------------------------------------------------------- checks (no I/O)
+ENV_OPTIONS = ("terminate_when_unhealthy", "max_steps")
+
+
+def check(spec: GridSpec) -> None:
+    """Check every field of ``spec`` against its type, its range and the registries.
+
+    Touches no env, checkpoint or file (besides importing ``spec.plugins``); raises
+    :class:`SpecError` naming the field, the value and what is allowed."""
+    from poe_jax import compose, envs, priors
+    from poe_jax.envs.goals import make_goal
+    from poe_jax.physics.base import BACKENDS
+
+    load_plugins(spec.plugins, spec.base_dir)
+    _check_scalars(spec)
+    if spec.env not in envs.names():
+        raise SpecError(f"env: unknown env {spec.env!r}; known envs: {', '.join(envs.names())}")
+    bad_options = sorted(set(spec.env_options) - set(ENV_OPTIONS))
+    if bad_options:
+        raise SpecError(f"env_options: unknown option(s) {bad_options}; known: {', '.join(sorted(ENV_OPTIONS))}")
+    if spec.backend not in BACKENDS:
+        raise SpecError(f"backend: unknown backend {spec.backend!r}; known: {', '.join(BACKENDS)}")
+    if not spec.rules:
+        raise SpecError("rules: empty; give at least one rule, e.g. rules = {frozen = [], poe = [0.5]}")
+    for rule, params in spec.rules.items():
+        try:
+            r = compose.RULES[rule]
+        except KeyError as e:
+            raise SpecError(f"rules: {e.args[0]}") from None
+        if r.param is None and params:
+            raise SpecError(f"rules.{rule}: takes no coefficient; use {rule} = []")
+        if r.param is not None:
+            if not params:
+                raise SpecError(f"rules.{rule}: empty coefficient grid; give its {r.param} values")
+            try:
+                r.validate(params)
+            except ValueError as e:
+                raise SpecError(f"rules.{rule}: {e}") from None
+    for name, values in (("goals", spec.goals), ("priors", spec.priors), ("shifts", spec.shifts), ("seeds", spec.seeds)):
+        if not values:
+            raise SpecError(f"{name}: empty")
+        if len(set(values)) != len(values):
+            raise SpecError(f"{name}: duplicate entries in {list(values)}")
+    for g in spec.goals:
+        try:
+            make_goal(g, spec.env, **spec.goal_params.get(g, {}))
+        except (KeyError, ValueError) as e:
+            raise SpecError(f"goals: {e.args[0]}") from None
+    unknown_gp = sorted(set(spec.goal_params) - set(spec.goals))
+    if unknown_gp:
+        raise SpecError(f"goal_params: goals {unknown_gp} are not in goals {list(spec.goals)}")
+    for q in spec.priors:
+        if q not in priors.QUALITIES:
+            raise SpecError(f"priors: unknown prior quality {q!r}; known: {', '.join(priors.names())}")
+    for s in spec.shifts:
+        Shift.parse(s)
+    for name in ("episodes", "max_steps", "chunk_size"):
+        if getattr(spec, name) < 1:
+            raise SpecError(f"{name}: must be >= 1; got {getattr(spec, name)}")
+    if not (spec.degraded_noise >= 0 and math.isfinite(spec.degraded_noise)):
+        raise SpecError(f"degraded_noise: must be finite and >= 0; got {spec.degraded_noise}")
