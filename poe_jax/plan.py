@@ -170,9 +170,8 @@ class Plan:
 
     @property
     def dispatch(self) -> tuple[compose.Rule, ...]:
-        """The rules the program switches over (``Lanes.rule`` indexes them)."""
-        legacy = compose.RULE_NAMES + (compose.names(needs_critic=True) if self.needs_critic else ())
-        return tuple(compose.RULES[n] for n in legacy)
+        """The rules the program switches over (``Lanes.rule`` indexes them): the grid's own, in spec order."""
+        return self.rules
 
     def lane_table(self, prior) -> LaneTable:
         return lane_table(self.spec, prior.spec.goals, prior.spec.goal_params, [r.name for r in self.dispatch])

@@ -159,7 +159,7 @@ def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), 
                 action = action + lane.act_noise * jax.random.normal(k_act, action.shape)
             step = metrics.evaluate(metrics.StepInputs(o, a, g, c, action, a.log_prob(action)))
             if adaptive:
-                step["__alpha"] = compose.adaptive_alpha(a, g, jnp.maximum(lane.param, 0.0))  # LEGACY
+                step["__alpha"] = _alpha_used(rules, lane.rule, x._replace(param=jnp.asarray(lane.param, a.mean.dtype)))
             return action, step
 
         def goal(state, action, nxt, data):

@@ -170,6 +170,9 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
             f"{lab} {int(counts.get(lab, 0))}" for lab in stats.LABELS) + f" of {len(counted)} (cell, rule) pairs.")
     if fold_note:
         lines.append(fold_note)
+    if df.attrs.get("duplicate_lanes_dropped"):
+        lines.append(f" **Note:** {df.attrs['duplicate_lanes_dropped']} episodes were stored twice under the same lane "
+                     "(two runs wrote into this DIR at once); each lane is counted once.")
     if df.attrs.get("prior_blind_recorded"):
         lines.append(" Rules that ignore the prior (`frozen`, the critic-only rules) ran once per (goal, shift, "
                      "seed, episode); the same episodes are the baseline under every prior quality.")

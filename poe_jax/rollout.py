@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from poe_jax.envs.base import Env, State
+from poe_jax.metrics import GAMMA
 
 # policy(obs [obs_size], key) -> (action [act_size], metrics {name: scalar})
 Policy = Callable[[jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
@@ -81,7 +82,7 @@ def rollout(
     goal: GoalFn | None = None,
     init: State | None = None,
     lane=None,
-    gamma: float = 0.99,
+    gamma: float = GAMMA,
 ) -> Episodes:
     """Run one episode per key (see module docstring). Jittable; ``env``,
     ``policy`` and ``goal`` are static (close over them or mark them static).

@@ -326,7 +326,7 @@ def check(spec: GridSpec) -> None:
     :class:`SpecError` naming the field, the value and what is allowed."""
     from poe_jax import compose, envs, priors
     from poe_jax.envs.goals import make_goal
-    from poe_jax.physics.base import BACKENDS
+    from poe_jax.physics import backend_names
 
     load_plugins(spec.plugins, spec.base_dir)
     _check_scalars(spec)
@@ -335,8 +335,8 @@ def check(spec: GridSpec) -> None:
     bad_options = sorted(set(spec.env_options) - set(ENV_OPTIONS))
     if bad_options:
         raise SpecError(f"env_options: unknown option(s) {bad_options}; known: {', '.join(sorted(ENV_OPTIONS))}")
-    if spec.backend not in BACKENDS:
-        raise SpecError(f"backend: unknown backend {spec.backend!r}; known: {', '.join(BACKENDS)}")
+    if spec.backend not in backend_names():
+        raise SpecError(f"backend: unknown backend {spec.backend!r}; known: {', '.join(backend_names())}")
     if not spec.rules:
         raise SpecError("rules: empty; give at least one rule, e.g. rules = {frozen = [], poe = [0.5]}")
     for rule, params in spec.rules.items():

@@ -34,13 +34,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from poe_jax.metrics import GAMMA  # the discount the grid recorded delta_pi with (defined once)
+
 __all__ = ["CELL", "FALL_RATIO", "GAMMA", "LABELS", "deviation", "holm", "label_cells", "labels_table", "row_stats",
            "seed_means", "selectors", "tracking"]
 
 LABELS = ("HELP", "FROZEN", "HURT", "FALL")
 FALL_RATIO = 0.9  # a HELP row whose mean length is below this fraction of frozen's is FALL
-
-GAMMA = 0.99
 
 CELL = ["grid", "env", "actor", "goal", "prior", "shift"]
 ROW = [*CELL, "rule", "param"]

@@ -11,6 +11,10 @@ _cache = Path(os.environ.get("POE_JAX_CACHE", Path.home() / ".cache" / "poe_jax"
 jax.config.update("jax_compilation_cache_dir", str(_cache))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
+# User plugins for tests/test_plugins.py: imported only by the processes those tests start, never
+# by doctest collection here (their registrations would leak into every later test).
+collect_ignore = ["plugins"]
+
 _ENVS = {}
 
 

@@ -171,10 +171,43 @@ def test_two_process_distributed_equals_one(smoke, reference, tmp_path):
 def test_different_spec_is_refused_unless_forced(smoke, reference, tmp_path):
     out = tmp_path / "f"
     grid.run(smoke.replace(max_steps=10, seeds=(0,), episodes=1), out, progress=False)
-    with pytest.raises(grid.SpecError, match="different spec"):
+    with pytest.raises(grid.SpecError, match="different spec .fields that differ: max_steps;"):
         grid.run(smoke.replace(max_steps=11, seeds=(0,), episodes=1), out, progress=False)
     res = grid.run(smoke.replace(max_steps=11, seeds=(0,), episodes=1), out, force=True, progress=False)
     assert (grid.read_episodes(out)["length"] <= 11).all() and res.computed == len(grid.read_episodes(out, serve_prior_blind=False))
+
+
+def test_a_failed_start_leaves_nothing_that_blocks_the_fixed_spec(smoke, monkeypatch, tmp_path):
+    """spec.json is written with the first result part: a run that fails before any result (here the
+    program raises) leaves no pinned spec, so the corrected spec runs into the same DIR."""
+    from poe_jax import runner
+
+    out = tmp_path / "failed"
+    broken = smoke.replace(max_steps=5, seeds=(0,), episodes=1)
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated failure before the first chunk")
+
+    monkeypatch.setattr(runner, "records", boom)
+    with pytest.raises(RuntimeError, match="simulated"):
+        grid.run(broken, out, progress=False)
+    assert not (out / "spec.json").exists() and not grid.done_lanes(out).size
+    monkeypatch.undo()
+    res = grid.run(broken.replace(max_steps=6), out, progress=False)
+    assert res.computed > 0 and (out / "spec.json").exists()
+
+
+def test_duplicate_lanes_are_read_once(smoke, tmp_path):
+    """A lane stored twice (two runs racing before the lock existed) is read once, and said so."""
+    import shutil
+
+    out = tmp_path / "dup"
+    grid.run(smoke.replace(max_steps=5, seeds=(0,), episodes=1), out, progress=False)
+    n = len(grid.read_episodes(out, serve_prior_blind=False))
+    part = sorted((out / "episodes.parquet").glob("part-*.parquet"))[0]
+    shutil.copy(part, part.with_name("part-dup-" + part.name.removeprefix("part-")))
+    df = grid.read_episodes(out, serve_prior_blind=False)
+    assert len(df) == n and df["lane"].is_unique and df.attrs["duplicate_lanes_dropped"] > 0
 
 
 @pytest.mark.parametrize("change, field", [

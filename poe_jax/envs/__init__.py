@@ -8,13 +8,15 @@ Example:
 
 from __future__ import annotations
 
-from poe_jax.envs.antmaze import MAZES, AntMaze
+from poe_jax.envs import registry
+from poe_jax.envs.locomotion import SPECS  # registers first: names() lists locomotion, then AntMaze
+from poe_jax.envs.antmaze import MAZES, AntMaze  # noqa: I001
 from poe_jax.envs.base import Env, EnvSpec, State
 from poe_jax.envs.goals import Goal, goal_names, make_goal
-from poe_jax.envs.locomotion import SPECS
+from poe_jax.envs.registry import register_env
 
 __all__ = ["AntMaze", "Env", "EnvSpec", "Goal", "State", "goal_names", "locomotion_names", "make", "make_goal",
-           "names", "spec"]
+           "names", "register_env", "spec"]
 
 
 def locomotion_names() -> tuple[str, ...]:
@@ -23,14 +25,16 @@ def locomotion_names() -> tuple[str, ...]:
 
 
 def names() -> tuple[str, ...]:
-    """The registered environment names: locomotion, then AntMaze."""
-    return tuple(SPECS) + tuple(MAZES)
+    """The registered environment names: locomotion, then AntMaze (then any registered by user code)."""
+    return registry.names()
 
 
 def spec(name: str) -> EnvSpec:
     if name in MAZES:
         return AntMaze(name, backend="native").spec
     if name not in SPECS:
+        if name in registry.ENVS:
+            return make(name, backend="native").spec
         raise KeyError(f"unknown env {name!r}; known envs: {', '.join(names())}")
     return SPECS[name]
 
@@ -41,6 +45,6 @@ def make(name: str, backend: str = "auto", **options) -> Env:
     Options: ``max_steps`` (episode length), and backend options such as
     ``nthread`` (native) or ``impl`` (mjx).
     """
-    if name in MAZES:
-        return AntMaze(name, backend=backend, **options)
-    return Env(spec(name), backend=backend, **options)
+    if name not in registry.ENVS:
+        raise KeyError(f"unknown env {name!r}; known envs: {', '.join(names())}")
+    return registry.ENVS[name].factory(backend=backend, **options)

@@ -211,13 +211,29 @@ class Env:
 
     # -------------------------------------------------------------- step
     def step(self, state: State, action: jax.Array) -> State:
-        """Advance one control step (``frame_skip`` MuJoCo steps)."""
-        spec = self.spec
+        """Advance one control step (``frame_skip`` MuJoCo steps).
+
+        A template: clip the action, step the physics (done lanes are frozen, reward 0),
+        compute the forward velocity, then :meth:`outcome` (reward, termination, metrics;
+        what a subclass changes), truncation at ``max_steps``, and the observation."""
         action = jnp.clip(jnp.asarray(action, jnp.float32), self.action_low, self.action_high)
         active = ~state.done
-        q1 = self.physics.step(state.q, action, active, state.scales)
         q0 = state.q
+        q1 = self.physics.step(q0, action, active, state.scales)
         x_velocity = diff_hi_lo(q1.qpos[0], q1.qpos_lo[0], q0.qpos[0], q0.qpos_lo[0]) / self.dt
+        reward, terminated, metrics = self.outcome(state, q1, action, x_velocity)
+        steps = state.step + 1
+        truncated = (steps >= self.max_steps) & ~terminated
+        new = State(q=q1, obs=self.spec.obs_fn(q1.qpos, q1.qvel), reward=reward, done=terminated | truncated,
+                    terminated=terminated, truncated=truncated, step=steps, metrics=metrics, scales=state.scales)
+        frozen = state.replace(reward=jnp.zeros_like(state.reward))
+        return jax.tree_util.tree_map(lambda n, o: jnp.where(active, n, o), new, frozen)
+
+    def outcome(self, state: State, q1: Coords, action: jax.Array, x_velocity: jax.Array):
+        """``(reward, terminated, metrics)`` of a step that reached ``q1`` (the hook of :meth:`step`).
+
+        Locomotion: Gymnasium's ``forward + healthy - ctrl_cost`` and its health rule."""
+        spec = self.spec
         ctrl_cost = spec.ctrl_cost_weight * jnp.sum(action * action)
         healthy = jnp.ones((), jnp.bool_) if spec.healthy_fn is None else spec.healthy_fn(q1.qpos, q1.qvel)
         if self.terminate_when_unhealthy:
@@ -225,22 +241,8 @@ class Env:
         else:
             terminated = jnp.zeros((), jnp.bool_)
             healthy_reward = jnp.where(healthy, spec.healthy_reward, 0.0)
-        reward = x_velocity + healthy_reward - ctrl_cost
-        steps = state.step + 1
-        truncated = (steps >= self.max_steps) & ~terminated
-        new = State(
-            q=q1,
-            obs=spec.obs_fn(q1.qpos, q1.qvel),
-            reward=reward,
-            done=terminated | truncated,
-            terminated=terminated,
-            truncated=truncated,
-            step=steps,
-            metrics={"x_velocity": x_velocity, "ctrl_cost": ctrl_cost, "tilt": spec.tilt_fn(q1.qpos)},
-            scales=state.scales,
-        )
-        frozen = state.replace(reward=jnp.zeros_like(state.reward))
-        return jax.tree_util.tree_map(lambda n, o: jnp.where(active, n, o), new, frozen)
+        metrics = {"x_velocity": x_velocity, "ctrl_cost": ctrl_cost, "tilt": spec.tilt_fn(q1.qpos)}
+        return x_velocity + healthy_reward - ctrl_cost, terminated, metrics
 
 
 def _noise(key, kind: tuple[str, float], n: int) -> jax.Array:

@@ -15,7 +15,8 @@ goal            per-step reward on a live step                                  
                 torso tilt (pitch ``qpos[2]`` for the planar walkers; the angle of
                 the Ant's torso z axis from the vertical)
 ``G3_target``   ``exp(-(v - target_speed)^2 / (2 width^2))``: a bounded kernel that  ``[0, 1]``
-                peaks at the target speed. Defaults (m/s): hopper 1.2, walker2d 1.5,
+                peaks at the target speed. Defaults (m/s; each env's own, from its
+                registration in ``envs.locomotion``): hopper 1.2, walker2d 1.5,
                 halfcheetah 3.0, ant 2.5 -- speeds the shipped medium actors do not
                 run at (2.3, 2.5, 5.7, 3.5) but a behaviour in the priors' data does
                 (``checkpoints/README.md``, "Goal priors")
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from poe_jax.envs import registry
 from poe_jax.envs.base import State
 
 __all__ = ["GOALS", "Goal", "GoalDef", "bound_params", "g1_speed", "g2_balanced", "g3_target", "goal_names",
@@ -46,13 +48,12 @@ __all__ = ["GOALS", "Goal", "GoalDef", "bound_params", "g1_speed", "g2_balanced"
 @dataclass(frozen=True)
 class GoalDef:
     """A registered goal: ``fn(env, state, action, next_state, **params)``, its default
-    parameters, per-env default overrides, and its documented reward range ``(lo, hi)``
-    (``hi`` may name a parameter, e.g. ``"v_max"``)."""
+    parameters, its documented reward range ``(lo, hi)`` (``hi`` may name a parameter, e.g.
+    ``"v_max"``), and the prior head a prior without it uses (``prior_goal``)."""
 
     name: str
     fn: Callable
     defaults: dict
-    env_defaults: dict
     bounds: tuple
     prior_goal: str | None = None
 
@@ -60,12 +61,12 @@ class GoalDef:
 GOALS: dict[str, GoalDef] = {}
 
 
-def register_goal(name: str, *, bounds: tuple, env_defaults: dict | None = None, prior_goal: str | None = None,
-                  **defaults):
+def register_goal(name: str, *, bounds: tuple, prior_goal: str | None = None, **defaults):
     """Decorator: register ``fn(env, state, action, next_state, **params)`` as goal ``name``.
 
     ``bounds``: the per-step reward range on a live step, ``(lo, hi)`` with ``lo >= 0``; a
-    bound may be a parameter name. ``env_defaults``: ``{env: {param: value}}``.
+    bound may be a parameter name. An env may set its own defaults for the parameters
+    (``register_env(..., goal_defaults=...)``, e.g. G3's target speed per env).
     ``prior_goal``: for a goal no prior was trained on, the goal whose prior head steers
     toward it (e.g. a variant of ``G1_speed``); a grid with a prior that knows neither is refused.
     """
@@ -76,7 +77,7 @@ def register_goal(name: str, *, bounds: tuple, env_defaults: dict | None = None,
     def deco(fn):
         if name in GOALS:
             raise ValueError(f"goal {name!r} is already registered")
-        GOALS[name] = GoalDef(name, fn, dict(defaults), dict(env_defaults or {}), tuple(bounds), prior_goal)
+        GOALS[name] = GoalDef(name, fn, dict(defaults), tuple(bounds), prior_goal)
         return fn
 
     return deco
@@ -98,9 +99,7 @@ def g2_balanced(env: str, state: State, action, next_state: State, v_max=20.0, c
     return v * jnp.exp(-ctrl_weight * jnp.sum(a * a) - upright_weight * tilt * tilt)
 
 
-@register_goal("G3_target", bounds=(0.0, 1.0), target_speed=1.0, width=0.5,
-               env_defaults={"hopper": {"target_speed": 1.2}, "walker2d": {"target_speed": 1.5},
-                             "halfcheetah": {"target_speed": 3.0, "width": 1.0}, "ant": {"target_speed": 2.5}})
+@register_goal("G3_target", bounds=(0.0, 1.0), target_speed=1.0, width=0.5)  # per-env targets: envs.locomotion
 def g3_target(env: str, state: State, action, next_state: State, target_speed=1.0, width=0.5) -> jax.Array:
     """``r = exp(-(v - target_speed)^2 / (2 width^2))``."""
     d = (next_state.metrics["x_velocity"] - target_speed) / width
@@ -152,7 +151,7 @@ def make_goal(name: str, env: str, **params) -> Goal:
     for k, v in params.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ValueError(f"goal_params.{name}.{k}: expected a number; got {v!r}")
-    bound = {**d.defaults, **d.env_defaults.get(env, {}), **{k: float(v) for k, v in params.items()}}
+    bound = {**d.defaults, **registry.goal_defaults(env).get(name, {}), **{k: float(v) for k, v in params.items()}}
     if name == "G3_target" and not bound["width"] > 0:
         raise ValueError(f"goal_params.G3_target.width: must be > 0; got {bound['width']}")
     return Goal(name, env, bound, d.fn)

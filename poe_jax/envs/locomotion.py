@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from poe_jax.envs.base import EnvSpec, free_body_tilt
+import functools
+
+from poe_jax.envs.base import Env, EnvSpec, free_body_tilt
+from poe_jax.envs.registry import register_env
 
 ANT_OBS_PAD = 84  # D4RL ant-v2 stored 84 contact-force entries, all zero in MuJoCo >= 2
 
@@ -81,3 +84,14 @@ SPECS: dict[str, EnvSpec] = {
         notes="obs: qpos[2:], qvel (27) + 84 zeros = 111; contact cost 0",
     ),
 }
+
+# G3's default target speeds (m/s): speeds the shipped medium actors do not run at (2.3, 2.5, 5.7,
+# 3.5) but a behaviour in the priors' data does (checkpoints/README.md, "Goal priors").
+GOAL_DEFAULTS = {
+    "hopper": {"G3_target": {"target_speed": 1.2}},
+    "walker2d": {"G3_target": {"target_speed": 1.5}},
+    "halfcheetah": {"G3_target": {"target_speed": 3.0, "width": 1.0}},  # its speeds spread wider
+    "ant": {"G3_target": {"target_speed": 2.5}},
+}
+for _name, _spec in SPECS.items():
+    register_env(_name, goal_defaults=GOAL_DEFAULTS.get(_name))(functools.partial(Env, _spec))

@@ -93,21 +93,38 @@ def accelerator_present() -> bool:
     return any(d.platform in ("gpu", "tpu", "cuda", "rocm") for d in jax.devices())
 
 
+# The backend registry: name -> factory ``(model, frame_skip, **options) -> Physics``. A backend
+# registers where it is defined (``@register_backend("native")`` on its class); the built-in ones
+# are imported by name on first use (``poe_jax.physics.make_physics``), so importing this module
+# imports no backend.
+BACKEND_FACTORIES: dict[str, object] = {}
+BUILTIN_MODULES = {"native": "poe_jax.physics.native", "mjx": "poe_jax.physics.mjx"}
+
+
+def register_backend(name: str):
+    """Decorator: register a :class:`Physics` factory ``(model, frame_skip, **options)`` as backend ``name``."""
+
+    def deco(factory):
+        if name == "auto" or (name in BACKEND_FACTORIES and BACKEND_FACTORIES[name] is not factory):
+            raise ValueError(f"physics backend {name!r} is already registered")
+        BACKEND_FACTORIES[name] = factory
+        return factory
+
+    return deco
+
+
+def backend_names() -> tuple[str, ...]:
+    """``auto`` and every known backend (built-in or registered)."""
+    return ("auto", *dict.fromkeys([*BUILTIN_MODULES, *BACKEND_FACTORIES]))
+
+
+BACKENDS = ("auto", *BUILTIN_MODULES)  # the built-in names (backend_names() includes registered ones)
+
+
 def resolve_backend(backend: str) -> str:
     """``auto`` -> ``mjx`` with an accelerator, else ``native``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
+    if backend not in backend_names():
+        raise ValueError(f"unknown backend {backend!r}; known backends: {', '.join(backend_names())}")
     if backend == "auto":
         return "mjx" if accelerator_present() else "native"
     return backend
-
-
-def make_physics(backend: str, model: mujoco.MjModel, frame_skip: int, **options) -> Physics:
-    backend = resolve_backend(backend)
-    if backend == "native":
-        from poe_jax.physics.native import NativePhysics
-
-        return NativePhysics(model, frame_skip, **options)
-    from poe_jax.physics.mjx import MjxPhysics
-
-    return MjxPhysics(model, frame_skip, **options)

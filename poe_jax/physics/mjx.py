@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import mujoco
 from mujoco import mjx
 
-from poe_jax.physics.base import Coords, scaled_fields
+from poe_jax.physics.base import Coords, register_backend, scaled_fields
 
 
+@register_backend("mjx")
 class MjxPhysics:
     """``mjx.step`` ``frame_skip`` times inside ``fori_loop``; vmaps over lanes."""
 

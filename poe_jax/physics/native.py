@@ -41,23 +41,13 @@ try:  # MuJoCo >= 4
 except ImportError:  # pragma: no cover - depends on the installed MuJoCo
     mj_batch = None
 
-from poe_jax.physics.base import Coords, scaled_fields, split64
-
-_POOLS: dict[int, mj_rollout.Rollout] = {}
-_POOL_LOCK = threading.Lock()
-
+from poe_jax.physics.base import Coords, register_backend, scaled_fields, split64
 
 def default_threads() -> int:
     return int(os.environ.get("POE_JAX_THREADS", os.cpu_count() or 1))
 
 
-def _pool(nthread: int) -> mj_rollout.Rollout:
-    with _POOL_LOCK:
-        if nthread not in _POOLS:
-            _POOLS[nthread] = mj_rollout.Rollout(nthread=nthread)
-        return _POOLS[nthread]
-
-
+@register_backend("native")
 class NativePhysics:
     """``mujoco.rollout``-backed physics (see module docstring).
 
@@ -92,6 +82,19 @@ class NativePhysics:
         self._qpos_at = mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_TIME.value)
         self._qvel_at = self._qpos_at + model.nq
         self._lock = threading.Lock()  # MjData scratch is per physics object
+        self._pool = None  # this object's mujoco.rollout thread pool, started on first use, ended with it
+
+    def close(self) -> None:
+        """Stop this backend's thread pool now (it also stops when the object is collected)."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    def _rollout_pool(self) -> mj_rollout.Rollout:
+        if self._pool is None:
+            self._pool = mj_rollout.Rollout(nthread=self.nthread)
+        return self._pool
 
     # ---------------------------------------------------------------- host side
     def step_host(self, qpos, qvel, ctrl, active=None, scales=None):
@@ -125,7 +128,7 @@ class NativePhysics:
             # One chunk per thread: a control step is only a few substeps, so the
             # default chunking (10 chunks per thread) costs more in dispatch than it
             # gains in balance (measured in benchmarks/rollout_throughput.py).
-            _pool(self.nthread).rollout(
+            self._rollout_pool().rollout(
                 models, self._datas, init, control, nstep=self.frame_skip,
                 state=states, sensordata=sensors, skip_checks=True,
                 chunk_size=-(-n // self.nthread),
