@@ -82,7 +82,8 @@ def main(argv=None):
     ap.add_argument("--gym-steps", type=int, default=100)
     ap.add_argument("--backend", default="native")
     ap.add_argument("--no-gym", action="store_true")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "poe_jax-bench"),
+                    help="where the result JSON goes (benchmarks/results/ holds the committed ones)")
     args = ap.parse_args(argv)
     keep_large_allocations()
     results = []

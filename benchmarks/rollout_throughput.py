@@ -24,6 +24,7 @@ variant runs once before it is timed; native and open-loop are timed
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -137,7 +138,8 @@ def main(argv=None):
     ap.add_argument("--lanes", type=int, nargs="+", default=[256, 1024])
     ap.add_argument("--repeats", type=int, default=5, help="interleaved timed runs; medians are reported")
     ap.add_argument("--envs", nargs="+", default=["hopper", "halfcheetah"])
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "poe_jax-bench"),
+                    help="where the result JSON goes (benchmarks/results/ holds the committed ones)")
     args = ap.parse_args(argv)
     keep_large_allocations()
     results = []

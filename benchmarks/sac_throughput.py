@@ -16,6 +16,7 @@ Writes ``sac-<host>.json``.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def main() -> None:
     ap.add_argument("--env", default="walker2d")
     ap.add_argument("--chunk", type=int, default=500)
     ap.add_argument("--chunks", type=int, default=4)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "poe_jax-bench"),
+                    help="where the result JSON goes (benchmarks/results/ holds the committed ones)")
     args = ap.parse_args()
     env = envs.make(args.env, backend="native")
     rows = {str(b): steps_per_s(env, b, args.chunk, args.chunks) for b in (50_000, 1_000_000)}

@@ -151,7 +151,8 @@ def save(
 
     path = Path(path).absolute()
     if path.exists() and not overwrite:
-        raise CheckpointError(f"{path}: already exists; pass overwrite=True to replace it")
+        raise CheckpointError(f"{path}: already exists; pass overwrite=True (on the command line: --overwrite) to "
+                              "replace it")
     for s in scores or []:
         if "episodes" not in s:
             raise CheckpointError(f"{path}: every score needs its number of episodes; got {s}")

@@ -7,13 +7,18 @@ import sys
 from pathlib import Path
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows every option's default."""
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="poe-jax", description=__doc__)
+    p = argparse.ArgumentParser(prog="poe-jax", description=__doc__, formatter_class=_Formatter,
+                                epilog="--debug anywhere on the line: show tracebacks of errors (otherwise one line)")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="compose a toy actor and prior with every rule and print a table")
-    sub.add_parser("rules", help="list the composition rules and their coefficients")
-    sub.add_parser("envs", help="list environments, backends, observation/action sizes and goals")
-    run = sub.add_parser("run", help="evaluate a grid (TOML config or --preset) into --out; resumes")
+    sub.add_parser("demo", formatter_class=_Formatter, help="compose a toy actor and prior with every rule and print a table")
+    sub.add_parser("rules", formatter_class=_Formatter, help="list the composition rules and their coefficients")
+    sub.add_parser("envs", formatter_class=_Formatter, help="list environments, backends, observation/action sizes and goals")
+    run = sub.add_parser("run", formatter_class=_Formatter, help="evaluate a grid (TOML config or --preset) into --out; resumes")
     run.add_argument("config", nargs="?", help="grid TOML (see README)")
     run.add_argument("--preset", help="a shipped preset instead of a config (poe-jax run --list-presets)")
     run.add_argument("--list-presets", action="store_true", help="list the presets and exit")
@@ -24,12 +29,14 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prior", help="override the spec's prior checkpoint")
     run.add_argument("--force", action="store_true", help="discard results of a different spec in --out")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--repair", action="store_true",
+                     help="move unreadable result parts aside (DIR/corrupt/) and recompute their lanes")
     run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                      help="import a module (pkg.mod) or .py file first, e.g. one that registers rules, goals, prior "
                           "qualities or metrics; repeatable (the spec's plugins = [...] too)")
-    data = sub.add_parser("data", help="D4RL-format datasets")
+    data = sub.add_parser("data", formatter_class=_Formatter, help="D4RL-format datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    gen = data_sub.add_parser("generate", help="SAC behaviour policies (phase 'policies'), then datasets ('datasets'); "
+    gen = data_sub.add_parser("generate", formatter_class=_Formatter, help="SAC behaviour policies (phase 'policies'), then datasets ('datasets'); "
                               "antmaze-*: the scripted navigator's dataset")
     gen.add_argument("--env", required=True)
     gen.add_argument("--out", required=True, help="folder for policies/, sac.log and ENV-KIND.hdf5")
@@ -48,31 +55,34 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="medium policy: the snapshot whose return is closest to this fraction of the expert's "
                           "(default 0.5; why: poe_jax.data.generate.MEDIUM_FRACTION)")
     gen.add_argument("--seed", type=int, default=0)
-    rep = sub.add_parser("report", help="DIR/report.md and DIR/figures/*.png from a grid run")
+    gen.add_argument("--allow-weak", action="store_true",
+                     help="build datasets even when the best SAC snapshot scores below "
+                          "poe_jax.data.generate.MIN_EXPERT_SCORE (an interrupted SAC run)")
+    rep = sub.add_parser("report", formatter_class=_Formatter, help="DIR/report.md and DIR/figures/*.png from a grid run")
     rep.add_argument("dir")
     rep.add_argument("--kl-budget", type=float, default=0.5, help="nats per step for the KL-budget selector")
     rep.add_argument("--states", help="dataset states for the off-policy scorer (.npz with 'observations' or D4RL "
                      ".hdf5; default: the shipped probe states of each actor's dataset)")
-    sub.add_parser("zoo", help="list the shipped checkpoints (and POE_JAX_ZOO folders) with their scores")
-    tr = sub.add_parser("train", help="offline training of frozen actors and goal priors")
+    sub.add_parser("zoo", formatter_class=_Formatter, help="list the shipped checkpoints (and POE_JAX_ZOO folders) with their scores")
+    tr = sub.add_parser("train", formatter_class=_Formatter, help="offline training of frozen actors and goal priors")
     tr_sub = tr.add_subparsers(dest="algo", required=True)
     for algo, what in (("iql", "IQL"), ("td3_bc", "TD3+BC"), ("bc", "behaviour cloning")):
-        t = tr_sub.add_parser(algo, help=f"{what} (CORL settings) on one or more datasets of one env, trained together")
+        t = tr_sub.add_parser(algo, formatter_class=_Formatter, help=f"{what} (CORL settings) on one or more datasets of one env, trained together")
         t.add_argument("--dataset", required=True, nargs="+", help="D4RL-format .hdf5 file(s) named ENV-KIND.hdf5")
         t.add_argument("--env", required=True)
         t.add_argument("--out", required=True, help=f"folder; writes DATASET-{algo}/ checkpoints")
         t.add_argument("--steps", type=int, default=1_000_000)
         t.add_argument("--time-budget", type=float)
         t.add_argument("--seed", type=int, default=0)
-    t_pr = tr_sub.add_parser("prior", help="goal-conditioned prior by AWR on a dataset, all goals")
+    t_pr = tr_sub.add_parser("prior", formatter_class=_Formatter, help="goal-conditioned prior by AWR on a dataset, all goals")
     t_pr.add_argument("--dataset", required=True)
     t_pr.add_argument("--env", required=True)
     t_pr.add_argument("--out", required=True, help="folder; writes ENV-prior/")
     t_pr.add_argument("--steps", type=int, default=100_000)
     t_pr.add_argument("--seed", type=int, default=0)
-    port = sub.add_parser("port", help="port an actor trained elsewhere to a poe_jax checkpoint")
+    port = sub.add_parser("port", formatter_class=_Formatter, help="port an actor trained elsewhere to a poe_jax checkpoint")
     port_sub = port.add_subparsers(dest="source", required=True)
-    corl = port_sub.add_parser("corl", help="a CORL (PyTorch) trainer checkpoint; loaded with weights_only=True")
+    corl = port_sub.add_parser("corl", formatter_class=_Formatter, help="a CORL (PyTorch) trainer checkpoint; loaded with weights_only=True")
     corl.add_argument("ckpt", help="CORL .pt file (top-level 'actor'; 'qf'/'vf' for IQL)")
     corl.add_argument("--algo", required=True, choices=["iql", "iql_det", "td3_bc", "bc", "awac", "cql", "sac_n"])
     corl.add_argument("--env", required=True, help="env the actor was trained on (sizes are checked)")
@@ -91,27 +101,22 @@ def _run(args) -> int:
         print("\n".join(grid.preset_names()))
         return 0
     if (args.config is None) == (args.preset is None):
-        print("poe-jax run: give a CONFIG.toml or --preset NAME (not both)", file=sys.stderr)
-        return 2
+        raise UsageError("run: give a CONFIG.toml or --preset NAME (not both)")
     if not args.out:
-        print("poe-jax run: --out DIR is required", file=sys.stderr)
-        return 2
+        raise UsageError("run: --out DIR is required")
     from poe_jax.runtime import keep_large_allocations
 
     keep_large_allocations()  # a process setting: the CLI's to make, not the library's (poe_jax.runtime)
     source = args.config or f"preset:{args.preset}"
-    try:
-        plugins = [str(Path(p).absolute()) if p.endswith(".py") else p for p in args.plugin]
-        specs = grid.load_specs(source, actor=args.actor, prior=args.prior, plugins=plugins or None)
-        opts = dict(force=args.force, progress=not args.quiet, backend=args.backend, chunk_size=args.chunk_size)
-        if len(specs) == 1:
-            results = [grid.run(specs[0], args.out, **opts)]
-        else:
-            name = args.preset or Path(args.config).stem
-            results = grid.run_many(specs, args.out, name=name, **opts)
-    except grid.SpecError as e:
-        print(f"poe-jax run: {e}", file=sys.stderr)
-        return 2
+    plugins = [str(Path(p).absolute()) if p.endswith(".py") else p for p in args.plugin]
+    specs = grid.load_specs(source, actor=args.actor, prior=args.prior, plugins=plugins or None)
+    opts = dict(force=args.force, progress=not args.quiet, backend=args.backend, chunk_size=args.chunk_size,
+                repair=args.repair)
+    if len(specs) == 1:
+        results = [grid.run(specs[0], args.out, **opts)]
+    else:
+        name = args.preset or Path(args.config).stem
+        results = grid.run_many(specs, args.out, name=name, **opts)
     print(grid.summary_table(grid.read_episodes(args.out, serve_prior_blind=False)))
     print()
     for res in results:
@@ -142,7 +147,7 @@ def _data(args) -> int:
                           eval_every=args.eval_every)
     frac = {} if args.medium_fraction is None else {"medium_fraction": args.medium_fraction}
     if args.phase in ("all", "datasets"):
-        generate.datasets(args.env, args.out, size=args.size, seed=args.seed, **frac)
+        generate.datasets(args.env, args.out, size=args.size, seed=args.seed, allow_weak=args.allow_weak, **frac)
     if args.phase in ("all", "probe"):
         generate.probe_states(args.env, args.out, seed=args.seed, **frac)
     return 0
@@ -178,21 +183,71 @@ def _train(args) -> int:
 
 
 def _port(args) -> int:
-    from poe_jax.checkpoints import CheckpointError
-    from poe_jax.port import PortError, port_corl
+    from poe_jax.checkpoints import read_card
+    from poe_jax.port import port_corl
 
-    try:
-        out = port_corl(args.ckpt, args.algo, args.env, args.out, obs_stats=args.obs_stats, det_std=args.det_std,
-                        dataset=args.dataset, overwrite=args.overwrite)
-    except (PortError, CheckpointError) as e:
-        print(f"poe-jax port: {e}", file=sys.stderr)
-        return 2
+    out = port_corl(args.ckpt, args.algo, args.env, args.out, obs_stats=args.obs_stats, det_std=args.det_std,
+                    dataset=args.dataset, overwrite=args.overwrite)
     print(f"wrote {out}")
+    if args.algo == "iql" and not read_card(out).get("critic"):
+        print(f"note: {args.ckpt} has no IQL critics ('qf' and 'vf'): the actor was ported alone, so the critic "
+              "rules and the off-policy scorer will refuse it", file=sys.stderr)
     return 0
 
 
+class UsageError(ValueError):
+    """A command line that cannot run as given (the message says what to give)."""
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Errors a user can cause and fix: printed as one line, never as a traceback (unless --debug)."""
+    from poe_jax.checkpoints import CheckpointError
+    from poe_jax.data import DatasetError
+    from poe_jax.port import PortError
+    from poe_jax.report import ReportError
+    from poe_jax.spec import SpecError
+    from poe_jax.store import StoreError
+
+    return (UsageError, SpecError, CheckpointError, DatasetError, PortError, ReportError, StoreError,
+            FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI. A known error prints ``poe-jax: error: ...`` (one line) and returns 2; Ctrl-C prints
+    one line and returns 130. ``--debug`` (anywhere on the line) shows the traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     args = _build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        print(f"poe-jax: {e}" if str(e) else "poe-jax: interrupted", file=sys.stderr)
+        return 130
+    except _known_errors() as e:
+        if debug:
+            raise
+        text = " ".join(str(e).split()) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
+        print(f"poe-jax: error: {text}", file=sys.stderr)
+        return 2
+
+
+def _check_env(args) -> None:
+    """``--env`` names a registered env (before minutes of loading data)."""
+    env = getattr(args, "env", None)
+    if env is None:
+        return
+    from poe_jax import envs
+
+    if env not in envs.names():
+        raise UsageError(f"--env: unknown env {env!r}; known envs: {', '.join(envs.names())}")
+
+
+def _dispatch(args) -> int:
+    if args.command in ("train", "data"):
+        _check_env(args)
     if args.command == "demo":
         from poe_jax.demo import main as demo_main
 
@@ -221,17 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "report":
         from poe_jax import grid
-        from poe_jax.report import ReportError, write_report
+        from poe_jax.report import write_report
 
+        if not Path(args.dir).is_dir():
+            raise UsageError(f"report: {args.dir} is not a run folder (poe-jax run --out DIR writes one)")
         missing = [d for d in grid.grid_dirs(args.dir) if not (d / "episodes.parquet").exists()]
         if missing:
-            print(f"poe-jax report: {missing[0]} has no episodes.parquet (run poe-jax run first)", file=sys.stderr)
-            return 2
-        try:
-            print(f"wrote {write_report(args.dir, kl_budget=args.kl_budget, states=args.states)}")
-        except ReportError as e:
-            print(f"poe-jax report: {e}", file=sys.stderr)
-            return 2
+            raise UsageError(f"report: {missing[0]} has no episodes.parquet (run poe-jax run first)")
+        print(f"wrote {write_report(args.dir, kl_budget=args.kl_budget, states=args.states)}")
         return 0
     if args.command == "zoo":
         return _zoo()

@@ -139,8 +139,22 @@ def prior_valid(prior: DiagGaussian) -> jax.Array:
     return jnp.all(_entry_valid(prior), axis=-1)
 
 
+def _check_shapes(actor: DiagGaussian, prior: DiagGaussian) -> None:
+    """Shapes are static, so this raises eagerly and at trace time alike."""
+    a, g = tuple(np.shape(actor.mean)), tuple(np.shape(prior.mean))
+    if not a or not g or a[-1] != g[-1]:
+        raise ValueError(f"actor and prior must have the same action size (last axis); got actor.mean of shape {a} "
+                         f"and prior.mean of shape {g}")
+    try:
+        np.broadcast_shapes(a, g)
+    except ValueError:
+        raise ValueError(f"actor and prior batch shapes do not broadcast; got actor.mean of shape {a} and prior.mean "
+                         f"of shape {g} (vmap over the axis they do not share, e.g. in_axes)") from None
+
+
 def _guard(actor: DiagGaussian, prior: DiagGaussian, param=None):
     """Validate inputs; return (safe prior, [..., act_dim] validity mask)."""
+    _check_shapes(actor, prior)
     _check_std("actor", actor)
     if not _is_traced(prior.std):
         std = np.asarray(prior.std)
@@ -164,7 +178,16 @@ def _guard(actor: DiagGaussian, prior: DiagGaussian, param=None):
 
 
 def _fallback(ok: jax.Array, out: DiagGaussian, actor: DiagGaussian) -> DiagGaussian:
-    return DiagGaussian(jnp.where(ok, out.mean, actor.mean), jnp.where(ok, out.std, actor.std))
+    """The actor where the prior entry is invalid; NaN where the actor's own std is not > 0."""
+    mean = jnp.where(ok, out.mean, actor.mean)
+    std = jnp.where(ok, out.std, actor.std)
+    return _poison_bad_actor(DiagGaussian(mean, std), actor)
+
+
+def _poison_bad_actor(out: DiagGaussian, actor: DiagGaussian) -> DiagGaussian:
+    """NaN wherever ``actor.std > 0`` fails (a negative, zero or NaN std gives no plausible number)."""
+    bad = ~(actor.std > 0)
+    return DiagGaussian(jnp.where(bad, jnp.nan, out.mean), jnp.where(bad, jnp.nan, out.std))
 
 
 # --------------------------------------------------------------------------- rules
@@ -229,7 +252,7 @@ def frozen(actor: DiagGaussian, prior: DiagGaussian | None = None, param=None) -
         [0.5]
     """
     _check_std("actor", actor)
-    return actor
+    return _poison_bad_actor(actor, actor) if _is_traced(actor) else actor
 
 
 def prior_only(actor: DiagGaussian, prior: DiagGaussian, param=None) -> DiagGaussian:

@@ -31,6 +31,7 @@ Module names per algo (``N`` are ``nn.Sequential`` indices of the Linear layers)
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from pathlib import Path
@@ -74,6 +75,11 @@ def read_torch(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise PortError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):  # torch.save writes a zip (or, before 1.6, a pickle)
+        raise PortError(f"{path}: not a PyTorch checkpoint (torch.save writes a zip archive; this file starts "
+                        f"with {head!r})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -240,6 +246,13 @@ def from_corl(
     """
     if algo not in ALGOS:
         raise PortError(f"unknown algo {algo!r}; known: {', '.join(ALGOS)}")
+    if isinstance(det_std, bool) or not isinstance(det_std, (int, float)) or not (math.isfinite(det_std) and det_std > 0):
+        raise PortError(f"det_std (--det-std): must be a finite number > 0 (x max_action); got {det_std!r}")
+    if isinstance(env, str):
+        from poe_jax import envs
+
+        if env not in envs.names():
+            raise PortError(f"env (--env): unknown env {env!r}; known envs: {', '.join(envs.names())}")
     obj = read_torch(path)
     where = str(path)
     if "actor" in obj:

@@ -114,7 +114,8 @@ def _alpha_used(rules: tuple[compose.Rule, ...], index, x: compose.RuleInputs) -
 
 
 def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), *, max_steps: int,
-                  degraded_noise: float = 0.5, sample: bool = False, obs_noise: bool = True, act_noise: bool = True):
+                  degraded_noise: float = 0.5, sample: bool = False, obs_noise: bool = True, act_noise: bool = True,
+                  on_step=None):
     """``program(actor, prior, lanes: Lanes) -> Totals`` (jittable).
 
     Args:
@@ -126,6 +127,7 @@ def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), 
             ``random`` are built (one per lane, from its seed) only when a quality needs them.
         obs_noise, act_noise: static switches; when no lane uses that kind of noise its draws
             are left out (the results are the same, the program cheaper).
+        on_step: optional host function of the step index (:func:`poe_jax.rollout.rollout`), for progress.
     """
     rules = tuple(compose.get(r) for r in rules)
     if not rules:
@@ -173,7 +175,7 @@ def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), 
         init = jax.vmap(env.reset)(reset_keys)
         init = init.replace(scales=jnp.stack([lanes.mass_scale, lanes.friction_scale], axis=-1))
         ep = ro.rollout(env, policy, step_keys, max_steps=max_steps, goal=goal, init=init, lane=(lanes, nets_u),
-                        gamma=metrics.GAMMA)
+                        gamma=metrics.GAMMA, on_step=on_step)
         sums = dict(ep.metrics)
         sum_alpha = sums.pop("__alpha", jnp.zeros_like(ep.return_task))
         return Totals(ep.return_task, ep.return_goal, ep.length, ep.terminated, ep.discounted_goal, ep.max_abs_goal,

@@ -8,6 +8,7 @@ band), the KL-vs-return frontier, and prior-quality degradation curves.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,11 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     """
     from poe_jax import offpolicy
 
+    if isinstance(kl_budget, bool) or not isinstance(kl_budget, (int, float)) or not (math.isfinite(kl_budget)
+                                                                                      and kl_budget > 0):
+        raise ReportError(f"kl_budget (--kl-budget): must be a finite number > 0 (nats per step); got {kl_budget!r}")
+    if not 0 < level < 1:
+        raise ReportError(f"level: must be in (0, 1); got {level!r}")
     out = Path(out)
     for d in store.grid_dirs(out):  # the grids' plugins, for the rules, goals and metrics they registered
         if (d / "spec.json").is_file():

@@ -83,6 +83,8 @@ def rollout(
     init: State | None = None,
     lane=None,
     gamma: float = GAMMA,
+    on_step: Callable[[jax.Array], None] | None = None,
+    every: int = 20,
 ) -> Episodes:
     """Run one episode per key (see module docstring). Jittable; ``env``,
     ``policy`` and ``goal`` are static (close over them or mark them static).
@@ -100,6 +102,8 @@ def rollout(
             ``goal(state, action, next_state, lane_i)`` (e.g. each lane's rule,
             coefficient and goal in a grid).
         gamma: discount of :attr:`Episodes.discounted_goal`.
+        on_step: optional host function ``on_step(t)``, called (``jax.debug.callback``) every
+            ``every`` steps with the step index, e.g. to move a progress bar; it changes no number.
 
     Returns:
         :class:`Episodes`.
@@ -130,6 +134,8 @@ def rollout(
         return (c.t < horizon) & ~jnp.all(c.state.done)
 
     def body(c: _Carry) -> _Carry:
+        if on_step is not None:
+            jax.lax.cond(c.t % every == 0, lambda: jax.debug.callback(on_step, c.t), lambda: None)
         step_keys = jax.vmap(lambda k: jax.random.fold_in(k, c.t + 1))(keys)
         action, metrics = jax.vmap(policy)(c.state.obs, step_keys, *extra)
         nxt = jax.vmap(env.step)(c.state, action)

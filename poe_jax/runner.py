@@ -32,9 +32,13 @@ from poe_jax import metrics
 from poe_jax.plan import Plan, resolve
 from poe_jax.program import Totals
 from poe_jax.spec import GridSpec, SpecError
-from poe_jax.store import Store, done_lanes, episodes_dir, write_json
+from poe_jax.store import Store, done_lanes, episodes_dir, repair as repair_parts, write_json
 
-__all__ = ["RunResult", "records", "run", "run_many", "summary_table", "versions"]
+__all__ = ["RunInterrupted", "RunResult", "records", "run", "run_many", "summary_table", "versions"]
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says how many episodes were kept and how to resume."""
 
 
 class RunResult(NamedTuple):
@@ -116,13 +120,32 @@ def records(plan: Plan, cell_ids: np.ndarray, lanes, lane_ids: np.ndarray, tot: 
     return pd.DataFrame(rec)
 
 
-def _progress(total: int, initial: int):
-    try:
+class _Progress:
+    """The run's bar (tqdm: rate and ETA). It moves within a chunk too: the program calls it with its
+    step index, read as the chunk's fraction done (``t / max_steps``, a lower bound on the episodes done)."""
+
+    def __init__(self, total: int, initial: int, max_steps: int):
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, initial=initial, unit="ep", desc="episodes", smoothing=0.1, dynamic_ncols=True)
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
+        self.bar = tqdm(total=total, initial=initial, unit="ep", desc="episodes", smoothing=0.1, dynamic_ncols=True)
+        self.base, self.size, self.max_steps = initial, 0, max_steps
+
+    def start(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, t) -> None:  # host side, from jax.debug.callback
+        n = self.base + int(self.size * min(int(t), self.max_steps) / self.max_steps)
+        if n > self.bar.n:
+            self.bar.n = n
+            self.bar.refresh()
+
+    def finish(self) -> None:
+        self.base += self.size
+        self.bar.n = self.base
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _barrier(name: str) -> None:
@@ -135,9 +158,11 @@ def _barrier(name: str) -> None:
 
 
 def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: bool = True,
-        backend: str | None = None, chunk_size: int | None = None) -> RunResult:
+        backend: str | None = None, chunk_size: int | None = None, repair: bool = False) -> RunResult:
     """Evaluate ``spec`` into ``out`` (see :mod:`poe_jax.store` for the folder). Resumable. While it
-    runs it holds an exclusive lock on ``out``: a second run into the same folder is refused at once."""
+    runs it holds an exclusive lock on ``out``: a second run into the same folder is refused at once.
+    ``repair``: first move unreadable result parts aside (``out/corrupt/``); their lanes are recomputed.
+    Ctrl-C raises :class:`RunInterrupted` once the chunk in flight is dropped (the parts written stay)."""
     if backend is not None:
         spec = spec.replace(backend=backend)
     if chunk_size is not None:
@@ -149,6 +174,8 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out, primary=jax.process_index() == 0)
     with store.locked(jax.process_index()):
+        if repair and store.primary:
+            repair_parts(out)
         store.pin(plan.identity, spec.to_dict(), force)
         _barrier("poe_jax_grid_spec")
         return _execute(plan, store, progress)
@@ -173,24 +200,19 @@ def _execute(plan: Plan, store: Store, progress: bool) -> RunResult:
     chunk = max(len(devices), -(-min(plan.spec.chunk_size, n_lanes) // len(devices)) * len(devices))
     sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("lanes",)),
                                           jax.sharding.PartitionSpec("lanes"))
-    program = jax.jit(plan.program())
     mine = _chunks(n_lanes, chunk, done)
-    bar = _progress(n_lanes, skipped) if (progress and store.primary) else None
+    bar = _Progress(n_lanes, skipped, plan.spec.max_steps) if (progress and store.primary) else None
+    program = jax.jit(plan.program(on_step=bar))
     t_start = time.perf_counter()
-    compiled, compile_s, computed, steps = None, 0.0, 0, 0
-    for idx in mine:
-        padded = np.concatenate([idx, np.full(chunk - idx.size, idx[-1])])
-        lanes = jax.device_put(table.lanes.take(padded), sharding)
-        if compiled is None:
-            t0 = time.perf_counter()
-            compiled = program.lower(actor, prior, lanes).compile()
-            compile_s = time.perf_counter() - t0
-        tot = jax.tree_util.tree_map(lambda v: np.asarray(v)[: idx.size], jax.device_get(compiled(actor, prior, lanes)))
-        store.write(records(plan, table.cell[idx], table.lanes.take(idx), table.lane[idx], tot))
-        computed += idx.size
-        steps += int(np.sum(tot.length))
+    try:
+        computed, steps, compile_s = _chunks_through(plan, store, program, actor, prior, table, mine, chunk,
+                                                     sharding, bar)
+    except KeyboardInterrupt:
         if bar is not None:
-            bar.update(idx.size)
+            bar.close()
+        kept = int(done_lanes(store.out).size)
+        raise RunInterrupted(f"interrupted: {kept} of {n_lanes} episodes kept in {store.out}; run the same command "
+                             "again to resume") from None
     if bar is not None:
         bar.close()
     wall = time.perf_counter() - t_start
@@ -210,8 +232,30 @@ def _execute(plan: Plan, store: Store, progress: bool) -> RunResult:
     return RunResult(store.out, computed, skipped, summary)
 
 
+def _chunks_through(plan: Plan, store: Store, program, actor, prior, table, mine, chunk: int, sharding, bar):
+    """Each chunk of lanes through the program into the store; returns (episodes, env steps, compile s)."""
+    compiled, compile_s, computed, steps = None, 0.0, 0, 0
+    for idx in mine:
+        padded = np.concatenate([idx, np.full(chunk - idx.size, idx[-1])])
+        lanes = jax.device_put(table.lanes.take(padded), sharding)
+        if bar is not None:
+            bar.start(idx.size)
+        if compiled is None:
+            t0 = time.perf_counter()
+            compiled = program.lower(actor, prior, lanes).compile()
+            compile_s = time.perf_counter() - t0
+        tot = jax.tree_util.tree_map(lambda v: np.asarray(v)[: idx.size], jax.device_get(compiled(actor, prior, lanes)))
+        store.write(records(plan, table.cell[idx], table.lanes.take(idx), table.lane[idx], tot))
+        computed += idx.size
+        steps += int(np.sum(tot.length))
+        if bar is not None:
+            bar.finish()
+    return computed, steps, compile_s
+
+
 def run_many(specs: Sequence[GridSpec], out: str | os.PathLike, name: str = "", force: bool = False,
-             progress: bool = True, backend: str | None = None, chunk_size: int | None = None) -> list[RunResult]:
+             progress: bool = True, backend: str | None = None, chunk_size: int | None = None,
+             repair: bool = False) -> list[RunResult]:
     """Run several grids (e.g. one per env, from :func:`poe_jax.spec.load_specs`) into ``out/<grid name>/``.
 
     Every grid is checked and resolved before the first one runs. ``out/grids.json`` lists the
@@ -239,7 +283,8 @@ def run_many(specs: Sequence[GridSpec], out: str | os.PathLike, name: str = "", 
     if jax.process_index() == 0:
         write_json(index_path, index)
     t0 = time.perf_counter()
-    results = [run(sp, out / sp.name, force=force, progress=progress, chunk_size=chunk_size) for sp in specs]
+    results = [run(sp, out / sp.name, force=force, progress=progress, chunk_size=chunk_size, repair=repair)
+               for sp in specs]
     if jax.process_index() == 0:
         subs = {r.out.name: r.summary for r in results}
         first = results[0].summary
@@ -262,10 +307,14 @@ def summary_table(df) -> str:
     g = df.groupby(["goal", "prior", "shift", "rule", "param"], sort=False)
     agg = g.agg(n=("return_goal", "size"), goal_mean=("return_goal", "mean"), goal_se=("return_goal", "sem"),
                 score=("normalized_score", "mean"), kl=("kl_to_frozen", "mean"), sv=("support_violation", "mean"))
-    lines = [f"{'goal':12s} {'prior':8s} {'shift':10s} {'rule':11s} {'param':>6s} {'n':>4s} "
+    w = max(10, *(len(s) for s in df["shift"].unique()))  # shift names in full
+    lines = [f"{'goal':12s} {'prior':8s} {'shift':{w}s} {'rule':13s} {'param':>6s} {'n':>4s} "
              f"{'goal return':>18s} {'score':>7s} {'KL':>8s} {'viol':>5s}"]
     for (goal, prior, shift, rule, param), r in agg.iterrows():
         se = 0.0 if not np.isfinite(r.goal_se) else r.goal_se
-        lines.append(f"{goal:12s} {prior:8s} {shift[:10]:10s} {rule:11s} {param:6.3g} {int(r.n):4d} "
+        lines.append(f"{goal:12s} {prior:8s} {shift:{w}s} {rule:13s} {param:6.3g} {int(r.n):4d} "
                      f"{r.goal_mean:10.1f} ± {se:6.1f} {r.score:7.1f} {r.kl:8.3g} {r.sv:5.2f}")
+    lines.append("n: episodes; goal return: mean ± s.e. over episodes; score: mean D4RL-normalised task score; "
+                 "KL: mean per-step KL(composed || frozen); viol: fraction of steps outside the actor's support "
+                 "(density < 0.01)")
     return "\n".join(lines)

@@ -23,7 +23,49 @@ import numpy as np
 from poe_jax import priors
 from poe_jax.spec import SpecError
 
-__all__ = ["Store", "done_lanes", "episodes_dir", "grid_dirs", "read_episodes", "write_json"]
+__all__ = ["Store", "StoreError", "done_lanes", "episodes_dir", "grid_dirs", "read_episodes", "repair", "write_json"]
+
+
+class StoreError(ValueError):
+    """A run folder cannot be read as it is (e.g. a corrupt result part); the message says the fix."""
+
+
+def _corrupt(part: Path, err: Exception) -> StoreError:
+    return StoreError(f"{part}: unreadable result part ({type(err).__name__}: {' '.join(str(err).split())[:160]}); "
+                      f"run the grid again with --repair (poe-jax run ... --out {part.parent.parent} --repair) to move "
+                      "it aside and recompute its lanes")
+
+
+def _parts(out: Path) -> list[Path]:
+    return sorted(episodes_dir(out).glob("part-*.parquet"))
+
+
+def _read_lanes(part: Path) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return np.asarray(pq.read_table(part, columns=["lane"]).column("lane"))
+    except (pa.ArrowException, OSError, KeyError) as e:
+        raise _corrupt(part, e) from None
+
+
+def repair(out: str | os.PathLike) -> list[Path]:
+    """Move every unreadable result part of ``out`` to ``out/corrupt/``; returns where they went.
+
+    Their lanes are then missing, so the next run recomputes them."""
+    import pyarrow.parquet as pq
+
+    out, moved = Path(out), []
+    for part in _parts(out):
+        try:
+            pq.read_table(part)
+        except Exception:  # noqa: BLE001 - any failure to read is what repair is for
+            dest = out / "corrupt" / part.name
+            dest.parent.mkdir(exist_ok=True)
+            os.replace(part, dest)
+            moved.append(dest)
+    return moved
 
 
 def episodes_dir(out: Path) -> Path:
@@ -39,12 +81,7 @@ def write_json(path: Path, obj) -> None:
 
 def done_lanes(out: Path) -> np.ndarray:
     """Lane indices already recorded in ``out`` (sorted, each once)."""
-    import pyarrow.parquet as pq
-
-    d = episodes_dir(out)
-    if not d.is_dir():
-        return np.zeros(0, np.int64)
-    parts = [np.asarray(pq.read_table(p, columns=["lane"]).column("lane")) for p in sorted(d.glob("part-*.parquet"))]
+    parts = [_read_lanes(p) for p in _parts(Path(out))]
     return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
@@ -160,6 +197,8 @@ def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
     for d in grid_dirs(out):
         if not episodes_dir(d).is_dir():
             raise FileNotFoundError(f"{d}: no recorded episodes (episodes.parquet); run the grid first")
+        for part in _parts(d):  # name a corrupt part (and the fix) instead of pyarrow's message
+            _read_lanes(part)
         df = pd.read_parquet(episodes_dir(d)).sort_values("lane", kind="stable")
         n = len(df)
         df = df.drop_duplicates("lane", keep="first")

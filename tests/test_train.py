@@ -42,6 +42,62 @@ def test_iql_learns_and_its_checkpoint_loads(tiny, tmp_path):
     np.testing.assert_array_equal(np.asarray(back.act(q["observations"][:7])), np.asarray(actors[0].act(q["observations"][:7])))
 
 
+def _interrupt_at(n: int):
+    """A log that presses Ctrl-C on its ``n``-th line (the chunk before it has finished)."""
+    seen = []
+
+    def log(msg):
+        seen.append(msg)
+        if len(seen) == n:
+            raise KeyboardInterrupt
+
+    return log
+
+
+def test_iql_resumes_after_ctrl_c_to_the_same_parameters(tiny, tmp_path):
+    """Ctrl-C saves the loop's state; the same call again resumes from it and ends bit-exact with an
+    uninterrupted run of the same seed. A checkpoint of another config is refused."""
+    from poe_jax.train.resume import TrainInterrupted
+
+    env, d = tiny
+    q = data.qlearning_dataset(d)
+    cfg = iql.IQLConfig(steps=1000, chunk=100, seed=3)
+    ref, _ = iql.train([q], 11, 3, cfg, log=lambda *_: None)
+    ck = tmp_path / "iql.npz"
+    with pytest.raises(TrainInterrupted, match=r"interrupted at step \d+ of 1000; state saved to .*iql.npz"):
+        iql.train([q], 11, 3, cfg, log=_interrupt_at(3), checkpoint=ck)
+    assert ck.is_file()
+    with pytest.raises(ValueError, match="another configuration .differs in config"):
+        iql.train([q], 11, 3, dataclasses.replace(cfg, expectile=0.8), log=lambda *_: None, checkpoint=ck)
+    lines = []
+    back, info = iql.train([q], 11, 3, cfg, log=lines.append, checkpoint=ck)
+    assert any("resuming from" in x for x in lines) and info["steps"] == 1000 and not ck.exists()
+    for a, b in zip(jax.tree_util.tree_leaves((ref[0].params, ref[0].critic.params)),
+                    jax.tree_util.tree_leaves((back[0].params, back[0].critic.params))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_prior_resumes_after_ctrl_c_to_the_same_parameters(tiny, tmp_path):
+    from poe_jax.train.resume import TrainInterrupted
+
+    env, d = tiny
+    cfg = dataclasses.replace(prior.PriorConfig(), steps=300, v_steps=200, chunk=100, hidden=(32, 32))
+    ref, _ = prior.train(env, d, ("G1_speed", "G3_target"), cfg, log=lambda *_: None)
+    lines = []
+
+    def log(msg):  # Ctrl-C during the prior's fit, after the value fit finished
+        lines.append(msg)
+        if msg.startswith("prior step"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainInterrupted):
+        prior.train(env, d, ("G1_speed", "G3_target"), cfg, log=log, checkpoint_dir=tmp_path)
+    back, _ = prior.train(env, d, ("G1_speed", "G3_target"), cfg, log=lambda *_: None, checkpoint_dir=tmp_path)
+    for a, b in zip(jax.tree_util.tree_leaves(ref.params), jax.tree_util.tree_leaves(back.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not list(tmp_path.glob(".*prior-*.npz"))  # cleared once the prior is trained
+
+
 def test_reward_scale_matches_corl_formula():
     d = {"rewards": np.array([1.0, 1.0, 3.0, 0.5, 0.5]), "terminals": np.array([0, 1, 1, 0, 0]),
          "timeouts": np.array([0, 0, 0, 0, 1])}

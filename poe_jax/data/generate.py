@@ -112,6 +112,8 @@ def score_snapshots(env_name: str, out: str | Path, episodes: int = 20, seed: in
 
     out = Path(out)
     index = out / "policies" / "index.json"
+    if not index.is_file():
+        raise data.DatasetError(f"{out / 'policies'}: no SAC snapshots; run --phase policies first")
     recs = json.loads(index.read_text())
     env = envs.make(env_name, backend="native")
     keys = jax.random.split(jax.random.key(seed), episodes)  # the episodes sac.evaluate runs
@@ -175,14 +177,29 @@ def _stochastic(actor: nets.Actor):
     return act
 
 
+MIN_EXPERT_SCORE = 50.0
+"""The least D4RL-normalised (stochastic) score an expert snapshot needs before datasets are built
+from it. Every expert this package trained scores 80-120 (checkpoints/README.md); an expert below 50
+is an interrupted or failed SAC run, whose "expert" and "medium" datasets would be mislabelled."""
+
+
 def datasets(env_name: str, out: str | Path, size: int = 200_000, lanes: int = 64, seed: int = 0,
-             medium_fraction: float = MEDIUM_FRACTION, log=print) -> dict[str, Path]:
-    """Phase 2: the five datasets as ``out/ENV-KIND.hdf5``; returns their paths."""
+             medium_fraction: float = MEDIUM_FRACTION, log=print, allow_weak: bool = False) -> dict[str, Path]:
+    """Phase 2: the five datasets as ``out/ENV-KIND.hdf5``; returns their paths.
+
+    Refused (:class:`~poe_jax.data.DatasetError`) when the best snapshot scores below
+    :data:`MIN_EXPERT_SCORE`, unless ``allow_weak``."""
     _check_fraction(medium_fraction)  # before the minutes of scoring
     out = Path(out)
     env = envs.make(env_name, backend="native")
     score_snapshots(env_name, out, log=log)
     expert, medium, replay = pick_policies(out, medium_fraction)
+    if expert["sto_normalized"] < MIN_EXPERT_SCORE and not allow_weak:
+        raise data.DatasetError(
+            f"{out}/policies: the best SAC snapshot ({expert['path']}, step {expert['step']}) scores "
+            f"{expert['sto_normalized']:.1f} (stochastic, D4RL-normalised), below {MIN_EXPERT_SCORE:g}: SAC did not "
+            "finish (interrupted?). Run --phase policies again (it resumes), or pass --allow-weak to build the "
+            "datasets from it anyway")
     log(f"expert {expert['path']} (stochastic {expert['sto_normalized']:.1f}, deterministic "
         f"{expert['det_normalized']:.1f}), medium {medium['path']} (stochastic {medium['sto_normalized']:.1f}), "
         f"medium-replay: {len(replay)} snapshots")

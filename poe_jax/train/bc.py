@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ import optax
 
 from poe_jax import nets
 from poe_jax.train import offline
+from poe_jax.train.offline import fingerprint as _fingerprint
 
 __all__ = ["BCConfig", "train"]
 
@@ -48,7 +50,7 @@ class BCConfig:
 
 def train(datasets: Sequence[dict], obs_size: int, act_size: int, cfg: BCConfig = BCConfig(),
           max_action: float = 1.0, log: Callable = print, time_budget: float | None = None,
-          ) -> tuple[list[nets.Actor], dict]:
+          checkpoint: str | Path | None = None) -> tuple[list[nets.Actor], dict]:
     """One agent per ``qlearning_dataset`` dict; returns frozen actors and ``{"steps", "seconds"}``."""
     if cfg.algo not in ("bc", "td3_bc"):
         raise ValueError(f"BCConfig.algo must be 'bc' or 'td3_bc'; got {cfg.algo!r}")
@@ -112,6 +114,6 @@ def train(datasets: Sequence[dict], obs_size: int, act_size: int, cfg: BCConfig 
 
     names = ("mse", "-") if cfg.algo == "bc" else ("pi", "q")
     state, done, seconds = offline.run(cfg.algo, init, update, arrays, len(datasets), cfg.steps, cfg.chunk, cfg.seed,
-                                       names, log, time_budget)
+                                       names, log, time_budget, checkpoint, _fingerprint(cfg, datasets))
     actors = [nets.Actor(offline.pick(state["actor"], j), norms[j], aspec) for j in range(len(datasets))]
     return actors, {"steps": done, "seconds": seconds}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,7 @@ import optax
 from poe_jax import nets
 from poe_jax.gaussian import DiagGaussian
 from poe_jax.train import offline
+from poe_jax.train.offline import fingerprint as _fingerprint
 
 __all__ = ["IQLConfig", "reward_scale", "train"]
 
@@ -63,7 +65,7 @@ def reward_scale(d: dict, max_steps: int = 1000) -> float:
 
 def train(datasets: Sequence[dict], obs_size: int, act_size: int, cfg: IQLConfig = IQLConfig(),
           max_action: float = 1.0, log: Callable = print, time_budget: float | None = None,
-          ) -> tuple[list[nets.Actor], dict]:
+          checkpoint: str | Path | None = None) -> tuple[list[nets.Actor], dict]:
     """Train one IQL agent per dataset (``qlearning_dataset`` dicts, plus optional
     ``timeouts`` for the reward scale). Returns frozen actors (with critics and
     normalisation) and ``{"steps", "reward_scales", "seconds"}``. ``time_budget``
@@ -130,7 +132,7 @@ def train(datasets: Sequence[dict], obs_size: int, act_size: int, cfg: IQLConfig
         return new, jnp.stack([lv, lq, lp])
 
     state, done_steps, seconds = offline.run("iql", init, update, arrays, n_sets, cfg.steps, cfg.chunk, cfg.seed,
-                                             ("v", "q", "pi"), log, time_budget)
+                                             ("v", "q", "pi"), log, time_budget, checkpoint, _fingerprint(cfg, datasets))
     out = []
     for j in range(n_sets):
         critic = nets.Critic({"q1": offline.pick(state["q"]["q1"], j), "q2": offline.pick(state["q"]["q2"], j),

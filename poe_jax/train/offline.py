@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import jax
 import numpy as np
 
 from poe_jax import nets
+from poe_jax.train.resume import Checkpointer
 
-__all__ = ["run", "stack_datasets"]
+__all__ = ["fingerprint", "pick", "run", "stack_datasets"]
 
 
 def stack_datasets(datasets: Sequence[dict], max_action: float, obs_eps: float = 1e-3,
@@ -41,9 +43,13 @@ def stack_datasets(datasets: Sequence[dict], max_action: float, obs_eps: float =
 
 
 def run(name: str, init: Callable, update: Callable, arrays: dict, n_sets: int, steps: int, chunk: int, seed: int,
-        loss_names: Sequence[str], log: Callable = print, time_budget: float | None = None):
+        loss_names: Sequence[str], log: Callable = print, time_budget: float | None = None,
+        checkpoint: str | Path | None = None, fingerprint: dict | None = None):
     """Train ``n_sets`` agents: ``init(key) -> state``, ``update(state, data, key) -> (state, losses)``.
 
+    ``checkpoint``: a file the loop's state is saved to every minute and on Ctrl-C (which then raises
+    :class:`~poe_jax.train.resume.TrainInterrupted`); a run that finds it resumes from it, bit for bit.
+    ``fingerprint``: what else must match for a checkpoint to be resumed (the config, the data).
     Returns ``(host state with a leading agent axis, steps done, seconds)``.
     """
 
@@ -53,22 +59,35 @@ def run(name: str, init: Callable, update: Callable, arrays: dict, n_sets: int, 
 
     step_chunk = jax.jit(jax.vmap(chunk_one))
     keys = jax.random.split(jax.random.key(seed), n_sets)
-    state = jax.jit(jax.vmap(init))(keys)
-    t0 = time.time()
     n_chunks = -(-steps // chunk)
-    done = 0
-    for i in range(n_chunks):
-        state, losses = step_chunk(state, arrays, jax.vmap(lambda k: jax.random.fold_in(k, i))(keys))
-        done += chunk
-        if (i + 1) % max(1, n_chunks // 20) == 0 or i == n_chunks - 1:
-            losses = np.asarray(losses)
-            log(f"{name} step {done:8d}  " + "  ".join(
-                f"[{j}] " + " ".join(f"{n} {losses[j, k]:.3f}" for k, n in enumerate(loss_names)) for j in range(n_sets))
-                + f"  {time.time() - t0:6.0f} s")
-        if time_budget is not None and time.time() - t0 > time_budget:
-            log(f"time budget reached after {done} steps")
-            break
-    return jax.device_get(state), done, round(time.time() - t0, 1)
+    ck = Checkpointer(checkpoint, {"name": name, "steps": steps, "chunk": chunk, "seed": seed, "n_sets": n_sets,
+                                   "losses": list(loss_names), **(fingerprint or {})})
+    state, nxt = ck.restore(jax.jit(jax.vmap(init))(keys))
+    if nxt:
+        log(f"{name}: resuming from {ck.path} at step {nxt * chunk}")
+    t0 = time.time()
+    try:
+        for i in range(nxt, n_chunks):
+            (state, losses), nxt = step_chunk(state, arrays, jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)), i + 1
+            if nxt % max(1, n_chunks // 20) == 0 or nxt == n_chunks:
+                losses = np.asarray(losses)
+                log(f"{name} step {nxt * chunk:8d}  " + "  ".join(
+                    f"[{j}] " + " ".join(f"{n} {losses[j, k]:.3f}" for k, n in enumerate(loss_names))
+                    for j in range(n_sets)) + f"  {time.time() - t0:6.0f} s")
+            if time_budget is not None and time.time() - t0 > time_budget:
+                log(f"time budget reached after {nxt * chunk} steps")
+                break
+            ck.maybe_save(state, nxt)
+    except KeyboardInterrupt:
+        raise ck.interrupted(state, nxt, chunk, steps) from None
+    ck.clear()
+    return jax.device_get(state), nxt * chunk, round(time.time() - t0, 1)
+
+
+def fingerprint(cfg, datasets) -> dict:
+    """What a training checkpoint must match besides the loop's shape: the config and the data's rows and sums."""
+    return {"config": repr(cfg), "rows": [int(len(d["observations"])) for d in datasets],
+            "sums": [round(float(np.sum(d["rewards"], dtype=np.float64)), 6) for d in datasets]}
 
 
 def pick(tree, j: int):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +45,7 @@ import optax
 from jax.scipy.special import log_ndtr
 
 from poe_jax import nets
+from poe_jax.train.resume import Checkpointer
 
 __all__ = ["PriorConfig", "Tasks", "censored_log_prob", "goal_rewards", "returns_to_go", "tasks_for", "train",
            "awr_weights", "effective_sample_fraction", "heldout_nll"]
@@ -160,8 +162,11 @@ def effective_sample_fraction(w: np.ndarray) -> np.ndarray:
 
 
 def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorConfig(),
-          log: Callable = print) -> tuple[nets.GoalPrior, dict]:
-    """Fit a :class:`~poe_jax.nets.GoalPrior` on ``data`` for ``goal_names`` (module docstring)."""
+          log: Callable = print, checkpoint_dir: str | Path | None = None) -> tuple[nets.GoalPrior, dict]:
+    """Fit a :class:`~poe_jax.nets.GoalPrior` on ``data`` for ``goal_names`` (module docstring).
+
+    ``checkpoint_dir``: where the value and prior fits save their state every minute and on Ctrl-C
+    (:mod:`poe_jax.train.resume`); a run that finds them resumes, bit for bit."""
     from poe_jax.envs.goals import make_goal
 
     goals = [make_goal(g, env.name) for g in goal_names]
@@ -193,6 +198,7 @@ def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorCo
 
     v_params = vnet.init(k_v, v_in(obs_all[:1], jnp.zeros(1, jnp.int32)))["params"]
     opt = optax.adam(cfg.lr)
+    fits = []  # the fits' checkpoints, cleared once the prior is trained
 
     def fit(params, loss, steps, key, name):
         o = opt.init(params)
@@ -211,10 +217,21 @@ def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorCo
             (p, o), m = jax.lax.scan(body, (p, o), jax.random.split(key, cfg.chunk))
             return p, o, m.mean()
 
-        for i in range(-(-steps // cfg.chunk)):
-            params, o, m = chunk(params, o, jax.random.fold_in(key, i))
-            if i % 10 == 0:
-                log(f"{name} step {(i + 1) * cfg.chunk:7d}  loss {float(m):8.4f}")
+        n_chunks = -(-steps // cfg.chunk)
+        ck = Checkpointer(None if checkpoint_dir is None else Path(checkpoint_dir) / f".{env.name}-prior-{name}.npz",
+                          {"name": name, "steps": steps, "config": repr(cfg), "goals": list(goal_names),
+                           "rows": n_all})
+        (params, o), nxt = ck.restore((params, o))
+        try:
+            for i in range(nxt, n_chunks):
+                (params, o, m), nxt = chunk(params, o, jax.random.fold_in(key, i)), i + 1
+                if i % 10 == 0:
+                    log(f"{name} step {nxt * cfg.chunk:7d}  loss {float(m):8.4f}")
+                ck.maybe_save((params, o), nxt)
+        except KeyboardInterrupt:
+            raise ck.interrupted((params, o), nxt, cfg.chunk, steps) from None
+        ck.save((params, o), n_chunks)  # kept until the whole prior is trained: a later interrupt resumes after it
+        fits.append(ck)
         return params
 
     def v_loss(p, idx, t):
@@ -243,6 +260,8 @@ def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorCo
         return -jnp.mean(w[idx, t] * censored_log_prob(mean, std, act_all[idx], bound))
 
     params = fit(prior.params, p_loss, cfg.steps, k_2, "prior")
+    for ck in fits:
+        ck.clear()
     out = nets.GoalPrior(params, norm, spec)
     info = {"tasks": [{"goal": goal_names[g], "param": float(v)} for g, v in zip(tasks.goal, tasks.value)],
             "rtg_scale": scale.tolist(), "effective_sample_fraction": [round(float(e), 4) for e in ess],

@@ -63,10 +63,12 @@ def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: 
         for d, s in zip(q, scales):
             d["rewards"] = d["rewards"] * s
         cfg = iql.IQLConfig(steps=steps, seed=seed, normalize_reward=False)
-        actors, info = iql.train(q, env.obs_size, env.act_size, cfg, max_action, log=log, time_budget=time_budget)
+        actors, info = iql.train(q, env.obs_size, env.act_size, cfg, max_action, log=log, time_budget=time_budget,
+                                 checkpoint=Path(out) / f".{env_name}-{algo}-train.npz")
     elif algo in ("td3_bc", "bc"):
         cfg = bc.BCConfig(algo=algo, steps=steps, seed=seed)
-        actors, info = bc.train(q, env.obs_size, env.act_size, cfg, max_action, log=log, time_budget=time_budget)
+        actors, info = bc.train(q, env.obs_size, env.act_size, cfg, max_action, log=log, time_budget=time_budget,
+                                checkpoint=Path(out) / f".{env_name}-{algo}-train.npz")
     else:
         raise ValueError(f"unknown training algo {algo!r}; known: iql, td3_bc, bc")
     paths = []
@@ -95,7 +97,7 @@ def train_prior(env_name: str, file: Path, out: Path, steps: int, seed: int = 0,
     env = envs.make(env_name, backend="native")
     d = data.read(file)
     cfg = prior.PriorConfig(steps=steps, seed=seed)
-    p, info = prior.train(env, d, goal_names(), cfg, log=log)
+    p, info = prior.train(env, d, goal_names(), cfg, log=log, checkpoint_dir=out)
     info["heldout_nll"] = {g: prior.heldout_nll(p, d, g, cfg.holdout) for g in goal_names()}
     log(f"held-out NLL per action dim: {info['heldout_nll']}")
     return checkpoints.save(out / f"{env_name}-prior", p, env=env_name, dataset=Path(file).stem, overwrite=True,
