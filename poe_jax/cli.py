@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         if debug:
             raise
-        print(f"poe-jax: {e}" if str(e) else "poe-jax: interrupted", file=sys.stderr)
+        hint = {"data": "; run the same command again to resume (SAC resumes from its last snapshot)"}
+        print(f"poe-jax: {e}" if str(e) else f"poe-jax: interrupted{hint.get(args.command, '')}", file=sys.stderr)
         return 130
     except _known_errors() as e:
         if debug:

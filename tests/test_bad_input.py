@@ -142,6 +142,7 @@ ROWS = [
     ("corrupt-part", ("runinto", ["corrupt", None, None]), r"unreadable result part .*--repair"),
     ("report-corrupt-part", ("cli", ["report", "{w}/corrupt"]), r"unreadable result part .*--repair"),
     ("report-missing-dir", ("cli", ["report", "{w}/nothere"]), r"nothere is not a run folder"),
+    ("report-a-file", ("cli", ["report", "{w}/afile"]), r"afile is not a run folder"),
     ("report-no-episodes", ("cli", ["report", "{w}/empty"]), r"empty has no episodes.parquet"),
     ("report-kl-nan", ("cli", ["report", "{w}/good", "--kl-budget", "nan"]), r"kl_budget \(--kl-budget\): must be a finite number > 0 .nats per step.; got nan"),
     ("report-kl-negative", ("cli", ["report", "{w}/good", "--kl-budget", "-1"]), r"kl_budget \(--kl-budget\): must be a finite number > 0"),

@@ -436,3 +436,21 @@ def test_poe_adaptive_matches_a_float64_root_finder():
     with pytest.raises(ValueError, match="budget must be in"):
         compose.poe_adaptive(actor, prior, -0.1)
     assert np.isnan(float(compose.alpha_equiv("poe_adaptive", 0.2)))
+
+
+def test_bad_actor_std_under_jit_is_nan_and_shapes_are_named():
+    """Like an invalid coefficient, a non-positive (or NaN) actor std gives NaN under jit for every
+    rule, never a plausible number; mismatched actor/prior shapes raise, eagerly and when traced."""
+    actor = DiagGaussian(jnp.zeros((2, 3)), jnp.array([[1.0, -0.3, 0.0], [1.0, 1.0, 1.0]]))
+    prior = DiagGaussian(jnp.ones((2, 3)), jnp.ones((2, 3)))
+    for name in compose.RULE_NAMES:
+        out = jax.jit(lambda a, g, name=name: compose.RULES[name](a, g, 0.5))(actor, prior)
+        assert np.isnan(np.asarray(out.mean)[0, 1:]).all() and np.isnan(np.asarray(out.std)[0, 1:]).all(), name
+        assert np.isfinite(np.asarray(out.mean)[1]).all() and np.isfinite(np.asarray(out.std)[0, 0]), name
+    small = DiagGaussian(jnp.ones((2, 1)), jnp.ones((2, 1)))
+    for call in (lambda: compose.poe(actor, small, 0.5), lambda: jax.jit(compose.poe)(actor, small, 0.5)):
+        with pytest.raises(ValueError, match=r"actor and prior must have the same action size .* actor.mean of "
+                                             r"shape \(2, 3\) and prior.mean of shape \(2, 1\)"):
+            call()
+    with pytest.raises(ValueError, match="batch shapes do not broadcast"):
+        compose.kl_reg(actor, DiagGaussian(jnp.ones((5, 3)), jnp.ones((5, 3))), 1.0)

@@ -160,3 +160,21 @@ def test_tracking_reward_peaks_at_the_target_speed_and_pays_nothing_once_done():
     sloped = generate.Tracking(env, v + 1.0, slope=1.0).step(s0, a)
     np.testing.assert_allclose(float(sloped.reward), float(off.reward) - 1.0, rtol=1e-5)
     assert generate.tracking_name("hopper", 1.2) == "hopper-track1.2-sac"
+
+
+def test_datasets_refuse_an_untrained_expert_unless_allowed(tmp_path, monkeypatch):
+    """After Ctrl-C in SAC, the best snapshot is barely trained: datasets from it would be labelled
+    'expert' and 'medium' wrongly, so the phase refuses (naming the score and the way out)."""
+    import json
+
+    import pytest as _pytest
+
+    from poe_jax.data import DatasetError, generate
+
+    (tmp_path / "policies").mkdir()
+    rec = {"path": "sac-000010000", "step": 10000, "eval_return": 900.0, "sto_return": 800.0, "sto_normalized": 25.6,
+           "det_normalized": 30.1}
+    (tmp_path / "policies" / "index.json").write_text(json.dumps([rec]))
+    monkeypatch.setattr(generate, "score_snapshots", lambda *a, **k: None)
+    with _pytest.raises(DatasetError, match=r"scores 25.6 .*below 50.*--allow-weak"):
+        generate.datasets("hopper", tmp_path, size=10)

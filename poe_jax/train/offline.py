@@ -63,17 +63,20 @@ def run(name: str, init: Callable, update: Callable, arrays: dict, n_sets: int, 
     ck = Checkpointer(checkpoint, {"name": name, "steps": steps, "chunk": chunk, "seed": seed, "n_sets": n_sets,
                                    "losses": list(loss_names), **(fingerprint or {})})
     state, nxt = ck.restore(jax.jit(jax.vmap(init))(keys))
+    start = nxt
     if nxt:
         log(f"{name}: resuming from {ck.path} at step {nxt * chunk}")
     t0 = time.time()
     try:
         for i in range(nxt, n_chunks):
             (state, losses), nxt = step_chunk(state, arrays, jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)), i + 1
-            if nxt % max(1, n_chunks // 20) == 0 or nxt == n_chunks:
+            if nxt == start + 1 or nxt % max(1, n_chunks // 20) == 0 or nxt == n_chunks:
                 losses = np.asarray(losses)
-                log(f"{name} step {nxt * chunk:8d}  " + "  ".join(
+                spent = time.time() - t0
+                eta = spent / (nxt - start) * (n_chunks - nxt)
+                log(f"{name} step {nxt * chunk:8d} of {n_chunks * chunk}  " + "  ".join(
                     f"[{j}] " + " ".join(f"{n} {losses[j, k]:.3f}" for k, n in enumerate(loss_names))
-                    for j in range(n_sets)) + f"  {time.time() - t0:6.0f} s")
+                    for j in range(n_sets)) + f"  {spent:6.0f} s, eta {eta:5.0f} s")
             if time_budget is not None and time.time() - t0 > time_budget:
                 log(f"time budget reached after {nxt * chunk} steps")
                 break

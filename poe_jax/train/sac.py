@@ -263,9 +263,13 @@ def train(env, cfg: SACConfig, eval_every: int = 20_000, eval_episodes: int = 10
     snapshots = []
     t0 = time.time()
     n_chunks = -(-cfg.steps // (cfg.chunk * cfg.lanes))
-    for i in range(int(state.step) // (cfg.chunk * cfg.lanes), n_chunks):
+    start = int(state.step) // (cfg.chunk * cfg.lanes)
+    for i in range(start, n_chunks):
         state = chunk(state)
         step = int(state.step)
+        eta = (time.time() - t0) / (i + 1 - start) * (n_chunks - i - 1)
+        if i == start:  # progress from the first seconds (the first eval is eval_every steps away)
+            log(f"step {step:8d} of {cfg.steps}  {time.time() - t0:7.0f} s, eta {eta:6.0f} s")
         out_of_time = time_budget is not None and time.time() - t0 > time_budget
         if step % eval_every < cfg.chunk * cfg.lanes or i == n_chunks - 1 or out_of_time:
             actor = nets.Actor(jax.device_get(state.actor), nets.ObsNorm.identity(env.obs_size), spec)
@@ -274,7 +278,7 @@ def train(env, cfg: SACConfig, eval_every: int = 20_000, eval_episodes: int = 10
             snapshots.append({"step": step, "eval_return": float(ret.mean()), "eval_std": float(ret.std()),
                               "actor": actor, "buffer_size": int(state.buffer.size)})
             log(f"step {step:8d}  eval {ret.mean():9.1f} ± {ret.std():7.1f}  train(last 64) {np.nanmean(recent):9.1f}  "
-                f"alpha {float(jnp.exp(state.log_alpha)):.3f}  {time.time() - t0:7.0f} s")
+                f"alpha {float(jnp.exp(state.log_alpha)):.3f}  {time.time() - t0:7.0f} s, eta {eta:6.0f} s")
             if on_snapshot is not None:
                 on_snapshot(snapshots[-1])
             if checkpoint is not None:
