@@ -36,8 +36,9 @@ from scipy import stats as sps
 
 from poe_jax.metrics import GAMMA  # the discount the grid recorded delta_pi with (defined once)
 
-__all__ = ["CELL", "FALL_RATIO", "GAMMA", "LABELS", "deviation", "holm", "label_cells", "labels_table", "row_stats",
-           "seed_means", "selectors", "tracking"]
+__all__ = ["CELL", "FALL_RATIO", "GAMMA", "LABELS", "aggregate", "deviation", "holm", "iqm", "label_cells",
+           "labels_table", "normalized_runs", "performance_profile", "row_stats", "seed_means", "selectors",
+           "stratified_bootstrap", "tracking"]
 
 LABELS = ("HELP", "FROZEN", "HURT", "FALL")
 FALL_RATIO = 0.9  # a HELP row whose mean length is below this fraction of frozen's is FALL
@@ -265,3 +266,95 @@ def tracking(df: pd.DataFrame, level: float = 0.05) -> pd.DataFrame:
     keep = [*ROW, "target_speed", "n", "x_velocity", "error", "se", "frozen_error", "p_t", "p_holm", "length",
             "frozen_length", "closer"]
     return rows[[c for c in keep if c in rows]]
+
+
+# ---------------------------------------------------------------- aggregates across cells (rliable style)
+def normalized_runs(df: pd.DataFrame, cells: pd.DataFrame, point: str = "selector",
+                    value: str = "return_goal") -> tuple[pd.DataFrame, int]:
+    """One row per (cell, rule, seed) at each rule's ``point`` coefficient (``selector``: the KL-budget
+    selector's, what a deployment would pick; ``oracle``: the best), with ``score``: the seed's mean
+    ``value`` divided by frozen's mean over the cell's seeds (frozen scores 1 on average). Cells whose
+    frozen mean is not > 0 cannot be normalised and are left out; their count is returned."""
+    sm, _ = seed_means(df, value)
+    frozen = sm[sm.rule == "frozen"].groupby(CELL, dropna=False)[value].mean()
+    keep = frozen[frozen > 0]
+    chosen = cells[[*CELL, "rule", f"{point}_param"]].rename(columns={f"{point}_param": "param"})
+    frozen_rows = sm[sm.rule == "frozen"]
+    runs = pd.concat([sm.merge(chosen, on=[*CELL, "rule", "param"]), frozen_rows], ignore_index=True)
+    idx = pd.MultiIndex.from_frame(runs[CELL])
+    base = keep.reindex(idx).to_numpy()
+    runs = runs.assign(score=runs[value].to_numpy(float) / base)
+    runs = runs[np.isfinite(base)].reset_index(drop=True)
+    return runs[[*CELL, "rule", "param", "seed", "score"]], int((frozen <= 0).sum())
+
+
+def iqm(x) -> float:
+    """Interquartile mean: the mean of the middle 50% (``scipy.stats.trim_mean(x, 0.25)``)."""
+    return float(sps.trim_mean(np.asarray(x, float).ravel(), 0.25))
+
+
+def _strata(runs: pd.DataFrame) -> list[np.ndarray]:
+    return [g["score"].to_numpy(float) for _, g in runs.groupby(CELL, sort=False, dropna=False)]
+
+
+def stratified_bootstrap(strata: list[np.ndarray], statistic, reps: int = 2000, seed: int = 0,
+                         level: float = 0.95) -> tuple[float, float, float]:
+    """``(point, low, high)``: ``statistic`` of the pooled strata, and a percentile interval from
+    resampling each stratum (cell) with replacement, its size kept (rliable's stratified bootstrap:
+    the cells are fixed, the seeds within each are the sample)."""
+    rng = np.random.default_rng(seed)
+    point = np.asarray(statistic(strata), float)
+    draws = np.stack([np.asarray(statistic([s[rng.integers(0, len(s), len(s))] for s in strata]), float)
+                      for _ in range(reps)])
+    a = (1 - level) / 2
+    lo, hi = np.quantile(draws, a, axis=0), np.quantile(draws, 1 - a, axis=0)
+    if point.ndim == 0:  # a scalar statistic; a vector one (e.g. a profile over thresholds) gives arrays
+        return float(point), float(lo), float(hi)
+    return point, lo, hi
+
+
+def _prob_improvement(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Mean over cells of P(X > Y) + P(X = Y)/2, X a run of the rule and Y one of frozen (Mann-Whitney U / nm)."""
+    vals = [(np.sum(x[:, None] > y[None, :]) + 0.5 * np.sum(x[:, None] == y[None, :])) / (len(x) * len(y))
+            for x, y in pairs]
+    return float(np.mean(vals))
+
+
+def aggregate(runs: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per rule, across the cells it ran in: IQM and mean of the normalised score with 95% stratified
+    bootstrap intervals, and the probability of improvement over frozen (rliable's, with its interval
+    from resampling seeds within each cell for both rules)."""
+    out = []
+    frozen = {k: g["score"].to_numpy(float) for k, g in runs[runs.rule == "frozen"].groupby(CELL, dropna=False)}
+    for rule, r in runs.groupby("rule", sort=False):
+        strata = _strata(r)
+        rec = {"rule": rule, "cells": len(strata), "runs": int(sum(len(s) for s in strata))}
+        for name, fn in (("iqm", iqm), ("mean", np.mean)):
+            p, lo, hi = stratified_bootstrap(strata, lambda ss, fn=fn: fn(np.concatenate(ss)), reps, seed)
+            rec.update({name: p, f"{name}_low": lo, f"{name}_high": hi})
+        if rule != "frozen":
+            keys = [k for k, _ in r.groupby(CELL, sort=False, dropna=False)]
+            pairs = [(g["score"].to_numpy(float), frozen[k]) for k, (_, g) in
+                     zip(keys, r.groupby(CELL, sort=False, dropna=False)) if k in frozen]
+            n = len(pairs)
+            flat = [a for x, y in pairs for a in (x, y)]
+            p, lo, hi = stratified_bootstrap(flat, lambda ss: _prob_improvement(list(zip(ss[0::2], ss[1::2]))) if n
+                                             else np.nan, reps, seed)
+            rec.update(p_improve=p, p_improve_low=lo, p_improve_high=hi)
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+def performance_profile(runs: pd.DataFrame, taus: np.ndarray, reps: int = 500, seed: int = 0) -> pd.DataFrame:
+    """Per rule and threshold ``tau``: the fraction of runs (cell, seed) with normalised score > tau,
+    averaged over cells (each cell weighs the same), with a 95% stratified bootstrap band."""
+    taus = np.asarray(taus, float)
+    rows = []
+    for rule, r in runs.groupby("rule", sort=False):
+        def fractions(ss):
+            return np.mean([np.mean(s[:, None] > taus[None, :], axis=0) for s in ss], axis=0)
+
+        p, lo, hi = stratified_bootstrap(_strata(r), fractions, reps, seed)
+        rows += [{"rule": rule, "tau": float(t), "fraction": float(a), "low": float(b), "high": float(c)}
+                 for t, a, b, c in zip(taus, p, lo, hi)]
+    return pd.DataFrame(rows)

@@ -328,8 +328,17 @@ def test_cli_port_writes_a_loadable_checkpoint(tmp_path, obs_batch, stats, capsy
     card2 = checkpoints.read_card(out2)
     assert not card2["normalization"]["applied"] and "raw observations" in card2["normalization"]["note"]
     # an existing output is not overwritten
+    capsys.readouterr()
+    before = (out2 / "card.json").read_bytes()
     assert main(["port", "corl", str(path), "--algo", "iql", "--env", "hopper", "--out", str(out2)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("poe-jax: error: ") and "already exists" in err and "--overwrite" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and (out2 / "card.json").read_bytes() == before
+    # an IQL file without its critics ports the actor alone, and says so
+    (tmp_path / "bare").mkdir()
+    bare, _, _ = _save_corl(tmp_path / "bare", "iql", with_critics=False)
+    assert main(["port", "corl", str(bare), "--algo", "iql", "--env", "hopper", "--out", str(tmp_path / "b")]) == 0
+    assert "has no IQL critics" in capsys.readouterr().err
 
 
 def test_ported_actor_runs_under_poe_on_hopper(tmp_path, get_env):

@@ -47,7 +47,12 @@ def test_report_on_smoke_run(smoke_run, capsys):
     assert (track["target_speed"] == eps.loc[eps.goal == "G3_target", "target_speed"].iloc[0]).all()
     assert eps.loc[eps.goal == "G1_speed", "target_speed"].isna().all()
     figs = sorted(p.name for p in (smoke_run / "figures").glob("*.png"))
-    assert figs == ["kl_frontier.png", "prior_quality.png", "return_vs_coefficient.png"]
+    assert figs == ["kl_frontier.png", "performance_profile.png", "prior_quality.png", "return_vs_coefficient.png"]
+    # across cells: IQM / mean / P(improve) per rule, frozen's normalised mean is 1 by construction
+    assert "## Across cells: IQM, mean and probability of improvement" in text
+    agg = pd.read_csv(smoke_run / "aggregate.csv").set_index("rule")
+    assert agg.loc["frozen", "mean"] == pytest.approx(1.0) and set(agg.index) >= {"frozen", "poe"}
+    assert ((agg["iqm_low"] <= agg["iqm"]) & (agg["iqm"] <= agg["iqm_high"])).all()
     for f in (smoke_run / "figures").glob("*.png"):
         data = f.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

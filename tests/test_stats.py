@@ -163,3 +163,53 @@ def test_tracking_credits_steering_toward_the_target_not_falling_or_noise():
     np.testing.assert_allclose(t.loc[("frozen", 0.0), "x_velocity"], np.mean([r["x_velocity"] for r in rows
                                if r["rule"] == "frozen" and r["goal"] == "G3_target"]))
     assert stats.tracking(pd.DataFrame(rows).drop(columns="target_speed")).empty
+
+
+def test_aggregates_iqm_bootstrap_and_probability_of_improvement():
+    """IQM is scipy's 25% trimmed mean; the stratified bootstrap keeps each cell's size, and with one
+    cell its interval agrees with scipy.stats.bootstrap's percentile interval; the probability of
+    improvement is the Mann-Whitney U / (n m), averaged over cells."""
+    from scipy import stats as sps
+
+    from poe_jax import stats
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 0.5, 40)
+    assert stats.iqm(x) == pytest.approx(sps.trim_mean(x, 0.25))
+    p, lo, hi = stats.stratified_bootstrap([x], lambda ss: np.mean(np.concatenate(ss)), reps=4000, seed=1)
+    ref = sps.bootstrap((x,), np.mean, n_resamples=4000, method="percentile", random_state=1).confidence_interval
+    assert p == pytest.approx(x.mean()) and lo == pytest.approx(ref.low, abs=0.02) and hi == pytest.approx(ref.high, abs=0.02)
+    sizes = []
+    stats.stratified_bootstrap([np.arange(3.0), np.arange(7.0)], lambda ss: sizes.append([len(s) for s in ss]) or 0.0,
+                               reps=5)
+    assert all(s == [3, 7] for s in sizes)
+    a, b = rng.normal(1, 1, 12), rng.normal(0, 1, 9)
+    u = sps.mannwhitneyu(a, b).statistic / (len(a) * len(b))
+    assert stats._prob_improvement([(a, b)]) == pytest.approx(u)
+    assert stats._prob_improvement([(a, b), (b, a)]) == pytest.approx(0.5)
+
+
+def test_normalized_runs_and_aggregate_on_a_grid():
+    """frozen's normalised score averages 1 per cell; a rule that doubles the goal return scores ~2,
+    with probability of improvement 1; a cell where frozen earns nothing is left out and counted."""
+    from poe_jax import stats
+
+    rows = []
+    for goal, base in (("G1_speed", 100.0), ("G3_target", 0.0)):
+        for seed in range(8):
+            for rule, param, mult in (("frozen", 0.0, 1.0), ("poe", 0.5, 2.0)):
+                rows.append({"env": "hopper", "actor": "a", "goal": goal, "prior": "trained", "shift": "none",
+                             "rule": rule, "param": param, "seed": seed, "episode": 0,
+                             "return_goal": base * mult * (1 + 0.01 * seed), "kl_to_frozen": 0.1 * (rule != "frozen"),
+                             "length": 1000})
+    df = pd.DataFrame(rows)
+    r, _ = stats.row_stats(df)
+    cells = stats.label_cells(r)
+    runs, dropped = stats.normalized_runs(df, cells)
+    assert dropped == 1 and set(runs.goal) == {"G1_speed"}
+    agg = stats.aggregate(runs, reps=200).set_index("rule")
+    assert agg.loc["frozen", "mean"] == pytest.approx(1.0) and agg.loc["poe", "iqm"] == pytest.approx(2.0, rel=0.05)
+    assert agg.loc["poe", "p_improve"] == pytest.approx(1.0, abs=0.1)
+    prof = stats.performance_profile(runs, np.array([0.5, 1.5, 2.5]), reps=50)
+    poe = prof[prof.rule == "poe"].set_index("tau")["fraction"]
+    assert poe.loc[0.5] == 1.0 and poe.loc[1.5] == 1.0 and poe.loc[2.5] == 0.0

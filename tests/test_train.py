@@ -215,6 +215,22 @@ def test_sac_resumes_exactly_from_its_checkpoint(get_env, tmp_path):
     with pytest.raises(ValueError, match="saved with another SAC config"):
         sac.train(env, dataclasses.replace(cfg, lr=1e-3), log=quiet, checkpoint=ckpt)
     assert int(resumed.step) == 400
+    # Ctrl-C (here: on the first progress line, after chunk 1) saves the state too, and resumes exactly
+    from poe_jax.train.resume import TrainInterrupted
+
+    ckpt.unlink()
+
+    def ctrl_c(msg):
+        if " of 400" in msg:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainInterrupted, match="interrupted at step 100 of 400; state saved to"):
+        sac.train(env, cfg, eval_every=200, eval_episodes=2, log=ctrl_c, checkpoint=ckpt)
+    again, _ = sac.train(env, cfg, eval_every=200, eval_episodes=2, log=quiet, checkpoint=ckpt)
+    for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(again)):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.mark.parametrize("algo, alpha, factor", [

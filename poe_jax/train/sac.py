@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from poe_jax import nets
+from poe_jax.train.resume import TrainInterrupted
 from poe_jax.gaussian import DiagGaussian
 
 __all__ = ["SACConfig", "SACState", "evaluate", "init", "load_state", "save_state", "train"]
@@ -264,8 +265,23 @@ def train(env, cfg: SACConfig, eval_every: int = 20_000, eval_episodes: int = 10
     t0 = time.time()
     n_chunks = -(-cfg.steps // (cfg.chunk * cfg.lanes))
     start = int(state.step) // (cfg.chunk * cfg.lanes)
+    holder = [state]  # the last finished chunk's state, also when Ctrl-C stops the loop
+    try:
+        _chunk_loop(env, cfg, chunk, holder, spec, start, n_chunks, t0, eval_every, eval_episodes, log, time_budget,
+                    on_snapshot, checkpoint, snapshots)
+    except KeyboardInterrupt:
+        if checkpoint is not None:
+            save_state(checkpoint, holder[0], cfg)
+        where = f"state saved to {checkpoint}" if checkpoint is not None else "no checkpoint file, nothing saved"
+        raise TrainInterrupted(f"interrupted at step {int(holder[0].step)} of {cfg.steps}; {where}; run the same "
+                               "command again to resume") from None
+    return holder[0], snapshots
+
+
+def _chunk_loop(env, cfg, chunk, holder, spec, start, n_chunks, t0, eval_every, eval_episodes, log, time_budget,
+                on_snapshot, checkpoint, snapshots):
     for i in range(start, n_chunks):
-        state = chunk(state)
+        state = holder[0] = chunk(holder[0])
         step = int(state.step)
         eta = (time.time() - t0) / (i + 1 - start) * (n_chunks - i - 1)
         if i == start:  # progress from the first seconds (the first eval is eval_every steps away)
@@ -286,4 +302,3 @@ def train(env, cfg: SACConfig, eval_every: int = 20_000, eval_episodes: int = 10
         if out_of_time:
             log(f"time budget of {time_budget:.0f} s reached at step {step}")
             break
-    return state, snapshots
