@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from poe_jax import compose, metrics, priors, stats, store
+from poe_jax import claims, compose, metrics, priors, stats, store
 from poe_jax.spec import load_plugins
 
 __all__ = ["ReportError", "write_report"]
@@ -36,6 +36,19 @@ may come from ending episodes early). **HURT** when significantly worse, **FROZE
 goal return, chosen after seeing the results) and the *KL-budget selector's* coefficient (largest
 mean per-step KL(composed ‖ actor) within {budget} nats). Exclusions: episodes with a non-finite
 goal return are dropped and counted below. A cell is (env, actor, goal, prior quality, shift)."""
+
+
+def _claims_lines(table: pd.DataFrame) -> list[str]:
+    """The study's claims, each tested on this grid (``poe_jax.claims``)."""
+    lines = ["", "## The study's claims, tested on this grid", "",
+             "Each claim's verdict follows the rule in its last column. A claim the grid cannot test says "
+             "what it would need. Numbers come from this run only.", "",
+             "| # | claim | test | measured | verdict | verdict rule |", "|---|---|---|---|---|---|"]
+    cell = lambda x: str(x).replace("|", "\\|")  # noqa: E731  (|ΔJ| inside a table cell)
+    for _, r in table.iterrows():
+        lines.append(f"| {r['claim']} | {cell(r['statement'])} | {cell(r['test'])} | {cell(r['effect'])} | "
+                     f"**{r['verdict']}** | {cell(r['rule'])} |")
+    return lines
 
 
 def _aggregate_section(df: pd.DataFrame, cells: pd.DataFrame, figdir: Path) -> tuple[list[str], str | None]:
@@ -104,7 +117,8 @@ def _panel_figure(path: Path, rows: pd.DataFrame, draw, title: str, xlabel: str,
             ax.set_title(f"{name} · {goal}", fontsize=10)
             ax.set_xlabel(xlabel, fontsize=8)
             ax.set_ylabel(ylabel, fontsize=8)
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=13)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -117,53 +131,80 @@ def _style(rule: str) -> dict:
     return {"marker": marker, "ls": ls, "label": rule}
 
 
-def _figures(rows: pd.DataFrame, figdir: Path) -> list[str]:
-    figdir.mkdir(parents=True, exist_ok=True)
-    first = "trained" if "trained" in set(rows["prior"]) else rows["prior"].iloc[0]
-    first_shift = rows["shift"].iloc[0]
-    trained = rows[(rows["prior"] == first) & (rows["shift"] == first_shift)]
+CI_NOTE = "mean ± 95% CI over seeds"  # the one error-bar convention of every figure
 
-    def coefficient(ax, g):
+
+def _figures(rows: pd.DataFrame, cells: pd.DataFrame, figdir: Path) -> list[str]:
+    """Per prior quality: goal return vs coefficient, the KL frontier and survival (episode length);
+    then prior-quality degradation at the KL-budget selector's coefficient. Every error bar is a 95% CI."""
+    figdir.mkdir(parents=True, exist_ok=True)
+    first_shift = rows["shift"].iloc[0]
+    qualities = [q for q in priors.names() if q in set(rows["prior"])]
+    qualities += [q for q in dict.fromkeys(rows["prior"]) if q not in qualities]
+
+    def coefficient(ax, g, column="mean", band=True):
         for rule, r in g[~g.rule.isin(["frozen", "prior_only"])].groupby("rule", sort=False):
             x = rows_alpha(r)
             if np.isnan(x).any():  # poe_adaptive, iql_guided, critic_greedy: no fixed alpha (see the KL frontier)
                 continue
-            ax.plot(x, r["mean"], **_style(rule))
-            ax.fill_between(x, r["ci_low"], r["ci_high"], alpha=0.15)
+            ax.plot(x, r[column], **_style(rule))
+            if band:
+                ax.fill_between(x, r["ci_low"], r["ci_high"], alpha=0.15)
         for rule, style in (("frozen", "--"), ("prior_only", ":")):
             r = g[g.rule == rule]
             if len(r):
-                ax.axhline(r["mean"].iloc[0], color="k", ls=style, label=rule)
+                ax.axhline(r[column].iloc[0], color="k", ls=style, label=rule)
 
     def frontier(ax, g):
         for rule, r in g.groupby("rule", sort=False):
             style = _style(rule)
             style["ls"] = style["ls"] if len(r) > 1 else ""
-            ax.errorbar(r["kl"], r["mean"], yerr=r["se"].fillna(0), capsize=2, **style)
+            ax.errorbar(r["kl"], r["mean"], yerr=(r["ci_high"] - r["mean"]).fillna(0), capsize=2, **style)
         ax.set_xscale("symlog", linthresh=1e-2)
 
-    qualities = [q for q in priors.names() if q in set(rows["prior"])]
-
-    def degradation(ax, g):
-        for rule, r in g.groupby("rule", sort=False):
-            best = r.groupby("prior")["mean"].max().reindex(qualities)
-            style = _style(rule)
-            style["ls"] = style["ls"] or "-"
-            ax.plot(range(len(qualities)), best.to_numpy(), **style)
-        ax.set_xticks(range(len(qualities)), qualities)
-
-    made = [
-        _panel_figure(figdir / "return_vs_coefficient.png", trained, coefficient,
-                      f"Goal return vs coefficient ({first} prior; poe and kl_reg at equal α execute the same mean)",
-                      "PoE-equivalent coefficient α (kl_reg: β/(1+β))",
-                      "goal return per episode (mean ± 95% CI over seeds)"),
-        _panel_figure(figdir / "kl_frontier.png", trained, frontier, f"Deviation from the frozen actor vs goal return ({first} prior)",
-                      "mean per-step KL(composed ‖ frozen actor) [nats]", "goal return per episode (mean ± s.e.)"),
-    ]
+    made = []
+    for k, q in enumerate(qualities):
+        sub = rows[(rows["prior"] == q) & (rows["shift"] == first_shift)]
+        tag = "" if k == 0 else f"-{q}"  # the first quality keeps the plain names
+        made += [
+            _panel_figure(figdir / f"return_vs_coefficient{tag}.png", sub, coefficient,
+                          f"Goal return vs coefficient ({q} prior; poe and kl_reg at equal α execute the same mean)",
+                          "PoE-equivalent coefficient α (kl_reg: β/(1+β))", f"goal return per episode ({CI_NOTE})"),
+            _panel_figure(figdir / f"kl_frontier{tag}.png", sub, frontier,
+                          f"Deviation from the frozen actor vs goal return ({q} prior)",
+                          "mean per-step KL(composed ‖ frozen actor) [nats]", f"goal return per episode ({CI_NOTE})"),
+            _panel_figure(figdir / f"survival{tag}.png", sub, lambda ax, g: coefficient(ax, g, "length", band=False),
+                          f"Survival: episode length vs coefficient ({q} prior; next to the goal return above)",
+                          "PoE-equivalent coefficient α (kl_reg: β/(1+β))", "episode length (mean over seeds)"),
+        ]
     if len(qualities) > 1:
+        chosen = cells.set_index([*stats.CELL, "rule"])["selector_param"]
+
+        def degradation(ax, g):
+            for rule, r in g.groupby("rule", sort=False):
+                pts = []
+                for q in qualities:
+                    rq = r[r.prior == q]
+                    if rq.empty:
+                        pts.append((np.nan, np.nan, np.nan))
+                        continue
+                    key = (*(rq.iloc[0][c] for c in stats.CELL), rule)
+                    p = chosen.get(key, rq["param"].iloc[0])
+                    row = rq[rq["param"] == p].iloc[0]
+                    pts.append((row["mean"], row["ci_high"] - row["mean"], p))
+                m, half, ps = (np.asarray(v, float) for v in zip(*pts))
+                style = _style(rule)
+                style["ls"] = style["ls"] or "-"
+                ax.errorbar(range(len(qualities)), m, yerr=np.nan_to_num(half), capsize=2, **style)
+                if rule not in ("frozen", "prior_only"):
+                    for x, (y, pv) in enumerate(zip(m, ps)):
+                        if np.isfinite(y):
+                            ax.annotate(f"{pv:g}", (x, y), fontsize=6, textcoords="offset points", xytext=(3, 3))
+            ax.set_xticks(range(len(qualities)), qualities)
+
         made.append(_panel_figure(figdir / "prior_quality.png", rows[rows["shift"] == first_shift], degradation,
-                                  "Prior-quality degradation: best goal return over coefficients", "prior quality",
-                                  "best goal return over coefficients (mean over seeds)"))
+                                  "Prior-quality degradation at the KL-budget selector's coefficient (annotated)",
+                                  "prior quality", f"goal return per episode ({CI_NOTE})"))
     return made
 
 
@@ -209,7 +250,7 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
         counted = cells[cells["rule"] != "kl_reg"]
         fold_note = (" `kl_reg` is not counted: with `sample = false` it executes the same means as `poe` at "
                      "α = β/(1+β), so it is one policy with `poe` (folded; its rows stay in the tables).")
-    figs = _figures(rows, out / "figures")
+    figs = _figures(rows, cells, out / "figures")
     lines = [f"# poe_jax report: {summary.get('spec', {}).get('name') or out.name}", ""]
     lines += [_RULES_TEXT.format(level=level, budget=kl_budget), ""]
     for point in ("oracle", "selector"):
@@ -230,6 +271,9 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     lines += ["", f"Exclusions: {excluded['non_finite_episodes']} of {excluded['episodes']} episodes had a non-finite goal return.", ""]
     lines += _split_lines(counted)
     lines += _adversarial_lines(rows)
+    claims_table = claims.evaluate(claims.Evidence(df, rows, cells, level, kl_budget))
+    claims_table.to_csv(out / "claims.csv", index=False)
+    lines += _claims_lines(claims_table)
     agg_lines, agg_fig = _aggregate_section(df, cells, out / "figures")
     lines += agg_lines
     figs += [agg_fig] if agg_fig else []

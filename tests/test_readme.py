@@ -20,7 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, re.S)
-LONG = ("data generate", "train ", "port corl", "examples/grid.toml", "examples/grids.toml")
+LONG = ("data generate", "train ", "port corl", "examples/grid.toml", "examples/grids.toml", "--preset paper",
+        "report runs/paper")
 
 
 def _blocks(lang: str) -> list[str]:

@@ -47,9 +47,21 @@ def test_report_on_smoke_run(smoke_run, capsys):
     assert (track["target_speed"] == eps.loc[eps.goal == "G3_target", "target_speed"].iloc[0]).all()
     assert eps.loc[eps.goal == "G1_speed", "target_speed"].isna().all()
     figs = sorted(p.name for p in (smoke_run / "figures").glob("*.png"))
-    assert figs == ["kl_frontier.png", "performance_profile.png", "prior_quality.png", "return_vs_coefficient.png"]
+    # every prior quality has its figures (the first keeps the plain names); one CI convention
+    assert figs == ["kl_frontier-random.png", "kl_frontier.png", "performance_profile.png", "prior_quality.png",
+                    "return_vs_coefficient-random.png", "return_vs_coefficient.png", "survival-random.png",
+                    "survival.png"]
+    assert "s.e.)" not in text
     # across cells: IQM / mean / P(improve) per rule, frozen's normalised mean is 1 by construction
     assert "## Across cells: IQM, mean and probability of improvement" in text
+    # the study's claims: one row each, a verdict from the allowed set, and the untestable ones say so
+    cl = pd.read_csv(smoke_run / "claims.csv").set_index("claim")
+    assert list(cl.index) == list(range(1, 10)) and "## The study's claims, tested on this grid" in text
+    assert set(cl["verdict"]) <= {"reproduced", "partly", "not reproduced", "not covered by this grid",
+                                  "not reproduced (premise differs: frozen succeeds)"}
+    assert cl.loc[6, "verdict"] == cl.loc[9, "verdict"] == "not covered by this grid"  # no antmaze, no shift
+    assert cl.loc[1, "verdict"] == "reproduced"  # smoke has poe(0.5) and kl_reg(1.0): the same mean
+    assert cl.loc[7, "verdict"] == "reproduced"  # the performance-difference bound is a theorem
     agg = pd.read_csv(smoke_run / "aggregate.csv").set_index("rule")
     assert agg.loc["frozen", "mean"] == pytest.approx(1.0) and set(agg.index) >= {"frozen", "poe"}
     assert ((agg["iqm_low"] <= agg["iqm"]) & (agg["iqm"] <= agg["iqm_high"])).all()

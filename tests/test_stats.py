@@ -213,3 +213,22 @@ def test_normalized_runs_and_aggregate_on_a_grid():
     prof = stats.performance_profile(runs, np.array([0.5, 1.5, 2.5]), reps=50)
     poe = prof[prof.rule == "poe"].set_index("tau")["fraction"]
     assert poe.loc[0.5] == 1.0 and poe.loc[1.5] == 1.0 and poe.loc[2.5] == 0.0
+
+
+def test_claims_say_what_a_grid_does_not_cover():
+    """A grid with only frozen and additive covers no claim about poe/kl_reg, antmaze or shifts, and
+    says what each would need instead of guessing."""
+    from poe_jax import claims
+
+    rows = []
+    for seed in range(4):
+        for rule, param, mult in (("frozen", 0.0, 1.0), ("additive", 0.5, 0.8)):
+            rows.append({"env": "hopper", "actor": "hopper-medium-iql", "goal": "G1_speed", "prior": "trained",
+                         "shift": "none", "rule": rule, "param": param, "seed": seed, "episode": 0,
+                         "return_goal": 100.0 * mult + seed, "kl_to_frozen": 0.2 * (rule != "frozen"), "length": 1000,
+                         "support_violation": 0.0, "success": np.nan})
+    df = pd.DataFrame(rows)
+    r, _ = stats.row_stats(df)
+    table = claims.evaluate(claims.Evidence(df, r, stats.label_cells(r), 0.05, 0.5)).set_index("claim")
+    for c in (1, 2, 4, 6, 8, 9):
+        assert table.loc[c, "verdict"] == claims.NOT_COVERED and table.loc[c, "effect"].startswith("needs "), c
