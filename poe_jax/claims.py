@@ -170,7 +170,6 @@ def _anchored(ctx: Evidence) -> Verdict:
                 "oracle's mean; partly: in ≥ a quarter; not reproduced: fewer")
 def _selector(ctx: Evidence) -> Verdict:
     c = ctx.cells[ctx.cells.rule.isin(["poe", "kl_reg", "additive"])]
-    c = c[c.groupby([*stats.CELL, "rule"])["oracle_param"].transform("size") > 0]
     multi = ctx.rows[ctx.rows.rule.isin(["poe", "kl_reg", "additive"])].groupby([*stats.CELL, "rule"])["param"].nunique()
     c = c.merge(multi[multi > 1].rename("n").reset_index(), on=[*stats.CELL, "rule"])
     if c.empty:

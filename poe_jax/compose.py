@@ -668,8 +668,9 @@ def apply(rule: str | Rule, actor: DiagGaussian, prior: DiagGaussian, param=None
     return Composed(r(actor, prior, param), ~prior_valid(prior))
 
 
-def switch(rules: tuple[str | Rule, ...], index, x: RuleInputs) -> DiagGaussian:
-    """The rule ``rules[index]`` (``index`` may be traced) at inputs ``x``.
+def switch(rules: tuple[str | Rule, ...], index, x: RuleInputs, call: Callable | None = None):
+    """The rule ``rules[index]`` (``index`` may be traced) at inputs ``x``: ``call(rule, x)``, by
+    default :meth:`Rule.evaluate` (the composed policy).
 
     Only the listed rules are in the program: a grid passes its own rules, so a poe-only
     grid costs what ``poe`` costs (under ``vmap`` a ``lax.switch`` evaluates every branch
@@ -679,21 +680,21 @@ def switch(rules: tuple[str | Rule, ...], index, x: RuleInputs) -> DiagGaussian:
     rs = [get(r) for r in rules]
     if not rs:
         raise ValueError("switch: rules is empty")
-    param = jnp.asarray(x.param, x.actor.mean.dtype)
+    call = Rule.evaluate if call is None else call
+    x = x._replace(param=jnp.asarray(x.param, x.actor.mean.dtype))
     if len(rs) == 1:
-        return rs[0].evaluate(x._replace(param=param))
-    x = x._replace(param=param)
+        return call(rs[0], x)
     # Branches close over x: the critic's q_fn is a function, not an operand.
-    branches = [functools.partial(_branch, r, i, x=x) for i, r in enumerate(rs)]
+    branches = [functools.partial(_branch, r, i, call, x=x) for i, r in enumerate(rs)]
     return jax.lax.switch(index, branches, jnp.asarray(index))
 
 
-def _branch(rule: Rule, i: int, index, *, x: RuleInputs) -> DiagGaussian:
+def _branch(rule: Rule, i: int, call: Callable, index, *, x: RuleInputs):
     # The lane's own rule sees its coefficient as given (an invalid one still poisons with NaN
     # or fails a check); the branches a lane discards see it clipped to their range.
     if rule.param is not None:
         x = x._replace(param=jnp.where(index == i, x.param, jnp.clip(x.param, rule.lo, rule.hi)))
-    return rule.evaluate(x)
+    return call(rule, x)
 
 
 def by_index(index, actor: DiagGaussian, prior: DiagGaussian, param) -> DiagGaussian:

@@ -168,18 +168,13 @@ class Plan:
     def load_prior(self):
         return checkpoints.load(self.prior_path, env=self.spec.env)
 
-    @property
-    def dispatch(self) -> tuple[compose.Rule, ...]:
-        """The rules the program switches over (``Lanes.rule`` indexes them): the grid's own, in spec order."""
-        return self.rules
-
     def lane_table(self, prior) -> LaneTable:
-        return lane_table(self.spec, prior.spec.goals, prior.spec.goal_params, [r.name for r in self.dispatch])
+        return lane_table(self.spec, prior.spec.goals, prior.spec.goal_params)
 
     def program(self, on_step=None):
         """``program(actor, prior, lanes) -> Totals`` for this grid (not yet jitted); ``on_step(t)``: progress."""
         sp = self.spec
-        return build_program(self.env, self.goals, self.dispatch, tuple(sp.priors), max_steps=sp.max_steps,
+        return build_program(self.env, self.goals, self.rules, tuple(sp.priors), max_steps=sp.max_steps,
                              degraded_noise=sp.degraded_noise, sample=sp.sample,
                              obs_noise=any(s.obs_noise > 0 for s in self.shifts),
                              act_noise=any(s.action_noise > 0 for s in self.shifts), on_step=on_step)

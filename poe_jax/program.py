@@ -100,17 +100,7 @@ class Totals(NamedTuple):
 def _alpha_used(rules: tuple[compose.Rule, ...], index, x: compose.RuleInputs) -> jax.Array:
     """The per-state alpha of the lane's rule where it has ``alpha_fn`` (0 for the others)."""
     zero = jnp.zeros(x.actor.mean.shape[:-1], x.actor.mean.dtype)
-
-    def branch(i, r, x):
-        if r.alpha_fn is None:
-            return zero
-        if len(rules) > 1:  # as in compose.switch: other lanes' coefficients clipped to this rule's range
-            x = x._replace(param=jnp.where(index == i, x.param, jnp.clip(x.param, r.lo, r.hi)))
-        return r.alpha_fn(x)
-
-    if len(rules) == 1:
-        return branch(0, rules[0], x)
-    return jax.lax.switch(index, [lambda i=i, r=r: branch(i, r, x) for i, r in enumerate(rules)])
+    return compose.switch(rules, index, x, call=lambda r, x: zero if r.alpha_fn is None else r.alpha_fn(x))
 
 
 def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), *, max_steps: int,
@@ -161,7 +151,7 @@ def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), 
                 action = action + lane.act_noise * jax.random.normal(k_act, action.shape)
             step = metrics.evaluate(metrics.StepInputs(o, a, g, c, action, a.log_prob(action)))
             if adaptive:
-                step["__alpha"] = _alpha_used(rules, lane.rule, x._replace(param=jnp.asarray(lane.param, a.mean.dtype)))
+                step["__alpha"] = _alpha_used(rules, lane.rule, x)
             return action, step
 
         def goal(state, action, nxt, data):

@@ -50,6 +50,19 @@ def _read_lanes(part: Path) -> np.ndarray:
         raise _corrupt(part, e) from None
 
 
+def _read_all(d: Path):
+    """All parts of ``d`` as one DataFrame; a corrupt part is named, with the fix, not pyarrow's message."""
+    import pandas as pd
+    import pyarrow as pa
+
+    try:
+        return pd.read_parquet(episodes_dir(d))
+    except (pa.ArrowException, OSError):
+        for part in _parts(d):
+            _read_lanes(part)  # raises for the corrupt one
+        raise
+
+
 def repair(out: str | os.PathLike) -> list[Path]:
     """Move every unreadable result part of ``out`` to ``out/corrupt/``; returns where they went.
 
@@ -197,9 +210,7 @@ def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
     for d in grid_dirs(out):
         if not episodes_dir(d).is_dir():
             raise FileNotFoundError(f"{d}: no recorded episodes (episodes.parquet); run the grid first")
-        for part in _parts(d):  # name a corrupt part (and the fix) instead of pyarrow's message
-            _read_lanes(part)
-        df = pd.read_parquet(episodes_dir(d)).sort_values("lane", kind="stable")
+        df = _read_all(d).sort_values("lane", kind="stable")
         n = len(df)
         df = df.drop_duplicates("lane", keep="first")
         duplicates += n - len(df)
