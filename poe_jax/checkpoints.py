@@ -270,11 +270,15 @@ def _compare_shapes(what: str, got: dict, want: dict, path) -> None:
         raise CheckpointError(f"{path}: {what} do not match the card's architecture: " + "; ".join(parts))
 
 
+ZOO = Path(__file__).resolve().parent / "zoo"  # the shipped checkpoints and probe states
+
+
 def zoo_dirs() -> list[Path]:
     """Folders searched for ``zoo:NAME``: those in ``POE_JAX_ZOO`` (``os.pathsep``-separated),
-    then the shipped ``checkpoints/``."""
+    then the shipped zoo, ``poe_jax/zoo/`` (package data: a wheel or a plain ``pip install .``
+    carries it)."""
     dirs = [Path(p) for p in os.environ.get("POE_JAX_ZOO", "").split(os.pathsep) if p]
-    return dirs + [Path(__file__).resolve().parents[1] / "checkpoints"]
+    return dirs + [ZOO]
 
 
 def zoo_path(name: str) -> Path:

@@ -117,7 +117,10 @@ def _run(args) -> int:
     else:
         name = args.preset or Path(args.config).stem
         results = grid.run_many(specs, args.out, name=name, **opts)
-    print(grid.summary_table(grid.read_episodes(args.out, serve_prior_blind=False)))
+    episodes = grid.read_episodes(args.out, serve_prior_blind=False)
+    print(grid.summary_table(episodes))
+    print()
+    print(grid.headline(episodes, args.out))
     print()
     for res in results:
         s = res.summary

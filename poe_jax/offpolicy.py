@@ -12,8 +12,8 @@ return, not in goal return, and only where the composed actions stay near the
 data (large deviations are extrapolation). Reports show it beside the rollouts.
 
 Dataset states: any D4RL HDF5 file or an ``.npz`` with ``observations``; for the
-shipped actors, ``checkpoints/probe-states/<dataset>.npz`` (1,000 states from the
-dataset's behaviour policy, see ``checkpoints/README.md``).
+shipped actors, ``poe_jax/zoo/probe-states/<dataset>.npz`` (1,000 states from the
+dataset's behaviour policy, see ``poe_jax/zoo/README.md``).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from poe_jax.program import Totals
 from poe_jax.spec import GridSpec, SpecError
 from poe_jax.store import Store, done_lanes, episodes_dir, repair as repair_parts, write_json
 
-__all__ = ["RunInterrupted", "RunResult", "records", "run", "run_many", "summary_table", "versions"]
+__all__ = ["RunInterrupted", "RunResult", "records", "run", "run_many", "headline", "summary_table", "versions"]
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -317,4 +317,41 @@ def summary_table(df) -> str:
     lines.append("n: episodes; goal return: mean ± s.e. over episodes; score: mean D4RL-normalised task score; "
                  "KL: mean per-step KL(composed || frozen); viol: fraction of steps outside the actor's support "
                  "(density < 0.01)")
+    return "\n".join(lines)
+
+
+def _kept(df, prior: str) -> dict:
+    """``{(rule, param): mean over goals of (rule's mean goal return / frozen's)}`` under ``prior``."""
+    frozen = df[df["rule"] == "frozen"].groupby("goal")["return_goal"].mean()
+    sub = df[(df["prior"] == prior) & (df["rule"] != "frozen")]
+    means = sub.groupby(["rule", "param", "goal"], sort=False)["return_goal"].mean().reset_index()
+    means = means[means["goal"].map(frozen).abs() > 0]
+    means["kept"] = means["return_goal"] / means["goal"].map(frozen)
+    return means.groupby(["rule", "param"], sort=False)["kept"].mean().to_dict()
+
+
+def headline(df, out: str | os.PathLike) -> str:
+    """Two or three lines after the summary table: what steering did to frozen's goal return, and where
+    the tests are. Empty when the grid has no frozen lanes (nothing to compare with)."""
+    if "frozen" not in set(df["rule"]) or df["env"].nunique() > 1 or df["actor"].nunique() > 1:
+        return f"Paired tests, Holm-corrected labels and the study's claims: poe-jax report {out}"
+    lines = []
+    for prior, what in (("random", "Under the random prior"), ("trained", "With the trained prior")):
+        kept = _kept(df, prior)
+        if not kept:
+            continue
+        by_rule: dict[str, list] = {}
+        for (rule, param), k in kept.items():
+            by_rule.setdefault(rule, []).append((param, k))
+        parts = []
+        for rule, vals in by_rule.items():
+            ks = [k for _, k in vals]
+            ps = [p for p, _ in vals]
+            span = f"{100 * min(ks):.0f}%" if len(ks) == 1 else f"{100 * min(ks):.0f}-{100 * max(ks):.0f}%"
+            coef = "" if len(ps) == 1 else f" ({min(ps):g}-{max(ps):g})"
+            parts.append(f"{rule}{coef} {span}")
+        lines.append(f"{what}, the share of frozen's goal return each rule kept (mean over goals): "
+                     + "; ".join(parts) + ".")
+    lines.append(f"Whether each change is real (paired tests, Holm), where steering hurts, and the study's claims: "
+                 f"poe-jax report {out}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import pytest
 
 from poe_jax import envs
 from poe_jax.physics import native
+from poe_jax.physics.base import split64
 
 GYM_IDS = {"hopper": "Hopper-v4", "halfcheetah": "HalfCheetah-v4", "walker2d": "Walker2d-v4", "ant": "Ant-v4"}
 GYM_OBS = {"hopper": 11, "halfcheetah": 17, "walker2d": 17, "ant": 27}
@@ -22,7 +23,10 @@ def gym_env(name):
 
 
 def gym_transitions(name, n=240, seed=0):
-    """(qpos, qvel, action, obs', reward, terminated, x_velocity) along Gymnasium trajectories.
+    """(qpos, qvel, action, obs', reward, terminated, x_velocity, x_before) along Gymnasium trajectories.
+
+    ``x_before``: the torso's x in ``xpos`` before the step, which Gymnasium's Ant measures its
+    velocity from (the previous step's last RK4 stage, or the reset's ``qpos``).
 
     Random and small (x0.1) actions, across resets, so both healthy and
     terminating transitions appear.
@@ -34,10 +38,10 @@ def gym_transitions(name, n=240, seed=0):
     env.reset(seed=seed)
     scale = 1.0
     while len(rows) < n:
-        qpos, qvel = u.data.qpos.copy(), u.data.qvel.copy()
+        qpos, qvel, x_before = u.data.qpos.copy(), u.data.qvel.copy(), u.data.xpos[1, 0]
         action = scale * rng.uniform(-1, 1, env.action_space.shape)
         obs, reward, term, trunc, info = env.step(action)
-        rows.append((qpos, qvel, action, obs, reward, term, info["x_velocity"]))
+        rows.append((qpos, qvel, action, obs, reward, term, info["x_velocity"], x_before))
         if term or trunc or rng.uniform() < 0.02:
             env.reset(seed=int(rng.integers(1 << 30)))
             scale = 1.0 if scale < 1 else 0.1
@@ -47,27 +51,44 @@ def gym_transitions(name, n=240, seed=0):
 
 @pytest.mark.parametrize("name", envs.locomotion_names())
 def test_one_step_parity_with_gymnasium_native(name, get_env):
-    qpos, qvel, action, obs, reward, term, x_vel = gym_transitions(name)
+    qpos, qvel, action, obs, reward, term, x_vel, x_before = gym_transitions(name)
     if name != "halfcheetah":  # the only env without a termination rule
         assert term.any() and not term.all(), "the sample should mix terminal and live steps"
     env = get_env(name)
     start = env.reset_to_batch(qpos, qvel)
+    if name == "ant":  # mid-trajectory, Gymnasium's "before" x is the last step's stale xpos
+        hi, lo = split64(x_before[:, None])
+        start = start.replace(q=start.q.replace(xbody=jnp.asarray(hi), xbody_lo=jnp.asarray(lo)))
     nxt = jax.jit(jax.vmap(env.step))(start, jnp.asarray(action, jnp.float32))
     ours = np.asarray(nxt.obs)
     np.testing.assert_allclose(ours[:, : GYM_OBS[name]], obs, rtol=1e-4, atol=1e-5)
     if name == "ant":
         assert ours.shape[1] == 111 and not ours[:, 27:].any()
-        # Gymnasium's Ant measures x from the torso xpos, which after an RK4 step holds
-        # the last Runge-Kutta stage (up to ~1e-4 m from qpos; envs/locomotion.py).
-        # Everything but that velocity term matches exactly; the velocity term is off
-        # by lag/dt, and telescopes away over an episode.
-        ours_v = np.asarray(nxt.metrics["x_velocity"])
-        np.testing.assert_allclose(np.asarray(nxt.reward) - ours_v, reward - x_vel, rtol=1e-4, atol=1e-5)
-        assert np.max(np.abs(ours_v - x_vel)) < 0.05
-        assert np.median(np.abs(ours_v - x_vel)) < 5e-3
-    else:
-        np.testing.assert_allclose(np.asarray(nxt.reward), reward, rtol=1e-4, atol=1e-5)
+    # Ant included: its forward velocity is Gymnasium's, from the torso's xpos (the last RK4 stage)
+    np.testing.assert_allclose(np.asarray(nxt.metrics["x_velocity"]), x_vel, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(nxt.reward), reward, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(nxt.terminated), term)
+
+
+def test_ant_velocity_carries_xpos_along_a_trajectory(get_env):
+    """Over consecutive steps (no reset in between) Gymnasium's "before" x is the previous step's
+    stale xpos, not qpos; the state carries it, so 30 steps in a row match Gymnasium's rewards."""
+    env_g = gym_env("ant")
+    env_g.reset(seed=3)
+    u = env_g.unwrapped
+    state = get_env("ant").reset_to(u.data.qpos.copy(), u.data.qvel.copy())
+    step = jax.jit(get_env("ant").step)
+    rng = np.random.default_rng(1)
+    ours, theirs = [], []
+    for _ in range(30):
+        a = 0.3 * rng.uniform(-1, 1, 8)
+        _, r, term, _, info = env_g.step(a)
+        state = step(state, jnp.asarray(a, jnp.float32))
+        ours.append(float(state.metrics["x_velocity"]))
+        theirs.append(info["x_velocity"])
+        assert not term
+    env_g.close()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", envs.locomotion_names())

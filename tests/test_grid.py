@@ -438,3 +438,22 @@ def test_a_second_run_into_a_locked_dir_is_refused(smoke, reference, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(grid.SpecError, match="is a file"):
         grid.run(smoke, tmp_path / "file", progress=False)
+
+
+def test_headline_states_the_share_of_frozen_return_each_rule_kept():
+    """The main job's first screen ends with what steering did, computed from the episodes."""
+    import pandas as pd
+
+    rows = []
+    for goal, base in (("G1_speed", 100.0), ("G2_balanced", 200.0)):
+        rows += [dict(goal=goal, prior="any", rule="frozen", param=0.0, return_goal=base)] * 2
+        for prior, poe_k, add_k in (("random", 1.0, 0.1), ("trained", 1.2, 0.8)):
+            rows += [dict(goal=goal, prior=prior, rule="poe", param=a, return_goal=poe_k * base * (1 - a / 10))
+                     for a in (0.25, 0.5)]
+            rows.append(dict(goal=goal, prior=prior, rule="additive", param=0.5, return_goal=add_k * base))
+    df = pd.DataFrame(rows).assign(env="hopper", actor="zoo:a")
+    random_line, trained_line, where = grid.headline(df, "DIR").splitlines()
+    assert random_line.startswith("Under the random prior") and "poe (0.25-0.5) 95-98%" in random_line
+    assert "additive 10%" in random_line
+    assert "poe (0.25-0.5) 114-117%" in trained_line and "additive 80%" in trained_line
+    assert where.endswith("poe-jax report DIR")

@@ -59,7 +59,7 @@ def sac_config(env_name: str, steps: int = 1_000_000, seed: int = 0):
     speed 0.015 m/s), a known SAC outcome on Ant; CleanRL's SAC, whose critics learn at 1e-3,
     reaches 4,600-6,000 on Ant-v4 at 1M steps (its published models on Hugging Face). At 1e-3
     ours left the plateau between 125k and 225k steps and its best snapshot scored 126.5
-    (checkpoints/README.md)."""
+    (poe_jax/zoo/README.md)."""
     from poe_jax.train import sac
 
     return sac.SACConfig(steps=steps, seed=seed, warmup=10_000 if env_name in ("halfcheetah", "ant") else 5_000,
@@ -142,7 +142,7 @@ D4RL's paper describes its medium policies as reaching about a third of the expe
 medium datasets it released are stronger: behaviour cloning on them scores 42.6 (halfcheetah),
 52.9 (hopper) and 75.3 (walker2d) D4RL-normalised (Kostrikov et al. 2021, IQL, table 1), i.e.
 about half of an expert or more. Half matches the data offline-RL results are reported on; a
-third of our hopper expert (27) gave IQL nothing to improve on (28.0, see checkpoints/README.md)."""
+third of our hopper expert (27) gave IQL nothing to improve on (28.0, see poe_jax/zoo/README.md)."""
 
 
 def _check_fraction(medium_fraction: float) -> None:
@@ -179,7 +179,7 @@ def _stochastic(actor: nets.Actor):
 
 MIN_EXPERT_SCORE = 50.0
 """The least D4RL-normalised (stochastic) score an expert snapshot needs before datasets are built
-from it. Every expert this package trained scores 80-120 (checkpoints/README.md); an expert below 50
+from it. Every expert this package trained scores 80-120 (poe_jax/zoo/README.md); an expert below 50
 is an interrupted or failed SAC run, whose "expert" and "medium" datasets would be mislabelled."""
 
 

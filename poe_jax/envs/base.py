@@ -84,6 +84,10 @@ class EnvSpec:
     notes: str = ""
     extra: dict = field(default_factory=dict)
     tilt_fn: Callable[[jax.Array], jax.Array] = planar_pitch
+    # The body whose x from MuJoCo's xpos gives the forward velocity (Gymnasium's Ant:
+    # get_body_com("torso") before and after the step); None: qpos[0], as the planar walkers.
+    # It must be the root free body (its xpos then equals qpos[:3] at a reset).
+    forward_body: str | None = None
 
     def normalized_score(self, returns):
         """D4RL's normalised score: ``100 (return - random) / (expert - random)``."""
@@ -143,6 +147,9 @@ class Env:
         self.name = spec.name
         self.backend = resolve_backend(backend)
         self.model = load_model(spec.xml) if model is None else model
+        self.forward_body = None if spec.forward_body is None else _root_free_body(self.model, spec.forward_body)
+        if self.forward_body is not None:
+            physics_options = {**physics_options, "track_body": self.forward_body}
         self.physics = make_physics(self.backend, self.model, spec.frame_skip, **physics_options)
         self.dt = float(self.model.opt.timestep * spec.frame_skip)
         self.max_steps = int(spec.max_steps if max_steps is None else max_steps)
@@ -166,6 +173,8 @@ class Env:
     # -------------------------------------------------------------- reset
     def _state(self, q: Coords) -> State:
         zero = jnp.zeros((), jnp.float32)
+        if self.forward_body is not None and q.xbody is None:  # a reset runs mj_forward: xpos = qpos
+            q = q.replace(xbody=q.qpos[:1], xbody_lo=q.qpos_lo[:1])
         metrics = {"x_velocity": zero, "ctrl_cost": zero, "tilt": self.spec.tilt_fn(q.qpos)}
         false = jnp.zeros((), jnp.bool_)
         obs = self.spec.obs_fn(q.qpos, q.qvel)
@@ -220,7 +229,10 @@ class Env:
         active = ~state.done
         q0 = state.q
         q1 = self.physics.step(q0, action, active, state.scales)
-        x_velocity = diff_hi_lo(q1.qpos[0], q1.qpos_lo[0], q0.qpos[0], q0.qpos_lo[0]) / self.dt
+        if self.forward_body is None:
+            x_velocity = diff_hi_lo(q1.qpos[0], q1.qpos_lo[0], q0.qpos[0], q0.qpos_lo[0]) / self.dt
+        else:
+            x_velocity = diff_hi_lo(q1.xbody[0], q1.xbody_lo[0], q0.xbody[0], q0.xbody_lo[0]) / self.dt
         reward, terminated, metrics = self.outcome(state, q1, action, x_velocity)
         steps = state.step + 1
         truncated = (steps >= self.max_steps) & ~terminated
@@ -243,6 +255,15 @@ class Env:
             healthy_reward = jnp.where(healthy, spec.healthy_reward, 0.0)
         metrics = {"x_velocity": x_velocity, "ctrl_cost": ctrl_cost, "tilt": spec.tilt_fn(q1.qpos)}
         return x_velocity + healthy_reward - ctrl_cost, terminated, metrics
+
+
+def _root_free_body(model: mujoco.MjModel, name: str) -> int:
+    """The id of body ``name``, which must hang on a free joint at ``qpos[0:7]``."""
+    body = model.body(name).id
+    jnt = model.body_jntadr[body]
+    if jnt < 0 or model.jnt_type[jnt] != mujoco.mjtJoint.mjJNT_FREE or model.jnt_qposadr[jnt] != 0:
+        raise ValueError(f"forward_body {name!r}: must be the root free body (free joint at qpos[0])")
+    return int(body)
 
 
 def _noise(key, kind: tuple[str, float], n: int) -> jax.Array:

@@ -19,7 +19,7 @@ goal            per-step reward on a live step                                  
                 registration in ``envs.locomotion``): hopper 1.2, walker2d 1.5,
                 halfcheetah 3.0, ant 2.5 -- speeds the shipped medium actors do not
                 run at (2.3, 2.5, 5.7, 3.5) but a behaviour in the priors' data does
-                (``checkpoints/README.md``, "Goal priors")
+                (``poe_jax/zoo/README.md``, "Goal priors")
 ==============  ===================================================================  ==============
 
 Defaults: ``v_max = 20`` m/s (above every zoo policy's speed), ``ctrl_weight = 0.1``,

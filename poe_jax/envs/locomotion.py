@@ -3,13 +3,11 @@
 Sources: gymnasium/envs/mujoco/{hopper,walker2d,half_cheetah,ant}_v4.py (the
 installed package) and D4RL's reference scores (d4rl/infos.py).
 
-Deviation, measured: Gymnasium's (and D4RL's mujoco-py) Ant reads the torso x
-from ``xpos``, which after an RK4 ``mj_step`` holds the kinematics of the last
-Runge-Kutta stage, up to ~1e-4 m from the end-of-step ``qpos``; ``mujoco.rollout``
-does not expose it, so poe_jax uses the end-of-step position (the physical
-displacement). Per step the Ant's forward velocity differs from Gymnasium's by
-up to ~0.03 m/s (median ~1e-3); over an episode the displacements telescope, so
-returns differ by only (final lag)/dt, ~2e-3. All other terms match exactly.
+Ant's forward velocity is Gymnasium's: the torso's x from ``xpos`` before and after the step
+(``get_body_com("torso")``). After an RK4 ``mj_step``, ``xpos`` holds the kinematics of the
+last Runge-Kutta stage, up to ~1e-4 m from the end-of-step ``qpos``, so the physics returns it
+with the state (``EnvSpec.forward_body``, ``Coords.xbody``; the native backend reads it from
+``mujoco.batch``, MJX from ``mjx.Data.xpos``). D4RL's ant data were made the same way.
 """
 
 from __future__ import annotations
@@ -82,11 +80,12 @@ SPECS: dict[str, EnvSpec] = {
         qpos_noise=("uniform", 0.1), qvel_noise=("normal", 0.1),
         ref_min_score=-325.6, ref_max_score=3879.7,
         notes="obs: qpos[2:], qvel (27) + 84 zeros = 111; contact cost 0",
+        forward_body="torso",
     ),
 }
 
 # G3's default target speeds (m/s): speeds the shipped medium actors do not run at (2.3, 2.5, 5.7,
-# 3.5) but a behaviour in the priors' data does (checkpoints/README.md, "Goal priors").
+# 3.5) but a behaviour in the priors' data does (poe_jax/zoo/README.md, "Goal priors").
 GOAL_DEFAULTS = {
     "hopper": {"G3_target": {"target_speed": 1.2}},
     "walker2d": {"G3_target": {"target_speed": 1.5}},

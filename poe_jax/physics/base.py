@@ -25,12 +25,19 @@ class Coords:
 
     Attributes:
         qpos, qpos_lo: ``[nq]``. qvel, qvel_lo: ``[nv]``.
+        xbody, xbody_lo: ``[1]``, the world x of the tracked body as MuJoCo's ``xpos`` holds it
+            after the last step (Gymnasium's ``get_body_com(body)[0]``), when the physics tracks a
+            body (``track_body``); None otherwise. Under RK4 ``xpos`` holds the kinematics of the
+            last Runge-Kutta stage, which lags ``qpos`` by up to ~1e-4 m, so it is not a function
+            of ``qpos`` and is carried here.
     """
 
     qpos: jax.Array
     qpos_lo: jax.Array
     qvel: jax.Array
     qvel_lo: jax.Array
+    xbody: jax.Array | None = None
+    xbody_lo: jax.Array | None = None
 
     @classmethod
     def from_float(cls, qpos, qvel) -> "Coords":
@@ -75,6 +82,9 @@ class Physics(Protocol):
       native backend does not simulate them);
     * ``scales``: optional ``[2]`` (body-mass scale, friction scale) of the lane's
       model; ``None`` or ``(1, 1)`` is the nominal model, bit for bit.
+
+    A factory called with ``track_body=ID`` returns ``q_next`` with ``xbody``/``xbody_lo`` set to
+    body ``ID``'s x from MuJoCo's ``xpos`` after the step (see :class:`Coords`).
     """
 
     name: str

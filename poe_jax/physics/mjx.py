@@ -25,9 +25,11 @@ class MjxPhysics:
 
     name = "mjx"
 
-    def __init__(self, model: mujoco.MjModel, frame_skip: int, impl: str | None = None):
+    def __init__(self, model: mujoco.MjModel, frame_skip: int, impl: str | None = None,
+                 track_body: int | None = None):
         self.model = model
         self.frame_skip = int(frame_skip)
+        self.track_body = track_body
         kwargs = {} if impl is None else {"impl": impl}
         self.mjx_model = mjx.put_model(model, **kwargs)
         self._data0 = mjx.make_data(self.mjx_model)
@@ -44,5 +46,10 @@ class MjxPhysics:
             model = m.replace(body_mass=mass, body_inertia=inertia, geom_friction=friction)
         nxt = jax.lax.fori_loop(0, self.frame_skip, lambda _, d: mjx.step(model, d), data)
         q_next = Coords(nxt.qpos, jnp.zeros_like(q.qpos), nxt.qvel, jnp.zeros_like(q.qvel))
+        if self.track_body is not None:
+            x = nxt.xpos[self.track_body, :1]
+            q_next = q_next.replace(xbody=x, xbody_lo=jnp.zeros_like(x))
+            if q.xbody is None:  # a state made without the env (Coords.from_float)
+                q = q.replace(xbody=q.qpos[:1], xbody_lo=q.qpos_lo[:1])
         active = jnp.asarray(active, jnp.bool_)
         return jax.tree_util.tree_map(lambda new, old: jnp.where(active, new, old), q_next, q)

@@ -56,13 +56,16 @@ class NativePhysics:
         frame_skip: MuJoCo steps per control step.
         nthread: worker threads (default: ``POE_JAX_THREADS`` or all cores).
         stepper: ``"batch"`` or ``"rollout"`` (default: ``"batch"`` when available).
+        track_body: a body id whose x from ``xpos`` after each step is returned (``Coords.xbody``);
+            only the ``batch`` stepper can read ``xpos`` (``mujoco.rollout`` records states only).
     """
 
     name = "native"
 
     def __init__(self, model: mujoco.MjModel, frame_skip: int, nthread: int | None = None,
-                 stepper: str | None = None):
+                 stepper: str | None = None, track_body: int | None = None):
         self.model = model
+        self.track_body = None if track_body is None else int(track_body)
         self.frame_skip = int(frame_skip)
         self.nthread = default_threads() if nthread is None else int(nthread)
         if stepper is None:
@@ -71,6 +74,9 @@ class NativePhysics:
             raise ValueError(f"unknown native stepper {stepper!r}; expected 'batch' or 'rollout'")
         if stepper == "batch" and mj_batch is None:
             raise ValueError("stepper='batch' needs MuJoCo >= 4 (mujoco.batch); use stepper='rollout'")
+        if stepper == "rollout" and track_body is not None:
+            raise ValueError("stepper='rollout' cannot read xpos (mujoco.rollout records states only), which "
+                             "this env's reward needs (track_body); use stepper='batch' (MuJoCo >= 4)")
         self.stepper = stepper
         self._batch = None  # mujoco.batch.Batch, grown to the largest call
         self._row_scales = None  # [nsim, 2] scales each batch row's model holds (after expansion)
@@ -101,18 +107,20 @@ class NativePhysics:
         """Step float64 ``qpos [B, nq]``, ``qvel [B, nv]`` with ``ctrl [B, nu]``.
 
         ``scales``: optional ``[B, 2]`` (body-mass, friction) scales of each lane's model.
-        Returns float64 ``(qpos', qvel')``; inactive lanes are copied unchanged.
+        Returns float64 ``(qpos', qvel')``, and ``xbody' [B]`` too when tracking a body (the
+        tracked body's x from ``xpos``; NaN on inactive lanes); inactive lanes are copied unchanged.
         """
         m = self.model
         b = qpos.shape[0]
         qpos_out, qvel_out = qpos.copy(), qvel.copy()
         idx = np.arange(b) if active is None else np.flatnonzero(active)
-        if idx.size == 0:
-            return qpos_out, qvel_out
         nominal = scales is None or bool(np.all(scales == 1.0))
-        if self.stepper == "batch":
-            with self._lock:
-                return self._step_batch(qpos_out, qvel_out, ctrl, idx, None if nominal else scales)
+        if self.stepper == "batch" or idx.size == 0:
+            xbody = np.full(b, np.nan)
+            if idx.size:
+                with self._lock:
+                    self._step_batch(qpos_out, qvel_out, ctrl, idx, None if nominal else scales, xbody)
+            return (qpos_out, qvel_out) if self.track_body is None else (qpos_out, qvel_out, xbody)
         n = idx.size
         models = [m] * n if nominal else [self._scaled_model(*map(float, scales[i])) for i in idx]
         init = np.zeros((n, self.nstate))
@@ -166,20 +174,22 @@ class NativePhysics:
         friction[changed] = m.geom_friction[None] * w[:, 1, None, None]
         self._row_scales[changed] = w
 
-    def _step_batch(self, qpos, qvel, ctrl, idx, scales=None):
-        """Step rows ``idx`` of ``qpos``/``qvel`` in place with a ``mujoco.batch.Batch``."""
+    def _step_batch(self, qpos, qvel, ctrl, idx, scales, xbody):
+        """Step rows ``idx`` of ``qpos``/``qvel`` (and the tracked body's ``xbody``) in place with a
+        ``mujoco.batch.Batch``."""
         b = qpos.shape[0]
         if self._batch is None or self._batch.nsim < b:
             batch = mj_batch.Batch(self.model, nsim=b, nthread=self.nthread)
             self._batch, self._row_scales = batch, None
-            self._rows = (batch.state, batch.bind("qpos"), batch.bind("qvel"), batch.bind("ctrl"))
+            self._rows = (batch.state, batch.bind("qpos"), batch.bind("qvel"), batch.bind("ctrl"), batch.bind("xpos"))
         self._set_row_scales(scales, b)
-        state, bq, bv, bc = self._rows
+        state, bq, bv, bc, bx = self._rows
         state[:b] = 0.0  # time, warm start, act, ...: a step starts from (qpos, qvel) alone
         bq[:b], bv[:b], bc[:b] = qpos, qvel, ctrl
         self._batch.step(ids=None if idx.size == self._batch.nsim else idx, nstep=self.frame_skip)
         qpos[idx], qvel[idx] = bq[idx], bv[idx]
-        return qpos, qvel
+        if self.track_body is not None:
+            xbody[idx] = bx[idx, self.track_body, 0]
 
     def _callback(self, packed):
         # One packed float32 array in and one out: pure_callback device_puts every
@@ -193,8 +203,9 @@ class NativePhysics:
         ctrl = x[:, 2 * (nq + nv) : 2 * (nq + nv) + nu]
         scales = x[:, 2 * (nq + nv) + nu : 2 * (nq + nv) + nu + 2]
         active = x[:, -1] > 0.5
-        p2, v2 = self.step_host(p, v, ctrl, active, scales)
-        out = np.concatenate([*split64(p2), *split64(v2)], axis=-1)
+        stepped = self.step_host(p, v, ctrl, active, scales)
+        out = np.concatenate([*split64(stepped[0]), *split64(stepped[1]),
+                              *(split64(stepped[2][:, None]) if self.track_body is not None else ())], axis=-1)
         return out.reshape(*lead, out.shape[-1])
 
     # ---------------------------------------------------------------- JAX side
@@ -204,10 +215,18 @@ class NativePhysics:
         active = jnp.asarray(active, f32)[None]
         scales = jnp.ones(2, f32) if scales is None else jnp.asarray(scales, f32)
         packed = jnp.concatenate([q.qpos, q.qpos_lo, q.qvel, q.qvel_lo, jnp.asarray(ctrl, f32), scales, active])
+        tracked = 2 if self.track_body is not None else 0
         out = jax.pure_callback(
             self._callback,
-            jax.ShapeDtypeStruct((2 * (nq + nv),), f32),
+            jax.ShapeDtypeStruct((2 * (nq + nv) + tracked,), f32),
             packed,
             vmap_method="broadcast_all",
         )
-        return Coords(out[:nq], out[nq : 2 * nq], out[2 * nq : 2 * nq + nv], out[2 * nq + nv :])
+        n = 2 * (nq + nv)
+        q_next = Coords(out[:nq], out[nq : 2 * nq], out[2 * nq : 2 * nq + nv], out[2 * nq + nv : n])
+        if tracked:  # inactive lanes keep their x (the host returns NaN there)
+            old = (q.qpos[:1], q.qpos_lo[:1]) if q.xbody is None else (q.xbody, q.xbody_lo)
+            keep = active[0] > 0.5
+            q_next = q_next.replace(xbody=jnp.where(keep, out[n : n + 1], old[0]),
+                                    xbody_lo=jnp.where(keep, out[n + 1 : n + 2], old[1]))
+        return q_next

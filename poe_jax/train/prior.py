@@ -26,7 +26,7 @@ or beyond it. The likelihood treats such actions as *censored* (Tobit):
 plain Gaussian density on clipped actions (the first zoo's priors) collapses σ to its
 floor wherever the data saturate (hopper push-off: about 18% of states).
 
-``beta`` (default 0.5) was chosen by a measurement (``checkpoints/README.md``): the
+``beta`` (default 0.5) was chosen by a measurement (``poe_jax/zoo/README.md``): the
 effective sample size of the weights per task and how far the priors' means for
 different goals move apart on the probe states.
 """

@@ -1,0 +1,64 @@
+"""The wheel carries the zoo: a non-editable install finds ``zoo:NAME`` outside the source tree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from poe_jax import checkpoints
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+                    str(ROOT)], check=True, capture_output=True, text=True)
+    (path,) = out.glob("poe_jax-*.whl")
+    return path
+
+
+def test_wheel_contains_every_shipped_checkpoint(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = sorted(p.relative_to(checkpoints.ZOO.parent.parent).as_posix()
+                     for p in checkpoints.ZOO.rglob("*") if p.is_file())
+    cards = [p for p in shipped if p.endswith("/card.json")]
+    assert len(cards) >= 20  # every actor and prior of the zoo
+    missing = [p for p in shipped if p not in names]
+    assert not missing, f"the wheel lacks {missing[:5]}"
+    assert any(n.startswith("poe_jax/zoo/probe-states/") for n in names)
+
+
+def test_installed_wheel_resolves_the_zoo_outside_the_source_tree(wheel, tmp_path):
+    # A bare venv whose site-packages holds only the wheel, plus this interpreter's site-packages
+    # as a plain path (so jax & co. import, but no .pth there runs: no editable install leaks in).
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    site = Path(subprocess.check_output([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                        text=True).strip())
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, text=True)
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    code = ("import json, poe_jax; from poe_jax import checkpoints, offpolicy;"
+            "a = checkpoints.load('zoo:hopper-medium-iql', env='hopper');"
+            "print(json.dumps([poe_jax.__file__, str(checkpoints.zoo_path('hopper-medium-iql')),"
+            " offpolicy.find_states('hopper-medium') is not None]))")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([str(py), "-c", code], cwd=work, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    module, zoo, probe = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(module).is_relative_to(site) and not Path(module).is_relative_to(ROOT)
+    assert Path(zoo).is_relative_to(site) and probe
+    # the command works there too (python -m poe_jax is the poe-jax script)
+    out = subprocess.run([str(py), "-m", "poe_jax", "zoo"], cwd=work, env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and "hopper-medium-iql" in out.stdout, out.stderr[-2000:]
