@@ -76,7 +76,9 @@ def check_env(card: dict, env, path: str | os.PathLike = "checkpoint") -> None:
     """Raise :class:`CheckpointError` unless ``card`` fits ``env`` (a name or an Env)."""
     name, obs_size, act_size = _env_sizes(env)
     problems = []
-    if card.get("env") not in (None, name):
+    # a v4 checkpoint also fits its v5 env (same model family, observation and action spaces; v5
+    # changes the healthy reward on terminal steps and walker2d's left-foot friction)
+    if card.get("env") not in (None, name, name.removesuffix("-v5")):
         problems.append(f"it was made for env {card['env']!r}, not {name!r}")
     if card["obs_size"] != obs_size:
         problems.append(f"observation size {card['obs_size']} != {name}'s {obs_size}")

@@ -58,6 +58,13 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--allow-weak", action="store_true",
                      help="build datasets even when the best SAC snapshot scores below "
                           "poe_jax.data.generate.MIN_EXPERT_SCORE (an interrupted SAC run)")
+    exp = data_sub.add_parser("export", formatter_class=_Formatter,
+                              help="write a D4RL-format dataset of poe_jax as a Minari dataset (needs poe_jax[minari])")
+    exp.add_argument("dataset", help="a D4RL-format .hdf5 (with next_observations, as poe-jax data generate writes)")
+    exp.add_argument("--format", choices=["minari"], required=True)
+    exp.add_argument("--env", required=True, help="the poe_jax env it was collected on (hopper, ..., hopper-v5, ...)")
+    exp.add_argument("--dataset-id", required=True, help="Minari id, e.g. poe_jax/hopper/medium-v0")
+    exp.add_argument("--root", help="Minari datasets folder (default: MINARI_DATASETS_PATH or ~/.minari/datasets)")
     rep = sub.add_parser("report", formatter_class=_Formatter, help="DIR/report.md and DIR/figures/*.png from a grid run")
     rep.add_argument("dir")
     rep.add_argument("--kl-budget", type=float, default=0.5, help="nats per step for the KL-budget selector")
@@ -133,6 +140,18 @@ def _run(args) -> int:
 def _data(args) -> int:
     from poe_jax.data import generate
 
+    if args.data_command == "export":
+        from poe_jax import data, envs
+        from poe_jax.data import minari_io
+
+        raw = data.read(args.dataset)
+        refs = {k: raw.get(f"metadata/{k}") for k in ("ref_min_score", "ref_max_score")}
+        if refs["ref_min_score"] is None:  # D4RL's reference scores of the env
+            spec = envs.spec(args.env)
+            refs = {"ref_min_score": spec.ref_min_score, "ref_max_score": spec.ref_max_score}
+        folder = minari_io.export(raw, args.dataset_id, args.env, root=args.root, **refs)
+        print(f"wrote Minari dataset {args.dataset_id} in {folder}")
+        return 0
     if args.env.startswith("antmaze"):  # scripted navigator, no SAC (poe_jax.data.antmaze)
         from poe_jax.data import antmaze
 

@@ -45,9 +45,16 @@ def write(path: str | os.PathLike, data: dict, metadata: dict | None = None) -> 
 
 
 def read(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every array of a D4RL HDF5 file (nested groups flattened with ``/``)."""
+    """Every array of a D4RL HDF5 file (nested groups flattened with ``/``).
+
+    A Minari dataset (``minari:ID`` or its folder) reads through :func:`poe_jax.data.minari_io.read`
+    into the same layout."""
     import h5py
 
+    from poe_jax.data import minari_io
+
+    if minari_io.is_minari(path):
+        return minari_io.read(path)
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such dataset file")

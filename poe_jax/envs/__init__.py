@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 from poe_jax.envs import registry
-from poe_jax.envs.locomotion import SPECS  # registers first: names() lists locomotion, then AntMaze
+from poe_jax.envs.locomotion import D4RL_NAMES, SPECS  # registers first: names() lists locomotion, then AntMaze
 from poe_jax.envs.antmaze import MAZES, AntMaze  # noqa: I001
 from poe_jax.envs.base import Env, EnvSpec, State
 from poe_jax.envs.goals import Goal, goal_names, make_goal
@@ -20,8 +20,8 @@ __all__ = ["AntMaze", "Env", "EnvSpec", "Goal", "State", "goal_names", "locomoti
 
 
 def locomotion_names() -> tuple[str, ...]:
-    """The D4RL locomotion envs (Gymnasium-v4 semantics)."""
-    return tuple(SPECS)
+    """The D4RL locomotion envs (Gymnasium-v4 semantics); the ``-v5`` ones are in :func:`names`."""
+    return D4RL_NAMES
 
 
 def names() -> tuple[str, ...]:

@@ -88,6 +88,9 @@ class EnvSpec:
     # get_body_com("torso") before and after the step); None: qpos[0], as the planar walkers.
     # It must be the root free body (its xpos then equals qpos[:3] at a reset).
     forward_body: str | None = None
+    # Gymnasium v5: the healthy reward is paid only while healthy (v4 also pays it on the step
+    # that terminates the episode).
+    healthy_reward_only_when_healthy: bool = False
 
     def normalized_score(self, returns):
         """D4RL's normalised score: ``100 (return - random) / (expert - random)``."""
@@ -248,8 +251,10 @@ class Env:
         spec = self.spec
         ctrl_cost = spec.ctrl_cost_weight * jnp.sum(action * action)
         healthy = jnp.ones((), jnp.bool_) if spec.healthy_fn is None else spec.healthy_fn(q1.qpos, q1.qvel)
-        if self.terminate_when_unhealthy:
+        if self.terminate_when_unhealthy and not spec.healthy_reward_only_when_healthy:
             terminated, healthy_reward = ~healthy, spec.healthy_reward
+        elif self.terminate_when_unhealthy:
+            terminated, healthy_reward = ~healthy, jnp.where(healthy, spec.healthy_reward, 0.0)
         else:
             terminated = jnp.zeros((), jnp.bool_)
             healthy_reward = jnp.where(healthy, spec.healthy_reward, 0.0)

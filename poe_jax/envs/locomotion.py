@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+import dataclasses
 import functools
 
 from poe_jax.envs.base import Env, EnvSpec, free_body_tilt
@@ -92,5 +93,16 @@ GOAL_DEFAULTS = {
     "halfcheetah": {"G3_target": {"target_speed": 3.0, "width": 1.0}},  # its speeds spread wider
     "ant": {"G3_target": {"target_speed": 2.5}},
 }
+# Gymnasium v5 (the envs Minari's MuJoCo datasets were collected on): the same dynamics and
+# observations as v4 but the healthy reward only while healthy, and walker2d_v5.xml (both feet
+# with friction 1.9; v4's left foot has 0.9). Ant-v5 (105-d observation with cfrc_ext, contact
+# cost) is not modelled yet. D4RL's reference scores are kept for the normalised score.
+D4RL_NAMES = tuple(SPECS)  # the v4 envs D4RL's locomotion data and the zoo use
+SPECS.update({
+    f"{name}-v5": dataclasses.replace(SPECS[name], name=f"{name}-v5", healthy_reward_only_when_healthy=True,
+                                      xml="walker2d_v5.xml" if name == "walker2d" else SPECS[name].xml)
+    for name in ("hopper", "halfcheetah", "walker2d")
+})
+GOAL_DEFAULTS.update({f"{name}-v5": GOAL_DEFAULTS[name] for name in ("hopper", "halfcheetah", "walker2d")})
 for _name, _spec in SPECS.items():
     register_env(_name, goal_defaults=GOAL_DEFAULTS.get(_name))(functools.partial(Env, _spec))

@@ -15,20 +15,46 @@ from pathlib import Path
 import numpy as np
 
 from poe_jax import checkpoints, data, envs
+from poe_jax.data import minari_io
 
 __all__ = ["IQL_KINDS", "behaviour", "build", "evaluate_scores", "train_actors", "train_prior"]
 
 IQL_KINDS = ("medium", "medium-replay", "medium-expert")
 
 
-def evaluate_scores(env, actor, episodes: int = 20, seed: int = 10_000) -> dict:
+def evaluate_scores(env, actor, episodes: int = 20, seed: int = 10_000, raw: dict | None = None) -> dict:
+    """Deterministic returns of ``actor`` and their normalised score. The reference scores are the
+    dataset's own (Minari's ``ref_min_score``/``ref_max_score``) when ``raw`` carries them, else D4RL's;
+    ``normalized_by`` says which."""
     from poe_jax.train.sac import evaluate
 
     ret = evaluate(env, actor, episodes, seed)
-    norm = env.spec.normalized_score(ret)
+    lo, hi = (raw or {}).get("metadata/ref_min_score"), (raw or {}).get("metadata/ref_max_score")
+    if lo is not None and hi is not None and float(hi) != float(lo):
+        norm, by = 100 * (ret - float(lo)) / (float(hi) - float(lo)), f"dataset's ref scores [{lo:g}, {hi:g}]"
+    else:
+        spec = env.spec
+        norm, by = spec.normalized_score(ret), f"D4RL ref scores [{spec.ref_min_score:g}, {spec.ref_max_score:g}]"
     return {"episodes": int(episodes), "deterministic": True, "backend": "native", "seed": seed,
             "return_mean": float(ret.mean()), "return_std": float(ret.std()),
-            "normalized_mean": float(norm.mean()), "normalized_se": float(norm.std(ddof=1) / np.sqrt(episodes))}
+            "normalized_mean": float(norm.mean()), "normalized_se": float(norm.std(ddof=1) / np.sqrt(episodes)),
+            "normalized_by": by}
+
+
+def dataset_name(ref) -> str:
+    """A dataset's name for cards and folders: the file's stem, or a Minari id with '/' as '-'."""
+    s = str(ref)
+    if s.startswith(minari_io.PREFIX):
+        return s[len(minari_io.PREFIX):].replace("/", "-")
+    return Path(s).stem if not minari_io.is_minari(s) else Path(s).name
+
+
+def check_env(env_name: str, ref, raw: dict) -> None:
+    """A dataset collected on another env than ``--env`` is refused (Minari datasets record theirs)."""
+    recorded = raw.get("metadata/env")
+    if recorded is not None and recorded != env_name:
+        raise data.DatasetError(f"dataset: {ref} was collected on {raw.get('metadata/gym_id')} (poe_jax env "
+                                f"{recorded!r}); got env {env_name!r}: pass --env {recorded}")
 
 
 def behaviour(raw: dict) -> dict:
@@ -55,6 +81,8 @@ def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: 
 
     env = envs.make(env_name, backend="native")
     raw = [data.read(f) for f in files]
+    for f, d in zip(files, raw):
+        check_env(env_name, f, d)
     q = [data.qlearning_dataset(d) for d in raw]
     max_action = float(np.asarray(env.action_high)[0])
     scales = [1.0] * len(q)
@@ -73,10 +101,10 @@ def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: 
         raise ValueError(f"unknown training algo {algo!r}; known: iql, td3_bc, bc")
     paths = []
     for f, actor, scale, d in zip(files, actors, scales, raw):
-        dataset = Path(f).stem
-        score = evaluate_scores(env, actor)
+        dataset = dataset_name(f)
+        score = evaluate_scores(env, actor, raw=d)
         log(f"{dataset}: {algo} normalized score {score['normalized_mean']:.1f} ± {score['normalized_se']:.1f} "
-            f"(return {score['return_mean']:.0f})")
+            f"(return {score['return_mean']:.0f}; {score['normalized_by']})")
         path = checkpoints.save(out / f"{dataset}-{algo}", actor, env=env_name, dataset=dataset, overwrite=True,
                                 scores=[score], normalization_note="dataset mean, std + 1e-3 (CORL)",
                                 provenance={"algo": f"{algo} (poe_jax.train)", "config": str(cfg),
@@ -96,11 +124,12 @@ def train_prior(env_name: str, file: Path, out: Path, steps: int, seed: int = 0,
 
     env = envs.make(env_name, backend="native")
     d = data.read(file)
+    check_env(env_name, file, d)
     cfg = prior.PriorConfig(steps=steps, seed=seed)
     p, info = prior.train(env, d, goal_names(), cfg, log=log, checkpoint_dir=out)
     info["heldout_nll"] = {g: prior.heldout_nll(p, d, g, cfg.holdout) for g in goal_names()}
     log(f"held-out NLL per action dim: {info['heldout_nll']}")
-    return checkpoints.save(out / f"{env_name}-prior", p, env=env_name, dataset=Path(file).stem, overwrite=True,
+    return checkpoints.save(out / f"{env_name}-prior", p, env=env_name, dataset=dataset_name(file), overwrite=True,
                             normalization_note="dataset mean, std + 1e-3",
                             provenance={"algo": "AWR goal prior (poe_jax.train.prior)", "config": str(cfg), **info})
 

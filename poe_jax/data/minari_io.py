@@ -1,0 +1,191 @@
+"""Minari datasets (Farama's successor to D4RL): read them as D4RL-layout arrays, write ours as Minari.
+
+A Minari dataset is a folder ``<root>/<namespace>/<name>-vN/data/`` holding
+
+* ``main_data.hdf5``: one group ``episode_i`` per episode with ``observations [T+1, obs]`` (the
+  reset observation first), ``actions [T, act]``, ``rewards [T]``, ``terminations [T]``,
+  ``truncations [T]`` (and ``infos``);
+* ``metadata.json``: ``env_spec`` (a JSON string with the Gymnasium id, e.g. ``Hopper-v5``),
+  ``ref_min_score``/``ref_max_score`` when the author gave them, ``dataset_id``, spaces.
+
+:func:`read` reads that layout directly with h5py (no ``minari`` needed; a test checks it
+equals ``minari.load_dataset``), flattened to the D4RL arrays :func:`poe_jax.data.read` returns:
+``observations``/``next_observations`` are ``obs[:-1]``/``obs[1:]`` of each episode, so no
+transition crosses an episode boundary; ``terminals`` are the terminations (they end
+bootstrapping) and ``timeouts`` the truncations (they do not). :func:`export` writes a
+D4RL-layout dataset of poe_jax as a Minari dataset with the ``minari`` package
+(``pip install "poe_jax[minari]"``). Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+PREFIX = "minari:"
+
+# Gymnasium ids of the envs poe_jax models -> poe_jax env names.
+GYM_TO_POE = {
+    "Hopper-v4": "hopper", "HalfCheetah-v4": "halfcheetah", "Walker2d-v4": "walker2d", "Ant-v4": "ant",
+    "Hopper-v5": "hopper-v5", "HalfCheetah-v5": "halfcheetah-v5", "Walker2d-v5": "walker2d-v5", "Ant-v5": "ant-v5",
+}
+POE_TO_GYM = {v: k for k, v in GYM_TO_POE.items()}
+
+
+def _error(msg: str):
+    from poe_jax.data import DatasetError
+
+    return DatasetError(msg)
+
+
+def datasets_root() -> Path:
+    """Where ``minari:ID`` is looked up: ``MINARI_DATASETS_PATH``, else Minari's ``~/.minari/datasets``."""
+    env = os.environ.get("MINARI_DATASETS_PATH")
+    return Path(env) if env else Path.home() / ".minari" / "datasets"
+
+
+def is_minari(ref: str | os.PathLike) -> bool:
+    """``minari:ID``, or a folder holding a Minari dataset (``data/main_data.hdf5`` in it or at it)."""
+    if str(ref).startswith(PREFIX):
+        return True
+    p = Path(ref)
+    return p.is_dir() and ((p / "data" / "main_data.hdf5").is_file() or (p / "main_data.hdf5").is_file())
+
+
+def data_dir(ref: str | os.PathLike) -> Path:
+    """The ``data/`` folder of ``minari:ID`` or of a dataset folder; a clear error when it is absent."""
+    s = str(ref)
+    if s.startswith(PREFIX):
+        dataset_id = s[len(PREFIX):]
+        folder = datasets_root() / dataset_id
+        if not (folder / "data" / "main_data.hdf5").is_file():
+            raise _error(f"dataset: no Minari dataset {dataset_id!r} in {datasets_root()} (looked for "
+                         f"{folder / 'data' / 'main_data.hdf5'}; set MINARI_DATASETS_PATH, or give the dataset's "
+                         "folder; poe_jax does not download)")
+        return folder / "data"
+    p = Path(ref)
+    for d in (p / "data", p):
+        if (d / "main_data.hdf5").is_file():
+            return d
+    raise _error(f"dataset: {p} is not a Minari dataset folder (no data/main_data.hdf5)")
+
+
+def metadata(ref: str | os.PathLike) -> dict:
+    """The dataset's ``metadata.json``, with ``env_spec`` decoded to a dict."""
+    path = data_dir(ref) / "metadata.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise _error(f"dataset: {path}: unreadable Minari metadata ({e})") from None
+    spec = meta.get("env_spec")
+    meta["env_spec"] = json.loads(spec) if isinstance(spec, str) else (spec or {})
+    return meta
+
+
+def env_name(meta: dict) -> str:
+    """The poe_jax env a dataset was collected on (from its ``env_spec``); a clear error if none models it."""
+    gym_id = (meta.get("env_spec") or {}).get("id")
+    if gym_id not in GYM_TO_POE:
+        raise _error(f"dataset {meta.get('dataset_id', '?')!r}: env {gym_id!r} is not modelled by poe_jax; "
+                     f"known: {', '.join(GYM_TO_POE)}")
+    return GYM_TO_POE[gym_id]
+
+
+def read(ref: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A Minari dataset as D4RL-layout flat arrays (see the module docstring), plus ``metadata/*``:
+    ``env`` (poe_jax's name), ``gym_id``, ``dataset_id``, ``ref_min_score``/``ref_max_score`` when
+    present, and ``source = "minari"``."""
+    import h5py
+
+    d = data_dir(ref)
+    meta = metadata(ref)
+    parts: dict[str, list] = {k: [] for k in ("observations", "next_observations", "actions", "rewards",
+                                             "terminals", "timeouts")}
+    try:
+        with h5py.File(d / "main_data.hdf5", "r") as f:
+            names = sorted((k for k in f if k.startswith("episode_")), key=lambda k: int(k.split("_")[1]))
+            for k in names:
+                g = f[k]
+                obs = g["observations"][()]
+                if not isinstance(obs, np.ndarray) or obs.ndim != 2:
+                    raise _error(f"dataset: {d}: {k}/observations is not a [T+1, obs] array (dict or image "
+                                 "observations are not supported)")
+                parts["observations"].append(obs[:-1])
+                parts["next_observations"].append(obs[1:])
+                parts["actions"].append(g["actions"][()])
+                parts["rewards"].append(g["rewards"][()])
+                parts["terminals"].append(g["terminations"][()])
+                parts["timeouts"].append(g["truncations"][()])
+    except OSError as e:
+        raise _error(f"dataset: {d / 'main_data.hdf5'}: not a readable HDF5 file ({e})") from None
+    if not names:
+        raise _error(f"dataset: {d}: no episodes")
+    out = {k: np.concatenate(v) for k, v in parts.items()}
+    out["terminals"], out["timeouts"] = out["terminals"].astype(bool), out["timeouts"].astype(bool)
+    out["rewards"] = out["rewards"].astype(np.float64)
+    out["metadata/source"] = "minari"
+    out["metadata/gym_id"] = (meta.get("env_spec") or {}).get("id", "")
+    out["metadata/dataset_id"] = meta.get("dataset_id", "")
+    out["metadata/env"] = env_name(meta)
+    for k in ("ref_min_score", "ref_max_score"):
+        if meta.get(k) is not None:
+            out[f"metadata/{k}"] = float(meta[k])
+    return out
+
+
+def episodes(data: dict) -> list[slice]:
+    """Row ranges of the episodes of D4RL-layout ``data`` (an episode ends at a termination or a timeout)."""
+    ends = np.flatnonzero(np.asarray(data["terminals"], bool) | np.asarray(data["timeouts"], bool)) + 1
+    n = len(data["observations"])
+    if len(ends) == 0 or ends[-1] != n:
+        ends = np.append(ends, n)  # a last, unfinished episode
+    starts = np.concatenate([[0], ends[:-1]])
+    return [slice(int(s), int(e)) for s, e in zip(starts, ends)]
+
+
+def export(data: dict, dataset_id: str, env: str, root: str | os.PathLike | None = None,
+           ref_min_score: float | None = None, ref_max_score: float | None = None,
+           algorithm_name: str = "poe_jax") -> Path:
+    """Write D4RL-layout ``data`` (it must have ``next_observations``) as Minari dataset ``dataset_id``
+    under ``root`` (default :func:`datasets_root`), for poe_jax env ``env``. Returns its folder."""
+    try:
+        import minari
+        from minari.data_collector import EpisodeBuffer
+    except ImportError:
+        raise _error('data export --format minari needs the minari package: pip install "poe_jax[minari]"') from None
+    if env not in POE_TO_GYM:
+        raise _error(f"env: {env!r} has no Gymnasium id; known: {', '.join(POE_TO_GYM)}")
+    if "next_observations" not in data:
+        raise _error("dataset: exporting to Minari needs next_observations (each episode's last observation)")
+    root = Path(root) if root is not None else datasets_root()
+    folder = root / dataset_id
+    if folder.exists():
+        raise _error(f"out: {folder} already exists; remove it or choose another --dataset-id")
+    buffers = []
+    for i, sl in enumerate(episodes(data)):
+        obs = np.asarray(data["observations"][sl], np.float64)
+        last = np.asarray(data["next_observations"][sl][-1:], np.float64)
+        buffers.append(EpisodeBuffer(
+            id=i, observations=np.concatenate([obs, last]), actions=np.asarray(data["actions"][sl], np.float32),
+            rewards=np.asarray(data["rewards"][sl], np.float64),
+            terminations=np.asarray(data["terminals"][sl], bool), truncations=np.asarray(data["timeouts"][sl], bool),
+            infos={}))
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    # minari reads its root from the environment only; it is restored right after
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            minari.create_dataset_from_buffers(
+                dataset_id=dataset_id, buffer=buffers, env=POE_TO_GYM[env], algorithm_name=algorithm_name,
+                ref_min_score=ref_min_score, ref_max_score=ref_max_score)
+    finally:
+        if previous is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = previous
+    return folder
