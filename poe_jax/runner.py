@@ -324,9 +324,11 @@ def _kept(df, prior: str) -> dict:
     """``{(rule, param): mean over goals of (rule's mean goal return / frozen's)}`` under ``prior``."""
     frozen = df[df["rule"] == "frozen"].groupby("goal")["return_goal"].mean()
     sub = df[(df["prior"] == prior) & (df["rule"] != "frozen")]
+    if sub.empty:
+        return {}
     means = sub.groupby(["rule", "param", "goal"], sort=False)["return_goal"].mean().reset_index()
-    means = means[means["goal"].map(frozen).abs() > 0]
-    means["kept"] = means["return_goal"] / means["goal"].map(frozen)
+    base = means["goal"].map(frozen.to_dict()).astype(float)
+    means = means.assign(kept=means["return_goal"] / base)[base.abs() > 0]
     return means.groupby(["rule", "param"], sort=False)["kept"].mean().to_dict()
 
 

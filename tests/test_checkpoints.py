@@ -166,9 +166,8 @@ def test_update_card(saved):
 
 
 def test_every_shipped_checkpoint_loads_for_its_env():
-    """checkpoints/: each folder loads (hashes checked) against its env's observation size, and each
+    """poe_jax/zoo/: each folder loads (hashes checked) against its env's observation size, and each
     actor's card carries a 20-episode score."""
-    from pathlib import Path
 
     from poe_jax import envs
 
