@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from poe_jax.data import DatasetError
+
 PREFIX = "minari:"
 
 # Gymnasium ids of the envs poe_jax models -> poe_jax env names.
@@ -34,12 +36,6 @@ GYM_TO_POE = {
     "Hopper-v5": "hopper-v5", "HalfCheetah-v5": "halfcheetah-v5", "Walker2d-v5": "walker2d-v5", "Ant-v5": "ant-v5",
 }
 POE_TO_GYM = {v: k for k, v in GYM_TO_POE.items()}
-
-
-def _error(msg: str):
-    from poe_jax.data import DatasetError
-
-    return DatasetError(msg)
 
 
 def datasets_root() -> Path:
@@ -63,7 +59,7 @@ def data_dir(ref: str | os.PathLike) -> Path:
         dataset_id = s[len(PREFIX):]
         folder = datasets_root() / dataset_id
         if not (folder / "data" / "main_data.hdf5").is_file():
-            raise _error(f"dataset: no Minari dataset {dataset_id!r} in {datasets_root()} (looked for "
+            raise DatasetError(f"dataset: no Minari dataset {dataset_id!r} in {datasets_root()} (looked for "
                          f"{folder / 'data' / 'main_data.hdf5'}; set MINARI_DATASETS_PATH, or give the dataset's "
                          "folder; poe_jax does not download)")
         return folder / "data"
@@ -71,7 +67,7 @@ def data_dir(ref: str | os.PathLike) -> Path:
     for d in (p / "data", p):
         if (d / "main_data.hdf5").is_file():
             return d
-    raise _error(f"dataset: {p} is not a Minari dataset folder (no data/main_data.hdf5)")
+    raise DatasetError(f"dataset: {p} is not a Minari dataset folder (no data/main_data.hdf5)")
 
 
 def metadata(ref: str | os.PathLike) -> dict:
@@ -80,7 +76,7 @@ def metadata(ref: str | os.PathLike) -> dict:
     try:
         meta = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise _error(f"dataset: {path}: unreadable Minari metadata ({e})") from None
+        raise DatasetError(f"dataset: {path}: unreadable Minari metadata ({e})") from None
     spec = meta.get("env_spec")
     meta["env_spec"] = json.loads(spec) if isinstance(spec, str) else (spec or {})
     return meta
@@ -90,7 +86,7 @@ def env_name(meta: dict) -> str:
     """The poe_jax env a dataset was collected on (from its ``env_spec``); a clear error if none models it."""
     gym_id = (meta.get("env_spec") or {}).get("id")
     if gym_id not in GYM_TO_POE:
-        raise _error(f"dataset {meta.get('dataset_id', '?')!r}: env {gym_id!r} is not modelled by poe_jax; "
+        raise DatasetError(f"dataset {meta.get('dataset_id', '?')!r}: env {gym_id!r} is not modelled by poe_jax; "
                      f"known: {', '.join(GYM_TO_POE)}")
     return GYM_TO_POE[gym_id]
 
@@ -112,7 +108,7 @@ def read(ref: str | os.PathLike) -> dict[str, np.ndarray]:
                 g = f[k]
                 obs = g["observations"][()]
                 if not isinstance(obs, np.ndarray) or obs.ndim != 2:
-                    raise _error(f"dataset: {d}: {k}/observations is not a [T+1, obs] array (dict or image "
+                    raise DatasetError(f"dataset: {d}: {k}/observations is not a [T+1, obs] array (dict or image "
                                  "observations are not supported)")
                 parts["observations"].append(obs[:-1])
                 parts["next_observations"].append(obs[1:])
@@ -121,9 +117,9 @@ def read(ref: str | os.PathLike) -> dict[str, np.ndarray]:
                 parts["terminals"].append(g["terminations"][()])
                 parts["timeouts"].append(g["truncations"][()])
     except OSError as e:
-        raise _error(f"dataset: {d / 'main_data.hdf5'}: not a readable HDF5 file ({e})") from None
+        raise DatasetError(f"dataset: {d / 'main_data.hdf5'}: not a readable HDF5 file ({e})") from None
     if not names:
-        raise _error(f"dataset: {d}: no episodes")
+        raise DatasetError(f"dataset: {d}: no episodes")
     out = {k: np.concatenate(v) for k, v in parts.items()}
     out["terminals"], out["timeouts"] = out["terminals"].astype(bool), out["timeouts"].astype(bool)
     out["rewards"] = out["rewards"].astype(np.float64)
@@ -156,15 +152,15 @@ def export(data: dict, dataset_id: str, env: str, root: str | os.PathLike | None
         import minari
         from minari.data_collector import EpisodeBuffer
     except ImportError:
-        raise _error('data export --format minari needs the minari package: pip install "poe_jax[minari]"') from None
+        raise DatasetError('data export --format minari needs the minari package: pip install "poe_jax[minari]"') from None
     if env not in POE_TO_GYM:
-        raise _error(f"env: {env!r} has no Gymnasium id; known: {', '.join(POE_TO_GYM)}")
+        raise DatasetError(f"env: {env!r} has no Gymnasium id; known: {', '.join(POE_TO_GYM)}")
     if "next_observations" not in data:
-        raise _error("dataset: exporting to Minari needs next_observations (each episode's last observation)")
+        raise DatasetError("dataset: exporting to Minari needs next_observations (each episode's last observation)")
     root = Path(root) if root is not None else datasets_root()
     folder = root / dataset_id
     if folder.exists():
-        raise _error(f"out: {folder} already exists; remove it or choose another --dataset-id")
+        raise DatasetError(f"out: {folder} already exists; remove it or choose another --dataset-id")
     buffers = []
     for i, sl in enumerate(episodes(data)):
         obs = np.asarray(data["observations"][sl], np.float64)

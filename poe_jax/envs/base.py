@@ -176,8 +176,8 @@ class Env:
     # -------------------------------------------------------------- reset
     def _state(self, q: Coords) -> State:
         zero = jnp.zeros((), jnp.float32)
-        if self.forward_body is not None and q.xbody is None:  # a reset runs mj_forward: xpos = qpos
-            q = q.replace(xbody=q.qpos[:1], xbody_lo=q.qpos_lo[:1])
+        if self.forward_body is not None:  # a reset runs mj_forward: the root's xpos is its qpos
+            q = q.tracking()
         metrics = {"x_velocity": zero, "ctrl_cost": zero, "tilt": self.spec.tilt_fn(q.qpos)}
         false = jnp.zeros((), jnp.bool_)
         obs = self.spec.obs_fn(q.qpos, q.qvel)

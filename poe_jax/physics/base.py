@@ -48,6 +48,13 @@ class Coords:
         qvel = jnp.asarray(qvel, jnp.float32)
         return cls(qpos, jnp.zeros_like(qpos), qvel, jnp.zeros_like(qvel))
 
+    def tracking(self) -> "Coords":
+        """These coordinates with ``xbody`` set, to the root body's ``qpos[0]`` when it is unset (a
+        reset or ``set_state`` runs ``mj_forward``, after which a free root body's ``xpos`` is its qpos)."""
+        if self.xbody is not None:
+            return self
+        return self.replace(xbody=self.qpos[:1], xbody_lo=self.qpos_lo[:1])
+
     def to_float64(self) -> tuple[np.ndarray, np.ndarray]:
         """Host-side float64 ``(qpos, qvel)`` (outside jit)."""
         return join64(self.qpos, self.qpos_lo), join64(self.qvel, self.qvel_lo)

@@ -48,8 +48,6 @@ class MjxPhysics:
         q_next = Coords(nxt.qpos, jnp.zeros_like(q.qpos), nxt.qvel, jnp.zeros_like(q.qvel))
         if self.track_body is not None:
             x = nxt.xpos[self.track_body, :1]
-            q_next = q_next.replace(xbody=x, xbody_lo=jnp.zeros_like(x))
-            if q.xbody is None:  # a state made without the env (Coords.from_float)
-                q = q.replace(xbody=q.qpos[:1], xbody_lo=q.qpos_lo[:1])
+            q_next, q = q_next.replace(xbody=x, xbody_lo=jnp.zeros_like(x)), q.tracking()
         active = jnp.asarray(active, jnp.bool_)
         return jax.tree_util.tree_map(lambda new, old: jnp.where(active, new, old), q_next, q)

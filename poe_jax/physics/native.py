@@ -225,8 +225,7 @@ class NativePhysics:
         n = 2 * (nq + nv)
         q_next = Coords(out[:nq], out[nq : 2 * nq], out[2 * nq : 2 * nq + nv], out[2 * nq + nv : n])
         if tracked:  # inactive lanes keep their x (the host returns NaN there)
-            old = (q.qpos[:1], q.qpos_lo[:1]) if q.xbody is None else (q.xbody, q.xbody_lo)
-            keep = active[0] > 0.5
-            q_next = q_next.replace(xbody=jnp.where(keep, out[n : n + 1], old[0]),
-                                    xbody_lo=jnp.where(keep, out[n + 1 : n + 2], old[1]))
+            old, keep = q.tracking(), active[0] > 0.5
+            q_next = q_next.replace(xbody=jnp.where(keep, out[n : n + 1], old.xbody),
+                                    xbody_lo=jnp.where(keep, out[n + 1 : n + 2], old.xbody_lo))
         return q_next
