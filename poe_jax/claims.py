@@ -221,18 +221,35 @@ def _antmaze(ctx: Evidence) -> Verdict:
     if d.empty:
         return _missing("success rates", "an antmaze env")
     succ = d.assign(s=d["success"].astype(float))
-    frozen = succ[succ.rule == "frozen"]["s"]
-    tests = []
-    for (rule, param), g in succ[succ.rule != "frozen"].groupby(["rule", "param"]):
-        table = [[g["s"].sum(), len(g) - g["s"].sum()], [frozen.sum(), len(frozen) - frozen.sum()]]
-        tests.append((rule, param, g["s"].mean(), sps.fisher_exact(table).pvalue))
-    p = stats.holm(np.array([t[3] for t in tests])) if tests else np.array([])
-    sig = [f"{t[0]}({t[1]:g}) {t[2]:.0%}" for t, q in zip(tests, p) if q < ctx.level]
-    effect = f"frozen succeeds {frozen.mean():.0%} of {len(frozen)} episodes; " + (
-        "significant changes: " + ", ".join(sig) if sig else "no rule changes success significantly")
-    zero = frozen.mean() == 0 and all(t[2] == 0 for t in tests)
-    return Verdict("success per episode, Fisher's exact test vs frozen, Holm", effect,
-                   "reproduced" if zero else "not reproduced (premise differs: frozen succeeds)")
+    tests, frozen_rates = [], {}
+    for (env, actor), e in succ.groupby(["env", "actor"], sort=False):
+        frozen = e[e.rule == "frozen"]  # served once per prior quality: count each episode once
+        frozen = frozen.drop_duplicates([c for c in ("grid", "goal", "shift", "seed", "episode") if c in frozen])["s"]
+        if frozen.empty:
+            continue
+        frozen_rates[env] = (frozen.mean(), len(frozen))
+        for (prior, rule, param), g in e[e.rule != "frozen"].groupby(["prior", "rule", "param"], sort=False):
+            table = [[g["s"].sum(), len(g) - g["s"].sum()], [frozen.sum(), len(frozen) - frozen.sum()]]
+            tests.append((env, prior, rule, param, g["s"].mean() - frozen.mean(), g["s"].mean(),
+                          sps.fisher_exact(table).pvalue))
+    if not tests:
+        return _missing("success rates", "frozen and another rule on an antmaze env")
+    p = stats.holm(np.array([t[-1] for t in tests]))
+    parts = []
+    for env, (rate, n) in frozen_rates.items():
+        mine = [(t, q) for t, q in zip(tests, p) if t[0] == env]
+        part = f"{env}: frozen {rate:.0%} of {n}"
+        for word, sign in (("raised", 1), ("lowered", -1)):
+            sig = [t for t, q in mine if q < ctx.level and np.sign(t[4]) == sign]
+            by_prior = {}
+            for t in sig:
+                by_prior.setdefault(t[1], []).append(f"{t[2]}" + ("" if t[2] == "prior_only" else f"({t[3]:g})"))
+            part += f"; {word} in {len(sig)} of {len(mine)} rows" + (
+                " (" + "; ".join(f"{q}: {', '.join(dict.fromkeys(r))}" for q, r in by_prior.items()) + ")" if sig else "")
+        parts.append(part)
+    zero = all(r == 0 for r, _ in frozen_rates.values()) and all(t[5] == 0 for t in tests)
+    return Verdict("success per episode, per (env, prior, rule, α): Fisher's exact test vs frozen, Holm",
+                   " | ".join(parts), "reproduced" if zero else "not reproduced (premise differs: frozen succeeds)")
 
 
 @register_claim(7, "the performance-difference bound with δπ holds: the observed |ΔJ| never exceeds it",
@@ -251,11 +268,20 @@ def _bound(ctx: Evidence) -> Verdict:
 @register_claim(8, "support violation: PoE stays below the frozen actor's own violation rate, while critic-greedy "
                    "violates support almost everywhere",
                 "reproduced: poe's mean rate (ε = 0.01) ≤ frozen's (≤ 0.01 when frozen's is 0 by construction) and "
-                "critic_greedy's ≥ 0.9; partly: one part holds, or only one is covered")
+                "critic_greedy's ≥ 0.9; partly: one part holds, or only one is covered. Actors whose own mean "
+                "action is 'outside' (frozen's rate > 0.5: the density threshold is below the actor's density at its "
+                "mean, as for AntMaze's ±30 actions) are left out and named")
 def _support(ctx: Evidence) -> Verdict:
     d = ctx.df
     if "support_violation" not in d or "poe" not in set(d.rule):
         return _missing("support violation rates", "poe (and critic_greedy)")
+    own = d[d.rule == "frozen"].groupby(["env", "actor"])["support_violation"].mean()
+    blind = own[own > 0.5]
+    if len(blind):
+        keep = ~pd.MultiIndex.from_frame(d[["env", "actor"]]).isin(blind.index)
+        d = d[keep]
+        if "poe" not in set(d.rule):
+            return _missing("support violation rates", "poe with an actor the threshold can separate")
     rate = {r: g["support_violation"].to_numpy(float) for r, g in d.groupby("rule")}
     parts, ok = [], []
     frozen = rate.get("frozen", np.array([np.inf]))
@@ -269,6 +295,8 @@ def _support(ctx: Evidence) -> Verdict:
         parts.append(f"critic_greedy {_ci(rate['critic_greedy'])}")
         ok.append(rate["critic_greedy"].mean() >= 0.9)
     full = len(ok) == 2 and all(ok)
+    if len(blind):
+        parts.append("left out (frozen's own rate > 0.5): " + ", ".join(f"{a} {r:.2f}" for (_, a), r in blind.items()))
     return Verdict("mean per-episode rate, 95% t-interval over episodes", "; ".join(parts),
                    "reproduced" if full else ("partly" if any(ok) else "not reproduced"))
 

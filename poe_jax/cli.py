@@ -87,6 +87,7 @@ def _build_parser() -> argparse.ArgumentParser:
     t_pr.add_argument("--out", required=True, help="folder; writes ENV-prior/")
     t_pr.add_argument("--steps", type=int, default=100_000)
     t_pr.add_argument("--seed", type=int, default=0)
+    t_pr.add_argument("--goals", nargs="+", help="goals to train heads for (default: every goal that applies to the env)")
     port = sub.add_parser("port", formatter_class=_Formatter, help="port an actor trained elsewhere to a poe_jax checkpoint")
     port_sub = port.add_subparsers(dest="source", required=True)
     corl = port_sub.add_parser("corl", formatter_class=_Formatter, help="a CORL (PyTorch) trainer checkpoint; loaded with weights_only=True")
@@ -200,7 +201,7 @@ def _train(args) -> int:
         zoo.train_actors(args.env, [Path(f) for f in args.dataset], Path(args.out), args.steps, args.algo,
                          args.time_budget, args.seed)
     else:
-        zoo.train_prior(args.env, Path(args.dataset), Path(args.out), args.steps, args.seed)
+        zoo.train_prior(args.env, Path(args.dataset), Path(args.out), args.steps, args.seed, goals=args.goals)
     return 0
 
 
@@ -293,7 +294,7 @@ def _dispatch(args) -> int:
         for name in envs.names():
             env = envs.make(name, backend="native", nthread=1)
             goals = "; ".join(
-                f"{g}({', '.join(f'{k}={v}' for k, v in goal_params(g, name).items())})" for g in envs.goal_names()
+                f"{g}({', '.join(f'{k}={v}' for k, v in goal_params(g, name).items())})" for g in envs.goal_names(name)
             )
             print(f"{name:12s} {env.obs_size:4d} {env.act_size:4d} {env.spec.frame_skip:10d} {env.max_steps:9d}  {goals}")
         return 0

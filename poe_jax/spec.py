@@ -316,7 +316,7 @@ def load_plugins(plugins, base_dir: str = ".") -> list:
 
 
 # ---------------------------------------------------------------- checks (no I/O)
-ENV_OPTIONS = ("terminate_when_unhealthy", "max_steps")
+ENV_OPTIONS = ("terminate_when_unhealthy", "max_steps", "forward_reward_weight", "main_body")
 
 
 def check(spec: GridSpec) -> None:

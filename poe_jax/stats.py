@@ -18,7 +18,9 @@ The unit of replication is the **seed**: episodes are averaged within each
   whose episodes are shorter than frozen's -- significantly (one-sided paired t-test
   on the seeds' mean lengths, p < ``level``) or by more than 10% on average -- is
   ``FALL`` instead: its gain may come from ending episodes early, which no steering
-  rule should be credited for. Operating points: (a) ``oracle`` -- the coefficient
+  rule should be credited for. Where ending an episode is the goal (AntMaze, whose episodes
+  end on reaching it: rows with a ``success`` column) shorter is better and the guard does not
+  apply. Operating points: (a) ``oracle`` -- the coefficient
   with the best mean goal return; (b) ``kl_budget`` -- the largest-KL coefficient
   whose mean per-step KL to the frozen actor stays within the budget (ties and
   an empty budget fall back to the smallest-KL coefficient).
@@ -63,6 +65,9 @@ def seed_means(df: pd.DataFrame, value: str = "return_goal") -> tuple[pd.DataFra
         agg["kl"] = ("kl_to_frozen", "mean")
     if "length" in kept and value != "length":
         agg["length"] = ("length", "mean")
+    if "success" in kept:  # AntMaze's episodes end at the goal; NaN for envs without a success notion
+        kept = kept.assign(success=kept["success"].astype("Float64").astype(float))
+        agg["success"] = ("success", "mean")
     out = kept.groupby([*ROW, "seed"], sort=False, dropna=False).agg(**agg).reset_index()
     return out, excluded
 
@@ -116,6 +121,7 @@ def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05)
             else:
                 rec["p_wilcoxon"] = np.nan
             rec["frozen_length"], rec["p_shorter"] = np.nan, np.nan
+            rec["guarded"] = not ("success" in g and g["success"].notna().any())  # termination is a fall
             if has_len:
                 try:
                     fl = frozen_len.loc[cell]
@@ -137,7 +143,8 @@ def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05)
         out.loc[tested, "p_holm"] = holm(out.loc[tested, "p_t"].to_numpy())
     better = (out["p_holm"] < level) & (out["diff"] > 0)
     if "p_shorter" in out:
-        shorter = (out["p_shorter"] < level) | (out["length"] < FALL_RATIO * out["frozen_length"])
+        shorter = ((out["p_shorter"] < level) | (out["length"] < FALL_RATIO * out["frozen_length"])) & \
+            out.get("guarded", pd.Series(True, index=out.index)).fillna(True).astype(bool)
     else:
         shorter = pd.Series(False, index=out.index)
     out["label"] = np.where(

@@ -93,6 +93,8 @@ ROWS = [
      r"need the actor's critic"),
     ("goals-unknown", _spec_row({"goals": ["G9"]}), r"goals: unknown goal 'G9'; known goals: G1_speed"),
     ("goals-empty", _spec_row({"goals": []}), r"goals: empty"),
+    ("goals-wrong-env", _spec_row({"goals": ["G4_reach"]}),
+     r"goals: goal 'G4_reach' does not apply to env 'hopper'; it applies to antmaze-umaze, antmaze-medium"),
     ("goals-duplicate", _spec_row({"goals": ["G1_speed", "G1_speed"]}), r"goals: duplicate entries"),
     ("goals-type", _spec_row({"goals": 3}), r"goals: unknown goal '3'"),
     ("priors-unknown", _spec_row({"priors": ["trainedd"]}), r"priors: unknown prior quality 'trainedd'; known: trained"),

@@ -13,10 +13,10 @@ from poe_jax.physics import native
 from poe_jax.physics.base import split64
 
 GYM_IDS = {"hopper": "Hopper-v4", "halfcheetah": "HalfCheetah-v4", "walker2d": "Walker2d-v4", "ant": "Ant-v4",
-           "hopper-v5": "Hopper-v5", "halfcheetah-v5": "HalfCheetah-v5", "walker2d-v5": "Walker2d-v5"}
+           "hopper-v5": "Hopper-v5", "halfcheetah-v5": "HalfCheetah-v5", "walker2d-v5": "Walker2d-v5", "ant-v5": "Ant-v5"}
 GYM_OBS = {"hopper": 11, "halfcheetah": 17, "walker2d": 17, "ant": 27, "hopper-v5": 11, "halfcheetah-v5": 17,
-           "walker2d-v5": 17}
-V5 = ("hopper-v5", "halfcheetah-v5", "walker2d-v5")
+           "walker2d-v5": 17, "ant-v5": 105}
+V5 = ("hopper-v5", "halfcheetah-v5", "walker2d-v5", "ant-v5")
 
 
 def gym_env(name):
@@ -59,7 +59,7 @@ def test_one_step_parity_with_gymnasium_native(name, get_env):
         assert term.any() and not term.all(), "the sample should mix terminal and live steps"
     env = get_env(name)
     start = env.reset_to_batch(qpos, qvel)
-    if name == "ant":  # mid-trajectory, Gymnasium's "before" x is the last step's stale xpos
+    if name.startswith("ant"):  # mid-trajectory, Gymnasium's "before" x is the last step's stale xpos
         hi, lo = split64(x_before[:, None])
         start = start.replace(q=start.q.replace(xbody=jnp.asarray(hi), xbody_lo=jnp.asarray(lo)))
     nxt = jax.jit(jax.vmap(env.step))(start, jnp.asarray(action, jnp.float32))
@@ -67,6 +67,8 @@ def test_one_step_parity_with_gymnasium_native(name, get_env):
     np.testing.assert_allclose(ours[:, : GYM_OBS[name]], obs, rtol=1e-4, atol=1e-5)
     if name == "ant":
         assert ours.shape[1] == 111 and not ours[:, 27:].any()
+    if name == "ant-v5":  # the contact forces are observed and paid for: the sample must exercise them
+        assert ours.shape[1] == 105 and (np.abs(obs[:, 27:]) == 1).any() and (nxt.metrics["contact_cost"] > 0).mean() > 0.3
     # Ant included: its forward velocity is Gymnasium's, from the torso's xpos (the last RK4 stage)
     np.testing.assert_allclose(np.asarray(nxt.metrics["x_velocity"]), x_vel, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(nxt.reward), reward, rtol=1e-4, atol=1e-4)
@@ -249,3 +251,35 @@ def test_models_load_without_the_deprecated_settotalmass_and_equal_mujocos_own()
     for f in fields:
         np.testing.assert_array_equal(getattr(ours, f), getattr(ref, f), err_msg=f)
     np.testing.assert_array_equal(ours.opt.timestep, ref.opt.timestep)
+
+
+def test_ant_v5_options_main_body_and_forward_reward_weight_match_gymnasium():
+    """Gymnasium's Ant-v5 options: ``main_body`` (here a leg, not the root: its x after a reset comes
+    from forward kinematics) and ``forward_reward_weight``, from resets and mid-trajectory states."""
+    opts = {"main_body": "aux_1", "forward_reward_weight": 2.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = gymnasium.make("Ant-v5", **opts)
+    u, rng = g.unwrapped, np.random.default_rng(4)
+    body = u.model.body("aux_1").id
+    rows = []
+    for ep in range(4):
+        g.reset(seed=ep)
+        for t in range(6):
+            qpos, qvel, xb = u.data.qpos.copy(), u.data.qvel.copy(), u.data.xpos[body, 0]
+            a = rng.uniform(-1, 1, 8)
+            _, r, *_, info = g.step(a)
+            rows.append((qpos, qvel, xb, a, r, info["x_velocity"], t == 0))
+    qpos, qvel, xb, a, r, v, first = (np.array(c) for c in zip(*rows))
+    env = envs.make("ant-v5", backend="native", **opts)
+    start = env.reset_to_batch(qpos, qvel)
+    np.testing.assert_allclose(np.asarray(start.q.xbody)[first, 0], xb[first], atol=1e-6)  # kinematics at a reset
+    hi, lo = split64(xb[:, None])
+    start = start.replace(q=start.q.replace(xbody=jnp.asarray(hi), xbody_lo=jnp.asarray(lo)))
+    nxt = jax.jit(jax.vmap(env.step))(start, jnp.asarray(a, jnp.float32))
+    np.testing.assert_allclose(np.asarray(nxt.metrics["x_velocity"]), v, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(nxt.reward), r, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="main_body: no body 'tail'; bodies: torso, front_left_leg"):
+        envs.make("ant-v5", backend="native", main_body="tail")
+    with pytest.raises(ValueError, match="hopper-v5: main_body does not apply"):
+        envs.make("hopper-v5", backend="native", main_body="torso")

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 NAMES = ("hopper", "halfcheetah")
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [*NAMES, "walker2d-v5"])  # v5: walker2d_v5.xml, healthy reward only while healthy
 def test_mjx_one_step_parity_with_gymnasium(name, get_env):
     qpos, qvel, action, obs, reward, term, *_ = gym_transitions(name, n=200, seed=1)
     env = get_env(name, "mjx")
@@ -64,19 +64,27 @@ def test_mjx_model_shift_matches_native(get_env):
     np.testing.assert_allclose(np.asarray(out["mjx"].obs), np.asarray(out["native"].obs), rtol=1e-3, atol=2e-3)
 
 
-def test_mjx_ant_velocity_reads_xpos(get_env):
+@pytest.mark.parametrize("name", ["ant", "ant-v5"])
+def test_mjx_ant_velocity_reads_xpos(name, get_env):
     """MJX returns the torso's xpos with the state, so Ant's forward velocity is Gymnasium's
     (from the last RK4 stage), as on the native backend. MJX's float32 contacts send many lanes
     elsewhere; on the lanes whose next observation agrees with Gymnasium's to 1e-3, the velocity
-    agrees to 1e-4 (the end-of-step qpos would be off by up to ~1e-2 there: measured 1.4e-2)."""
-    qpos, qvel, action, obs, reward, term, x_vel, x_before = gym_transitions("ant", n=64, seed=2)
-    env = get_env("ant", "mjx")
+    agrees to 1e-4 (the end-of-step qpos would be off by up to ~1e-2 there: measured 1.4e-2).
+    Ant-v5 on those lanes: its observed contact forces (``mjx.rne_postconstraint``) to 1e-3
+    (measured 3.4e-4) and its reward, contact cost included, to 1e-3 (measured 1.8e-5)."""
+    qpos, qvel, action, obs, reward, term, x_vel, x_before = gym_transitions(name, n=64, seed=2)
+    env = get_env(name, "mjx")
     start = env.reset_to_batch(qpos, qvel)
     start = start.replace(q=start.q.replace(xbody=jnp.asarray(x_before[:, None], jnp.float32),
                                             xbody_lo=jnp.zeros((len(qpos), 1), jnp.float32)))
     nxt = jax.jit(jax.vmap(env.step))(start, jnp.asarray(action, jnp.float32))
-    agree = np.abs(np.asarray(nxt.obs)[:, : GYM_OBS["ant"]] - obs).max(1) < 1e-3
+    agree = np.abs(np.asarray(nxt.obs)[:, :27] - obs[:, :27]).max(1) < 1e-3
     assert agree.sum() >= 10
+    np.testing.assert_array_equal(np.asarray(nxt.terminated), term)
+    if name == "ant-v5":
+        np.testing.assert_allclose(np.asarray(nxt.obs)[agree, 27:], obs[agree, 27:], rtol=0, atol=1e-3)
+        np.testing.assert_allclose(np.asarray(nxt.reward)[agree], reward[agree], rtol=0, atol=1e-3)
+        assert (np.asarray(nxt.metrics["contact_cost"])[agree] > 0).any()
     v = np.asarray(nxt.metrics["x_velocity"])
     np.testing.assert_allclose(v[agree], x_vel[agree], rtol=0, atol=1e-4)
     from_qpos = (np.asarray(nxt.q.qpos[:, 0]) - qpos[:, 0]) / env.dt

@@ -91,9 +91,13 @@ def test_native_skips_finished_lanes_and_stops_early(get_env):
 
 
 def test_goals():
-    assert goal_names() == ("G1_speed", "G2_balanced", "G3_target")
-    with pytest.raises(KeyError, match="unknown goal 'G4'; known goals: G1_speed, G2_balanced, G3_target"):
+    assert goal_names("hopper") == ("G1_speed", "G2_balanced", "G3_target")
+    assert goal_names("antmaze-umaze") == ("G1_speed", "G2_balanced", "G3_target", "G4_reach")
+    with pytest.raises(KeyError, match="unknown goal 'G4'; known goals: G1_speed, G2_balanced, G3_target, G4_reach"):
         make_goal("G4", "hopper")
+    with pytest.raises(ValueError, match="goal 'G4_reach' does not apply to env 'hopper'; it applies to antmaze-umaze, "
+                                         "antmaze-medium"):
+        make_goal("G4_reach", "hopper")
     with pytest.raises(ValueError, match=r"goal 'G3_target' has no parameter\(s\) \['speed'\]"):
         make_goal("G3_target", "hopper", speed=1.0)
     assert make_goal("G3_target", "halfcheetah").params["target_speed"] == 3.0

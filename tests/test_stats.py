@@ -141,6 +141,20 @@ def test_survival_guard_a_rule_that_wins_by_falling_early_is_not_help(table):
     assert fall.label == "FALL" and fall.length < 0.7 * fall.frozen_length
 
 
+def test_survival_guard_does_not_apply_where_ending_the_episode_is_the_goal(table):
+    """AntMaze episodes end at the goal: a rule that reaches it sooner (shorter episodes, success
+    recorded) is HELP, while the same rows without a success notion are FALL."""
+    df = table[table.goal == "G1_speed"].copy()
+    df["length"] = np.where((df.rule == "poe") & (df.param == 0.5), 400 + df["seed"] % 3, 700)
+    maze = df.assign(env="antmaze-umaze", success=pd.array(df["rule"] != "frozen", dtype="boolean"))
+    loco = df.assign(success=pd.array([pd.NA] * len(df), dtype="boolean"))
+    label = {}
+    for name, d in (("maze", maze), ("loco", loco)):
+        rows, _ = stats.row_stats(d)
+        label[name] = rows.set_index(["rule", "param"]).loc[("poe", 0.5), "label"]
+    assert label == {"maze": "HELP", "loco": "FALL"}
+
+
 def test_tracking_credits_steering_toward_the_target_not_falling_or_noise():
     """G3's own metric: a rule whose speed moves toward the target on every seed is 'closer';
     one that gets there with episodes 30% shorter is not; one with the same speed as frozen is

@@ -64,7 +64,10 @@ class EnvSpec:
     """Everything that defines an environment's semantics (Gymnasium v4 / D4RL v2).
 
     ``obs_fn(qpos, qvel)``, ``healthy_fn(qpos, qvel)``, ``tilt_fn(qpos)`` act on float32
-    coordinates of one lane. Rewards are ``x_velocity + healthy_reward - ctrl_cost_weight * |a|^2``.
+    coordinates of one lane. Rewards are ``forward_reward_weight * x_velocity + healthy_reward -
+    ctrl_cost_weight * |a|^2 - contact_cost_weight * |clip(cfrc_ext)|^2`` (the last only with
+    ``contact_forces``, Gymnasium's Ant-v5, whose observation also ends with the clipped
+    ``cfrc_ext`` of every body but the world).
     ``tilt_fn`` is the torso's tilt from upright (radians), published as ``metrics["tilt"]`` for
     goals: the pitch ``qpos[2]`` of the planar walkers by default (:func:`planar_pitch`).
     """
@@ -86,11 +89,16 @@ class EnvSpec:
     tilt_fn: Callable[[jax.Array], jax.Array] = planar_pitch
     # The body whose x from MuJoCo's xpos gives the forward velocity (Gymnasium's Ant:
     # get_body_com("torso") before and after the step); None: qpos[0], as the planar walkers.
-    # It must be the root free body (its xpos then equals qpos[:3] at a reset).
+    # The root free body's xpos equals its qpos at a reset; another body's comes from forward kinematics.
     forward_body: str | None = None
     # Gymnasium v5: the healthy reward is paid only while healthy (v4 also pays it on the step
     # that terminates the episode).
     healthy_reward_only_when_healthy: bool = False
+    # Gymnasium's Ant-v5: cfrc_ext after mj_rnePostConstraint, clipped to contact_force_range, is
+    # appended to the observation (every body but the world) and costs contact_cost_weight * sum(clip^2).
+    contact_forces: bool = False
+    contact_cost_weight: float = 0.0
+    contact_force_range: tuple[float, float] = (-1.0, 1.0)
 
     def normalized_score(self, returns):
         """D4RL's normalised score: ``100 (return - random) / (expert - random)``."""
@@ -140,19 +148,33 @@ class Env:
         terminate_when_unhealthy: as Gymnasium's option of that name; when False
             an unhealthy state earns no healthy reward but the episode goes on.
         model: the MuJoCo model (default: ``spec.xml`` from Gymnasium's assets).
+        forward_reward_weight: as Gymnasium's option: the weight of the forward velocity in the
+            task reward (``metrics["x_velocity"]``, which goals read, stays unweighted).
+        main_body: as Gymnasium's Ant-v5 option (envs that measure the forward velocity from a
+            body's ``xpos``): the body, by name or id, whose x displacement is the forward velocity.
         **physics_options: passed to the backend (e.g. ``nthread`` for native).
     """
 
     def __init__(self, spec: EnvSpec, backend: str = "auto", max_steps: int | None = None,
-                 terminate_when_unhealthy: bool = True, model: mujoco.MjModel | None = None, **physics_options):
+                 terminate_when_unhealthy: bool = True, model: mujoco.MjModel | None = None,
+                 forward_reward_weight: float = 1.0, main_body: str | int | None = None, **physics_options):
         self.spec = spec
         self.terminate_when_unhealthy = bool(terminate_when_unhealthy)
         self.name = spec.name
         self.backend = resolve_backend(backend)
         self.model = load_model(spec.xml) if model is None else model
-        self.forward_body = None if spec.forward_body is None else _root_free_body(self.model, spec.forward_body)
-        if self.forward_body is not None:
+        if isinstance(forward_reward_weight, bool) or not isinstance(forward_reward_weight, (int, float)):
+            raise ValueError(f"{self.name}: forward_reward_weight must be a number; got {forward_reward_weight!r}")
+        self.forward_reward_weight = float(forward_reward_weight)
+        if main_body is not None and spec.forward_body is None:
+            raise ValueError(f"{self.name}: main_body does not apply (its forward velocity is qpos[0]'s); it applies "
+                             "to envs that measure it from a body's xpos (ant, ant-v5)")
+        self.forward_body, self._root_tracked = None, True
+        if spec.forward_body is not None:
+            self.forward_body, self._root_tracked = _body(self.model, spec.forward_body if main_body is None else main_body)
             physics_options = {**physics_options, "track_body": self.forward_body}
+        if spec.contact_forces:
+            physics_options = {**physics_options, "contact_forces": True}
         self.physics = make_physics(self.backend, self.model, spec.frame_skip, **physics_options)
         self.dt = float(self.model.opt.timestep * spec.frame_skip)
         self.max_steps = int(spec.max_steps if max_steps is None else max_steps)
@@ -176,12 +198,25 @@ class Env:
     # -------------------------------------------------------------- reset
     def _state(self, q: Coords) -> State:
         zero = jnp.zeros((), jnp.float32)
-        if self.forward_body is not None:  # a reset runs mj_forward: the root's xpos is its qpos
+        if self.forward_body is not None and self._root_tracked:  # a reset runs mj_forward: the root's xpos is its qpos
             q = q.tracking()
+        elif self.forward_body is not None:  # another body: forward kinematics
+            xb, xb_lo = self.physics.body_x(q, self.forward_body)
+            q = q.replace(xbody=xb, xbody_lo=xb_lo)
+        if self.spec.contact_forces:
+            q = q.with_forces(self.model.nbody)
         metrics = {"x_velocity": zero, "ctrl_cost": zero, "tilt": self.spec.tilt_fn(q.qpos)}
+        if self.spec.contact_forces:
+            metrics["contact_cost"] = zero
         false = jnp.zeros((), jnp.bool_)
+        return State(q, self._obs(q), zero, false, false, false, jnp.zeros((), jnp.int32), metrics,
+                     jnp.ones(2, jnp.float32))
+
+    def _obs(self, q: Coords) -> jax.Array:
         obs = self.spec.obs_fn(q.qpos, q.qvel)
-        return State(q, obs, zero, false, false, false, jnp.zeros((), jnp.int32), metrics, jnp.ones(2, jnp.float32))
+        if not self.spec.contact_forces:
+            return obs
+        return jnp.concatenate([obs, jnp.clip(q.cfrc[6:], *self.spec.contact_force_range)])
 
     @staticmethod
     def with_scales(state: State, mass=1.0, friction=1.0) -> State:
@@ -239,7 +274,7 @@ class Env:
         reward, terminated, metrics = self.outcome(state, q1, action, x_velocity)
         steps = state.step + 1
         truncated = (steps >= self.max_steps) & ~terminated
-        new = State(q=q1, obs=self.spec.obs_fn(q1.qpos, q1.qvel), reward=reward, done=terminated | truncated,
+        new = State(q=q1, obs=self._obs(q1), reward=reward, done=terminated | truncated,
                     terminated=terminated, truncated=truncated, step=steps, metrics=metrics, scales=state.scales)
         frozen = state.replace(reward=jnp.zeros_like(state.reward))
         return jax.tree_util.tree_map(lambda n, o: jnp.where(active, n, o), new, frozen)
@@ -259,16 +294,27 @@ class Env:
             terminated = jnp.zeros((), jnp.bool_)
             healthy_reward = jnp.where(healthy, spec.healthy_reward, 0.0)
         metrics = {"x_velocity": x_velocity, "ctrl_cost": ctrl_cost, "tilt": spec.tilt_fn(q1.qpos)}
-        return x_velocity + healthy_reward - ctrl_cost, terminated, metrics
+        reward = self.forward_reward_weight * x_velocity + healthy_reward - ctrl_cost
+        if spec.contact_forces:
+            forces = jnp.clip(q1.cfrc, *spec.contact_force_range)
+            metrics["contact_cost"] = spec.contact_cost_weight * jnp.sum(forces * forces)
+            reward = reward - metrics["contact_cost"]
+        return reward, terminated, metrics
 
 
-def _root_free_body(model: mujoco.MjModel, name: str) -> int:
-    """The id of body ``name``, which must hang on a free joint at ``qpos[0:7]``."""
-    body = model.body(name).id
-    jnt = model.body_jntadr[body]
-    if jnt < 0 or model.jnt_type[jnt] != mujoco.mjtJoint.mjJNT_FREE or model.jnt_qposadr[jnt] != 0:
-        raise ValueError(f"forward_body {name!r}: must be the root free body (free joint at qpos[0])")
-    return int(body)
+def _body(model: mujoco.MjModel, body: str | int) -> tuple[int, bool]:
+    """``(id, is the root free body)`` of ``body`` (a name or an id); the root free body hangs on a
+    free joint at ``qpos[0:7]``, so its ``xpos`` after a reset is its qpos."""
+    try:
+        bid = model.body(body).id if isinstance(body, str) else int(body)
+    except KeyError:
+        names = [model.body(i).name for i in range(1, model.nbody)]
+        raise ValueError(f"main_body: no body {body!r}; bodies: {', '.join(names)}") from None
+    if isinstance(body, bool) or not 0 < bid < model.nbody:
+        raise ValueError(f"main_body: body id {body!r} out of range 1..{model.nbody - 1}")
+    jnt = model.body_jntadr[bid]
+    root = bool(jnt >= 0 and model.jnt_type[jnt] == mujoco.mjtJoint.mjJNT_FREE and model.jnt_qposadr[jnt] == 0)
+    return int(bid), root
 
 
 def _noise(key, kind: tuple[str, float], n: int) -> jax.Array:

@@ -20,6 +20,8 @@ goal            per-step reward on a live step                                  
                 halfcheetah 3.0, ant 2.5 -- speeds the shipped medium actors do not
                 run at (2.3, 2.5, 5.7, 3.5) but a behaviour in the priors' data does
                 (``poe_jax/zoo/README.md``, "Goal priors")
+``G4_reach``    AntMaze only: 1 within 0.5 of the maze's goal, else 0 (D4RL's        ``{0, 1}``
+                reward; the episode ends there, so the return is the success)
 ==============  ===================================================================  ==============
 
 Defaults: ``v_max = 20`` m/s (above every zoo policy's speed), ``ctrl_weight = 0.1``,
@@ -56,12 +58,14 @@ class GoalDef:
     defaults: dict
     bounds: tuple
     prior_goal: str | None = None
+    envs: tuple[str, ...] | None = None  # the envs it applies to; None: every env
 
 
 GOALS: dict[str, GoalDef] = {}
 
 
-def register_goal(name: str, *, bounds: tuple, prior_goal: str | None = None, **defaults):
+def register_goal(name: str, *, bounds: tuple, prior_goal: str | None = None, envs: tuple[str, ...] | None = None,
+                  **defaults):
     """Decorator: register ``fn(env, state, action, next_state, **params)`` as goal ``name``.
 
     ``bounds``: the per-step reward range on a live step, ``(lo, hi)`` with ``lo >= 0``; a
@@ -69,6 +73,7 @@ def register_goal(name: str, *, bounds: tuple, prior_goal: str | None = None, **
     (``register_env(..., goal_defaults=...)``, e.g. G3's target speed per env).
     ``prior_goal``: for a goal no prior was trained on, the goal whose prior head steers
     toward it (e.g. a variant of ``G1_speed``); a grid with a prior that knows neither is refused.
+    ``envs``: the envs the goal applies to (e.g. those that publish the metrics it reads); None: every env.
     """
     lo = bounds[0]
     if not isinstance(lo, str) and lo < 0:
@@ -77,7 +82,7 @@ def register_goal(name: str, *, bounds: tuple, prior_goal: str | None = None, **
     def deco(fn):
         if name in GOALS:
             raise ValueError(f"goal {name!r} is already registered")
-        GOALS[name] = GoalDef(name, fn, dict(defaults), tuple(bounds), prior_goal)
+        GOALS[name] = GoalDef(name, fn, dict(defaults), tuple(bounds), prior_goal, None if envs is None else tuple(envs))
         return fn
 
     return deco
@@ -104,6 +109,12 @@ def g3_target(env: str, state: State, action, next_state: State, target_speed=1.
     """``r = exp(-(v - target_speed)^2 / (2 width^2))``."""
     d = (next_state.metrics["x_velocity"] - target_speed) / width
     return jnp.exp(-0.5 * d * d)
+
+
+@register_goal("G4_reach", bounds=(0.0, 1.0), envs=("antmaze-umaze", "antmaze-medium"))
+def g4_reach(env: str, state: State, action, next_state: State) -> jax.Array:
+    """``r = 1`` within 0.5 of the maze's goal, else 0 (D4RL's AntMaze reward; the episode ends there)."""
+    return next_state.metrics["success"]
 
 
 @dataclass(frozen=True)
@@ -134,8 +145,9 @@ def prior_head(goal: str, prior_goals) -> str | None:
     return fallback if fallback in prior_goals else None
 
 
-def goal_names() -> tuple[str, ...]:
-    return tuple(GOALS)
+def goal_names(env: str | None = None) -> tuple[str, ...]:
+    """The registered goals; with ``env``, those that apply to it."""
+    return tuple(g for g, d in GOALS.items() if env is None or d.envs is None or env in d.envs)
 
 
 def make_goal(name: str, env: str, **params) -> Goal:
@@ -143,6 +155,8 @@ def make_goal(name: str, env: str, **params) -> Goal:
     if name not in GOALS:
         raise KeyError(f"unknown goal {name!r}; known goals: {', '.join(GOALS)}")
     d = GOALS[name]
+    if d.envs is not None and env not in d.envs:
+        raise ValueError(f"goal {name!r} does not apply to env {env!r}; it applies to {', '.join(d.envs)}")
     unknown = set(params) - set(d.defaults)
     if unknown:
         raise ValueError(

@@ -47,6 +47,10 @@ def _ant_obs(qpos, qvel):
     return jnp.concatenate([qpos[2:], qvel, jnp.zeros(ANT_OBS_PAD, qpos.dtype)])
 
 
+def _ant_v5_obs(qpos, qvel):  # the clipped cfrc_ext is appended by Env (EnvSpec.contact_forces)
+    return jnp.concatenate([qpos[2:], qvel])
+
+
 def _ant_healthy(qpos, qvel):
     finite = jnp.all(jnp.isfinite(qpos)) & jnp.all(jnp.isfinite(qvel))
     return finite & (qpos[2] >= 0.2) & (qpos[2] <= 1.0)
@@ -95,14 +99,19 @@ GOAL_DEFAULTS = {
 }
 # Gymnasium v5 (the envs Minari's MuJoCo datasets were collected on): the same dynamics and
 # observations as v4 but the healthy reward only while healthy, and walker2d_v5.xml (both feet
-# with friction 1.9; v4's left foot has 0.9). Ant-v5 (105-d observation with cfrc_ext, contact
-# cost) is not modelled yet. D4RL's reference scores are kept for the normalised score.
+# with friction 1.9; v4's left foot has 0.9). Ant-v5 observes qpos[2:], qvel and cfrc_ext (after
+# mj_rnePostConstraint, clipped to [-1, 1]) of its 13 bodies: 13 + 14 + 78 = 105, and pays
+# 5e-4 * sum(clip(cfrc_ext)^2). D4RL's reference scores are kept for the normalised score.
 D4RL_NAMES = tuple(SPECS)  # the v4 envs D4RL's locomotion data and the zoo use
 SPECS.update({
     f"{name}-v5": dataclasses.replace(SPECS[name], name=f"{name}-v5", healthy_reward_only_when_healthy=True,
                                       xml="walker2d_v5.xml" if name == "walker2d" else SPECS[name].xml)
     for name in ("hopper", "halfcheetah", "walker2d")
 })
-GOAL_DEFAULTS.update({f"{name}-v5": GOAL_DEFAULTS[name] for name in ("hopper", "halfcheetah", "walker2d")})
+SPECS["ant-v5"] = dataclasses.replace(
+    SPECS["ant"], name="ant-v5", obs_fn=_ant_v5_obs, healthy_reward_only_when_healthy=True, contact_forces=True,
+    contact_cost_weight=5e-4, notes="obs: qpos[2:], qvel, clip(cfrc_ext[1:], -1, 1) (13 + 14 + 78 = 105); contact cost "
+                                    "5e-4 * sum(clip(cfrc_ext)^2)")
+GOAL_DEFAULTS.update({f"{name}-v5": GOAL_DEFAULTS[name] for name in ("hopper", "halfcheetah", "walker2d", "ant")})
 for _name, _spec in SPECS.items():
     register_env(_name, goal_defaults=GOAL_DEFAULTS.get(_name))(functools.partial(Env, _spec))

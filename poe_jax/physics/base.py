@@ -30,6 +30,11 @@ class Coords:
             body (``track_body``); None otherwise. Under RK4 ``xpos`` holds the kinematics of the
             last Runge-Kutta stage, which lags ``qpos`` by up to ~1e-4 m, so it is not a function
             of ``qpos`` and is carried here.
+        cfrc: ``[nbody * 6]`` float32, MuJoCo's ``cfrc_ext`` (each body's com-based external force,
+            torque first) after the step and ``mj_rnePostConstraint``, as Gymnasium's MuJoCo envs
+            compute it after every step (Ant-v5 observes and pays for it), when the physics
+            computes contact forces (``contact_forces=True``); None otherwise. Zero after a reset
+            (``mj_forward`` does not compute it).
     """
 
     qpos: jax.Array
@@ -38,6 +43,7 @@ class Coords:
     qvel_lo: jax.Array
     xbody: jax.Array | None = None
     xbody_lo: jax.Array | None = None
+    cfrc: jax.Array | None = None
 
     @classmethod
     def from_float(cls, qpos, qvel) -> "Coords":
@@ -54,6 +60,12 @@ class Coords:
         if self.xbody is not None:
             return self
         return self.replace(xbody=self.qpos[:1], xbody_lo=self.qpos_lo[:1])
+
+    def with_forces(self, nbody: int) -> "Coords":
+        """These coordinates with ``cfrc`` set, to zeros when it is unset (a reset)."""
+        if self.cfrc is not None:
+            return self
+        return self.replace(cfrc=jnp.zeros(6 * nbody, jnp.float32))
 
     def to_float64(self) -> tuple[np.ndarray, np.ndarray]:
         """Host-side float64 ``(qpos, qvel)`` (outside jit)."""
@@ -91,7 +103,10 @@ class Physics(Protocol):
       model; ``None`` or ``(1, 1)`` is the nominal model, bit for bit.
 
     A factory called with ``track_body=ID`` returns ``q_next`` with ``xbody``/``xbody_lo`` set to
-    body ``ID``'s x from MuJoCo's ``xpos`` after the step (see :class:`Coords`).
+    body ``ID``'s x from MuJoCo's ``xpos`` after the step (see :class:`Coords`); called with
+    ``contact_forces=True``, with ``cfrc`` set to ``cfrc_ext`` after ``mj_rnePostConstraint``.
+    ``body_x(q) -> [1]`` is the tracked body's x from forward kinematics at ``q`` (what ``xpos``
+    holds after a reset's ``mj_forward``).
     """
 
     name: str

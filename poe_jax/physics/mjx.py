@@ -26,10 +26,11 @@ class MjxPhysics:
     name = "mjx"
 
     def __init__(self, model: mujoco.MjModel, frame_skip: int, impl: str | None = None,
-                 track_body: int | None = None):
+                 track_body: int | None = None, contact_forces: bool = False):
         self.model = model
         self.frame_skip = int(frame_skip)
         self.track_body = track_body
+        self.contact_forces = bool(contact_forces)
         kwargs = {} if impl is None else {"impl": impl}
         self.mjx_model = mjx.put_model(model, **kwargs)
         self._data0 = mjx.make_data(self.mjx_model)
@@ -49,5 +50,13 @@ class MjxPhysics:
         if self.track_body is not None:
             x = nxt.xpos[self.track_body, :1]
             q_next, q = q_next.replace(xbody=x, xbody_lo=jnp.zeros_like(x)), q.tracking()
+        if self.contact_forces:  # Gymnasium: mj_rnePostConstraint on the data mj_step left
+            cfrc = mjx.rne_postconstraint(model, nxt)._impl.cfrc_ext.reshape(-1)
+            q_next, q = q_next.replace(cfrc=cfrc), q.with_forces(self.model.nbody)
         active = jnp.asarray(active, jnp.bool_)
         return jax.tree_util.tree_map(lambda new, old: jnp.where(active, new, old), q_next, q)
+
+    def body_x(self, q: Coords, body: int) -> tuple[jax.Array, jax.Array]:
+        """``([1], [1])``: body ``body``'s world x (hi, lo = 0) from forward kinematics at ``q``."""
+        x = mjx.kinematics(self.mjx_model, self._data0.replace(qpos=q.qpos + q.qpos_lo)).xpos[body, :1]
+        return x, jnp.zeros_like(x)

@@ -58,14 +58,19 @@ class NativePhysics:
         stepper: ``"batch"`` or ``"rollout"`` (default: ``"batch"`` when available).
         track_body: a body id whose x from ``xpos`` after each step is returned (``Coords.xbody``);
             only the ``batch`` stepper can read ``xpos`` (``mujoco.rollout`` records states only).
+        contact_forces: also return ``cfrc_ext`` after ``mj_rnePostConstraint`` (``Coords.cfrc``), as
+            Gymnasium computes it after every step: the batch keeps each row's ``MjData``
+            (``persistent=True``), and each stepped row's data gets ``mj_rnePostConstraint`` (~8 us a
+            row). ``batch`` stepper only.
     """
 
     name = "native"
 
     def __init__(self, model: mujoco.MjModel, frame_skip: int, nthread: int | None = None,
-                 stepper: str | None = None, track_body: int | None = None):
+                 stepper: str | None = None, track_body: int | None = None, contact_forces: bool = False):
         self.model = model
         self.track_body = None if track_body is None else int(track_body)
+        self.contact_forces = bool(contact_forces)
         self.frame_skip = int(frame_skip)
         self.nthread = default_threads() if nthread is None else int(nthread)
         if stepper is None:
@@ -77,6 +82,9 @@ class NativePhysics:
         if stepper == "rollout" and track_body is not None:
             raise ValueError("stepper='rollout' cannot read xpos (mujoco.rollout records states only), which "
                              "this env's reward needs (track_body); use stepper='batch' (MuJoCo >= 4)")
+        if stepper == "rollout" and self.contact_forces:
+            raise ValueError("stepper='rollout' cannot compute cfrc_ext (mujoco.rollout records states only), which "
+                             "this env needs (contact_forces); use stepper='batch' (MuJoCo >= 4)")
         self.stepper = stepper
         self._batch = None  # mujoco.batch.Batch, grown to the largest call
         self._row_scales = None  # [nsim, 2] scales each batch row's model holds (after expansion)
@@ -107,8 +115,9 @@ class NativePhysics:
         """Step float64 ``qpos [B, nq]``, ``qvel [B, nv]`` with ``ctrl [B, nu]``.
 
         ``scales``: optional ``[B, 2]`` (body-mass, friction) scales of each lane's model.
-        Returns float64 ``(qpos', qvel')``, and ``xbody' [B]`` too when tracking a body (the
-        tracked body's x from ``xpos``; NaN on inactive lanes); inactive lanes are copied unchanged.
+        Returns float64 ``(qpos', qvel')``, then ``xbody' [B]`` when tracking a body (the tracked
+        body's x from ``xpos``; NaN on inactive lanes) and ``cfrc' [B, nbody * 6]`` when computing
+        contact forces (NaN on inactive lanes); inactive lanes are copied unchanged.
         """
         m = self.model
         b = qpos.shape[0]
@@ -117,10 +126,12 @@ class NativePhysics:
         nominal = scales is None or bool(np.all(scales == 1.0))
         if self.stepper == "batch" or idx.size == 0:
             xbody = np.full(b, np.nan)
+            cfrc = np.full((b, 6 * m.nbody), np.nan)
             if idx.size:
                 with self._lock:
-                    self._step_batch(qpos_out, qvel_out, ctrl, idx, None if nominal else scales, xbody)
-            return (qpos_out, qvel_out) if self.track_body is None else (qpos_out, qvel_out, xbody)
+                    self._step_batch(qpos_out, qvel_out, ctrl, idx, None if nominal else scales, xbody, cfrc)
+            return (qpos_out, qvel_out, *([xbody] if self.track_body is not None else []),
+                    *([cfrc] if self.contact_forces else []))
         n = idx.size
         models = [m] * n if nominal else [self._scaled_model(*map(float, scales[i])) for i in idx]
         init = np.zeros((n, self.nstate))
@@ -174,12 +185,12 @@ class NativePhysics:
         friction[changed] = m.geom_friction[None] * w[:, 1, None, None]
         self._row_scales[changed] = w
 
-    def _step_batch(self, qpos, qvel, ctrl, idx, scales, xbody):
-        """Step rows ``idx`` of ``qpos``/``qvel`` (and the tracked body's ``xbody``) in place with a
-        ``mujoco.batch.Batch``."""
+    def _step_batch(self, qpos, qvel, ctrl, idx, scales, xbody, cfrc):
+        """Step rows ``idx`` of ``qpos``/``qvel`` (and the tracked body's ``xbody``, the contact
+        forces ``cfrc``) in place with a ``mujoco.batch.Batch``."""
         b = qpos.shape[0]
         if self._batch is None or self._batch.nsim < b:
-            batch = mj_batch.Batch(self.model, nsim=b, nthread=self.nthread)
+            batch = mj_batch.Batch(self.model, nsim=b, nthread=self.nthread, persistent=self.contact_forces)
             self._batch, self._row_scales = batch, None
             self._rows = (batch.state, batch.bind("qpos"), batch.bind("qvel"), batch.bind("ctrl"), batch.bind("xpos"))
         self._set_row_scales(scales, b)
@@ -190,6 +201,13 @@ class NativePhysics:
         qpos[idx], qvel[idx] = bq[idx], bv[idx]
         if self.track_body is not None:
             xbody[idx] = bx[idx, self.track_body, 0]
+        if self.contact_forces:  # Gymnasium: mj_rnePostConstraint on the data mj_step left
+            data = self._datas[0]
+            for i in idx:
+                self._batch.get_data(int(i), data)
+                shifted = scales is not None and np.any(scales[i] != 1.0)
+                mujoco.mj_rnePostConstraint(self._scaled_model(*map(float, scales[i])) if shifted else self.model, data)
+                cfrc[i] = data.cfrc_ext.ravel()
 
     def _callback(self, packed):
         # One packed float32 array in and one out: pure_callback device_puts every
@@ -204,8 +222,10 @@ class NativePhysics:
         scales = x[:, 2 * (nq + nv) + nu : 2 * (nq + nv) + nu + 2]
         active = x[:, -1] > 0.5
         stepped = self.step_host(p, v, ctrl, active, scales)
+        extra = list(stepped[2:])
         out = np.concatenate([*split64(stepped[0]), *split64(stepped[1]),
-                              *(split64(stepped[2][:, None]) if self.track_body is not None else ())], axis=-1)
+                              *(split64(extra.pop(0)[:, None]) if self.track_body is not None else ()),
+                              *((extra.pop(0).astype(np.float32),) if self.contact_forces else ())], axis=-1)
         return out.reshape(*lead, out.shape[-1])
 
     # ---------------------------------------------------------------- JAX side
@@ -216,9 +236,10 @@ class NativePhysics:
         scales = jnp.ones(2, f32) if scales is None else jnp.asarray(scales, f32)
         packed = jnp.concatenate([q.qpos, q.qpos_lo, q.qvel, q.qvel_lo, jnp.asarray(ctrl, f32), scales, active])
         tracked = 2 if self.track_body is not None else 0
+        forces = 6 * self.model.nbody if self.contact_forces else 0
         out = jax.pure_callback(
             self._callback,
-            jax.ShapeDtypeStruct((2 * (nq + nv) + tracked,), f32),
+            jax.ShapeDtypeStruct((2 * (nq + nv) + tracked + forces,), f32),
             packed,
             vmap_method="broadcast_all",
         )
@@ -228,4 +249,28 @@ class NativePhysics:
             old, keep = q.tracking(), active[0] > 0.5
             q_next = q_next.replace(xbody=jnp.where(keep, out[n : n + 1], old.xbody),
                                     xbody_lo=jnp.where(keep, out[n + 1 : n + 2], old.xbody_lo))
+        if forces:  # inactive lanes keep their forces (the host returns NaN there)
+            old = q.with_forces(self.model.nbody).cfrc
+            m = n + tracked
+            q_next = q_next.replace(cfrc=jnp.where(active[0] > 0.5, out[m : m + forces], old))
         return q_next
+
+    def body_x(self, q: Coords, body: int) -> tuple[jax.Array, jax.Array]:
+        """``([1], [1])``: body ``body``'s world x (hi, lo) from forward kinematics at ``q`` (``mj_kinematics``)."""
+        nq = self.model.nq
+        packed = jnp.concatenate([q.qpos, q.qpos_lo])
+
+        def host(x):
+            x = np.asarray(x)
+            rows = x.reshape(-1, x.shape[-1])
+            xb = np.empty(rows.shape[0])
+            with self._lock:
+                data = self._datas[0]
+                for i, r in enumerate(rows):
+                    data.qpos[:] = r[:nq].astype(np.float64) + r[nq:]
+                    mujoco.mj_kinematics(self.model, data)
+                    xb[i] = data.xpos[body, 0]
+            return np.stack(split64(xb), axis=-1).reshape(*x.shape[:-1], 2)
+
+        out = jax.pure_callback(host, jax.ShapeDtypeStruct((2,), jnp.float32), packed, vmap_method="broadcast_all")
+        return out[:1], out[1:]

@@ -101,7 +101,8 @@ def _replay(env, data: dict, fn: Callable, batch: int = 20_000) -> np.ndarray:
     n = len(data["observations"])
     for lo in range(0, n, batch):
         hi = min(n, lo + batch)
-        s0 = env.reset_to_batch(data["infos/qpos"][lo:hi], data["infos/qvel"][lo:hi])
+        goal = {"goal": data["infos/goal"][lo:hi]} if "infos/goal" in data else {}  # AntMaze: the episode's goal
+        s0 = env.reset_to_batch(data["infos/qpos"][lo:hi], data["infos/qvel"][lo:hi], **goal)
         a = jnp.asarray(data["actions"][lo:hi], jnp.float32)
         out.append(np.asarray(fn(s0, a, step(s0, a))))
     return np.concatenate(out)

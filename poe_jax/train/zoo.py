@@ -114,8 +114,10 @@ def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: 
     return paths
 
 
-def train_prior(env_name: str, file: Path, out: Path, steps: int, seed: int = 0, log=print) -> Path:
-    """AWR goal prior on ``file``, written to ``out/ENV-prior``; the log also goes to ``out/ENV-prior.log``."""
+def train_prior(env_name: str, file: Path, out: Path, steps: int, seed: int = 0, log=print,
+                goals: tuple[str, ...] | None = None) -> Path:
+    """AWR goal prior on ``file`` for ``goals`` (default: every goal that applies to the env), written to
+    ``out/ENV-prior``; the log also goes to ``out/ENV-prior.log``."""
     from poe_jax.envs import goal_names
     from poe_jax.train import file_log, prior
 
@@ -126,8 +128,9 @@ def train_prior(env_name: str, file: Path, out: Path, steps: int, seed: int = 0,
     d = data.read(file)
     check_env(env_name, file, d)
     cfg = prior.PriorConfig(steps=steps, seed=seed)
-    p, info = prior.train(env, d, goal_names(), cfg, log=log, checkpoint_dir=out)
-    info["heldout_nll"] = {g: prior.heldout_nll(p, d, g, cfg.holdout) for g in goal_names()}
+    goals = tuple(goals or goal_names(env_name))
+    p, info = prior.train(env, d, goals, cfg, log=log, checkpoint_dir=out)
+    info["heldout_nll"] = {g: prior.heldout_nll(p, d, g, cfg.holdout) for g in goals}
     log(f"held-out NLL per action dim: {info['heldout_nll']}")
     return checkpoints.save(out / f"{env_name}-prior", p, env=env_name, dataset=dataset_name(file), overwrite=True,
                             normalization_note="dataset mean, std + 1e-3",
