@@ -236,6 +236,12 @@ class PriorSpec:
         likelihood: how the std was fitted: ``"censored"`` (actions at the bounds
             are censored observations, so the std does not collapse there) or
             ``"gaussian"`` (plain density on clipped actions; older priors).
+        std_scale: the std head's unit: ``"max_action"`` (``std = max_action * exp(log_std)``,
+            as the mean is ``max_action * tanh(.)``; priors trained now) or ``"absolute"``
+            (``std = exp(log_std)``; older priors). The same at ``max_action = 1`` (MuJoCo
+            locomotion). It matters for an untrained network (the ``random`` prior quality),
+            whose ``log_std`` is about 0: in units of ``max_action`` it is as vague at AntMaze's
+            ±30 as at locomotion's ±1; in absolute units it would be 30 times more confident.
     """
 
     obs_size: int
@@ -246,8 +252,11 @@ class PriorSpec:
     max_action: float = 1.0
     goal_params: tuple[tuple, ...] = ()
     likelihood: str = "gaussian"
+    std_scale: str = "absolute"
 
     def __post_init__(self):
+        if self.std_scale not in ("absolute", "max_action"):
+            raise ValueError(f"PriorSpec.std_scale: {self.std_scale!r}; expected 'absolute' or 'max_action'")
         object.__setattr__(self, "goal_params", tuple(
             (str(g), str(p), float(lo), float(hi), float(d)) for g, p, lo, hi, d in self.goal_params))
         for g, p, lo, hi, _ in self.goal_params:
@@ -417,7 +426,7 @@ class _PriorNet(nn.Module):
         h = nn.relu(h)
         mean = s.max_action * jnp.tanh(nn.Dense(s.act_size, name="mean")(h))
         log_std = jnp.clip(nn.Dense(s.act_size, name="log_std")(h), -5.0, 2.0)
-        return mean, jnp.exp(log_std)
+        return mean, (s.max_action if s.std_scale == "max_action" else 1.0) * jnp.exp(log_std)
 
 
 @struct.dataclass

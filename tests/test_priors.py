@@ -63,6 +63,23 @@ def test_random_prior_is_an_untrained_network_per_seed():
     assert 0.3 < float(jnp.median(a.std)) < 3.0
 
 
+def test_random_prior_is_as_vague_at_any_action_scale():
+    """AntMaze's actions span ±30. A prior whose std is in units of max_action (priors trained now)
+    gives an untrained network a std of about 30 there, as vague as at ±1; in absolute units (older
+    priors) it would be about 1, ten times tighter than a BC actor's 3, and PoE would follow it."""
+    obs = jax.random.normal(jax.random.key(0), (64, 29))
+    std = {}
+    for scale in ("max_action", "absolute"):
+        spec = nets.PriorSpec(29, 8, ("G4_reach",), (32, 32), max_action=30.0, std_scale=scale)
+        std[scale] = float(jnp.median(nets.init_prior(spec, priors.random_prior_key(0)).distribution(obs, 0).std))
+    assert 10.0 < std["max_action"] < 90.0 and 0.3 < std["absolute"] < 3.0
+    assert std["max_action"] == pytest.approx(30 * std["absolute"], rel=1e-5)
+    with pytest.raises(ValueError, match="PriorSpec.std_scale: 'relative'; expected 'absolute' or 'max_action'"):
+        nets.PriorSpec(29, 8, ("G4_reach",), std_scale="relative")
+    legacy = nets.PriorSpec(3, 1, ("G1_speed",))
+    assert legacy.std_scale == "absolute"  # a card without the field keeps its meaning
+
+
 def test_register_quality_from_user_code():
     @priors.register_quality("test_shifted")
     def shifted(x):

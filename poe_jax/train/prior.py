@@ -182,7 +182,7 @@ def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorCo
     norm = nets.ObsNorm.from_data(data["observations"])
     max_action = float(np.asarray(env.action_high)[0])
     spec = nets.PriorSpec(env.obs_size, env.act_size, tuple(goal_names), cfg.hidden, max_action=max_action,
-                          goal_params=tasks.goal_params, likelihood="censored")
+                          goal_params=tasks.goal_params, likelihood="censored", std_scale="max_action")
     n_all = len(data["observations"])
     n_train = int(n_all * (1.0 - cfg.holdout))
     obs_all = jnp.asarray(norm(data["observations"]))
