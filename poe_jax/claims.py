@@ -215,7 +215,7 @@ def _medium_expert(ctx: Evidence) -> Verdict:
 @register_claim(6, "AntMaze with a behaviour-cloned frozen actor: zero success under every rule",
                 "the premise differs when frozen succeeds (this package's BC actors follow a scripted navigator): "
                 "then 'not reproduced', and the table says whether any rule changes success significantly "
-                "(Fisher's exact test vs frozen, Holm)")
+                "(per env, prior quality, rule and α: Fisher's exact test vs frozen, Holm over them)")
 def _antmaze(ctx: Evidence) -> Verdict:
     d = ctx.df[ctx.df.env.astype(str).str.startswith("antmaze")]
     if d.empty:

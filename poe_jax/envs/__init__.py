@@ -3,7 +3,7 @@
 Example:
     >>> from poe_jax import envs
     >>> envs.names()
-    ('hopper', 'halfcheetah', 'walker2d', 'ant', 'hopper-v5', 'halfcheetah-v5', 'walker2d-v5', 'antmaze-umaze', 'antmaze-medium')
+    ('hopper', 'halfcheetah', 'walker2d', 'ant', 'hopper-v5', 'halfcheetah-v5', 'walker2d-v5', 'ant-v5', 'antmaze-umaze', 'antmaze-medium')
 """
 
 from __future__ import annotations
