@@ -64,7 +64,7 @@ def test_mjx_model_shift_matches_native(get_env):
     np.testing.assert_allclose(np.asarray(out["mjx"].obs), np.asarray(out["native"].obs), rtol=1e-3, atol=2e-3)
 
 
-@pytest.mark.parametrize("name", ["ant", "ant-v5"])
+@pytest.mark.parametrize("name", ["ant-v5"])  # v4's ant takes the same xpos path, without contact forces
 def test_mjx_ant_velocity_reads_xpos(name, get_env):
     """MJX returns the torso's xpos with the state, so Ant's forward velocity is Gymnasium's
     (from the last RK4 stage), as on the native backend. MJX's float32 contacts send many lanes

@@ -137,7 +137,7 @@ def test_goals_never_pay_for_falling(get_env):
     """Every goal's live-step reward lies in its documented range (>= 0), over random-action
     episodes that fall; the absorbing state after termination adds nothing to the return."""
     env = get_env("hopper")
-    goals = [make_goal(g, "hopper") for g in goal_names()]
+    goals = [make_goal(g, "hopper") for g in goal_names("hopper")]
     for g in goals:
         lo, hi = g.bounds
         assert lo >= 0 and np.isfinite(hi)
