@@ -101,7 +101,8 @@ def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05)
         half = float(sps.t.ppf(0.975, n - 1) * se) if n > 1 else np.nan
         rec = dict(zip(ROW, key), n=n, mean=mean, se=se, ci_low=mean - half, ci_high=mean + half,
                    kl=float(g["kl"].mean()) if "kl" in g else np.nan,
-                   length=float(g["length"].mean()) if has_len else np.nan)
+                   length=float(g["length"].mean()) if has_len else np.nan,
+                   guarded=not ("success" in g and g["success"].notna().any()))  # termination is a fall
         if rec["rule"] != "frozen":
             cell = tuple(rec[c] for c in CELL)
             try:
@@ -121,7 +122,6 @@ def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05)
             else:
                 rec["p_wilcoxon"] = np.nan
             rec["frozen_length"], rec["p_shorter"] = np.nan, np.nan
-            rec["guarded"] = not ("success" in g and g["success"].notna().any())  # termination is a fall
             if has_len:
                 try:
                     fl = frozen_len.loc[cell]
@@ -143,8 +143,7 @@ def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05)
         out.loc[tested, "p_holm"] = holm(out.loc[tested, "p_t"].to_numpy())
     better = (out["p_holm"] < level) & (out["diff"] > 0)
     if "p_shorter" in out:
-        shorter = ((out["p_shorter"] < level) | (out["length"] < FALL_RATIO * out["frozen_length"])) & \
-            out.get("guarded", pd.Series(True, index=out.index)).fillna(True).astype(bool)
+        shorter = ((out["p_shorter"] < level) | (out["length"] < FALL_RATIO * out["frozen_length"])) & out["guarded"]
     else:
         shorter = pd.Series(False, index=out.index)
     out["label"] = np.where(

@@ -126,7 +126,7 @@ class NativePhysics:
         nominal = scales is None or bool(np.all(scales == 1.0))
         if self.stepper == "batch" or idx.size == 0:
             xbody = np.full(b, np.nan)
-            cfrc = np.full((b, 6 * m.nbody), np.nan)
+            cfrc = np.full((b, 6 * m.nbody), np.nan) if self.contact_forces else None
             if idx.size:
                 with self._lock:
                     self._step_batch(qpos_out, qvel_out, ctrl, idx, None if nominal else scales, xbody, cfrc)
@@ -221,11 +221,13 @@ class NativePhysics:
         ctrl = x[:, 2 * (nq + nv) : 2 * (nq + nv) + nu]
         scales = x[:, 2 * (nq + nv) + nu : 2 * (nq + nv) + nu + 2]
         active = x[:, -1] > 0.5
-        stepped = self.step_host(p, v, ctrl, active, scales)
-        extra = list(stepped[2:])
-        out = np.concatenate([*split64(stepped[0]), *split64(stepped[1]),
-                              *(split64(extra.pop(0)[:, None]) if self.track_body is not None else ()),
-                              *((extra.pop(0).astype(np.float32),) if self.contact_forces else ())], axis=-1)
+        qpos, qvel, *extra = self.step_host(p, v, ctrl, active, scales)  # then xbody, cfrc where computed
+        parts = [*split64(qpos), *split64(qvel)]
+        if self.track_body is not None:
+            parts += split64(extra.pop(0)[:, None])
+        if self.contact_forces:
+            parts.append(extra.pop(0).astype(np.float32))
+        out = np.concatenate(parts, axis=-1)
         return out.reshape(*lead, out.shape[-1])
 
     # ---------------------------------------------------------------- JAX side
