@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -269,9 +270,23 @@ def _check_env(args) -> None:
         raise UsageError(f"--env: unknown env {env!r}; known envs: {', '.join(envs.names())}")
 
 
+def _compile_cache() -> None:
+    """JAX's persistent compilation cache for the CLI's process (a grid compiles one program per rule and
+    prior quality; a rerun, or a second actor on the same env, reuses them). ``POE_JAX_CACHE`` moves it;
+    a cache the caller already set is kept."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir is None:
+        path = os.environ.get("POE_JAX_CACHE") or str(Path.home() / ".cache" / "poe_jax" / "jax")
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def _dispatch(args) -> int:
     if args.command in ("train", "data"):
         _check_env(args)
+    if args.command == "run":
+        _compile_cache()
     if args.command == "demo":
         from poe_jax.demo import main as demo_main
 

@@ -507,6 +507,9 @@ class Rule:
             ``alpha_fn(inputs) -> [...]`` the alpha it used; the grid records its episode mean.
         style: ``(marker, linestyle)`` of the rule in the report's figures.
         doc: one line.
+        mean_of: the rule whose mean this rule's mean equals at the same ``alpha_equiv``
+            (``kl_reg``: ``"poe"``). Executed deterministically (the mean), the two are one
+            policy: the statistics test it once.
     """
 
     name: str
@@ -521,6 +524,7 @@ class Rule:
     alpha_fn: Callable[[RuleInputs], jax.Array] | None = None
     style: tuple[str, str] = ("o", "-")
     doc: str = ""
+    mean_of: str | None = None
 
     def __call__(self, actor, prior, param=None, critic: CriticInputs | None = None):
         return self.evaluate(RuleInputs(actor, prior, param, critic))
@@ -590,7 +594,7 @@ RULES = _Registry()
 def register_rule(name: str, *, param: str | None = None, bounds: tuple[float, float] = (0.0, 1.0),
                   alpha_equiv: float | Callable | None = None, default: float = 0.0, needs_critic: bool = False,
                   uses_prior: bool = True, alpha_fn: Callable | None = None,
-                  style: tuple[str, str] = ("o", "-")):
+                  style: tuple[str, str] = ("o", "-"), mean_of: str | None = None):
     """Decorator: register ``fn(actor, prior, param) -> DiagGaussian`` as rule ``name``.
 
     With ``needs_critic=True`` the function takes a fourth argument, :class:`CriticInputs`.
@@ -613,7 +617,7 @@ def register_rule(name: str, *, param: str | None = None, bounds: tuple[float, f
     def deco(fn):
         doc = (fn.__doc__ or "").strip().splitlines()
         RULES._add(Rule(name, fn, param, lo, hi, alpha_equiv, float(default), needs_critic, uses_prior, alpha_fn,
-                        tuple(style), doc[0] if doc else ""))
+                        tuple(style), doc[0] if doc else "", mean_of))
         return fn
 
     return deco
@@ -628,7 +632,7 @@ register_rule("prior_only", alpha_equiv=1.0, default=1.0, style=("x", ""))(prior
 register_rule("additive", param="alpha", bounds=(0.0, 1.0), alpha_equiv=_identity, style=("^", "-."))(additive)
 register_rule("poe", param="alpha", bounds=(0.0, 1.0), alpha_equiv=_identity, style=("o", "-"))(poe)
 register_rule("kl_reg", param="beta", bounds=(0.0, math.inf), alpha_equiv=lambda b: float(beta_to_alpha(b)),
-              style=("s", "--"))(kl_reg)
+              style=("s", "--"), mean_of="poe")(kl_reg)
 register_rule("poe_adaptive", param="budget", bounds=(0.0, math.inf), style=("D", ":"),
               alpha_fn=lambda x: _adaptive_alpha_used(x.actor, x.prior, x.param))(poe_adaptive)
 RULE_NAMES: tuple[str, ...] = tuple(RULES)  # the built-in closed-form rules (RULES holds every registered one)

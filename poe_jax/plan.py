@@ -29,11 +29,25 @@ from poe_jax import checkpoints, compose, nets, priors
 from poe_jax.program import Lanes, build_program
 from poe_jax.spec import GridSpec, Shift, SpecError, check
 
-__all__ = ["LANE_LAYOUT", "PRIOR_BLIND", "Cell", "LaneTable", "Plan", "cells", "lane_table", "resolve",
-           "resolve_checkpoint"]
+__all__ = ["LANE_LAYOUT", "MIN_BATCH", "PRIOR_BLIND", "Cell", "LaneTable", "Plan", "ProgramKey", "cells",
+           "lane_table", "resolve", "resolve_checkpoint"]
 
 PRIOR_BLIND = priors.PRIOR_BLIND  # the ``prior`` recorded for rules that ignore the prior
 LANE_LAYOUT = 2  # bumped when cells() changes the lane order; a DIR of another layout is refused
+MIN_BATCH = 8  # the smallest lane batch a program is called with (a batch of 1 takes XLA's matrix-vector kernels)
+
+
+class ProgramKey(NamedTuple):
+    """What one compiled program fixes: a lane runs the program of its own (rule, prior quality, noise
+    switches), never a program shaped by the rest of the grid. Two rules in one program would share
+    fusions (XLA contracts ``a*b + c`` into one FMA where the two ops land in one fused loop), so
+    adding ``poe_adaptive`` to a grid changed ``poe``'s rounding and, through chaotic contacts, its
+    episodes. ``quality`` is ``"trained"`` for rules that ignore the prior."""
+
+    rule: str
+    quality: str
+    obs_noise: bool
+    act_noise: bool
 
 
 def resolve_checkpoint(ref: str, base_dir: str = ".", field: str = "actor") -> Path:
@@ -171,13 +185,19 @@ class Plan:
     def lane_table(self, prior) -> LaneTable:
         return lane_table(self.spec, prior.spec.goals, prior.spec.goal_params)
 
-    def program(self, on_step=None):
-        """``program(actor, prior, lanes) -> Totals`` for this grid (not yet jitted); ``on_step(t)``: progress."""
+    def program_keys(self) -> list[ProgramKey]:
+        """Per cell (in :attr:`cells` order), the program its lanes run (:class:`ProgramKey`)."""
+        shifts = {s.name: s for s in self.shifts}
+        return [ProgramKey(c.rule, "trained" if c.prior == PRIOR_BLIND else c.prior,
+                           shifts[c.shift].obs_noise > 0, shifts[c.shift].action_noise > 0) for c in self.cells]
+
+    def program(self, key: ProgramKey, on_step=None):
+        """``program(actor, prior, lanes) -> Totals`` for the lanes of ``key`` (not yet jitted): one rule,
+        one prior quality, so ``Lanes.rule`` and ``Lanes.quality`` are 0. ``on_step(t)``: progress."""
         sp = self.spec
-        return build_program(self.env, self.goals, self.rules, tuple(sp.priors), max_steps=sp.max_steps,
-                             degraded_noise=sp.degraded_noise, sample=sp.sample,
-                             obs_noise=any(s.obs_noise > 0 for s in self.shifts),
-                             act_noise=any(s.action_noise > 0 for s in self.shifts), on_step=on_step)
+        return build_program(self.env, self.goals, (compose.RULES[key.rule],), (key.quality,),
+                             max_steps=sp.max_steps, degraded_noise=sp.degraded_noise, sample=sp.sample,
+                             obs_noise=key.obs_noise, act_noise=key.act_noise, on_step=on_step)
 
 
 def resolve(spec: GridSpec, backend: str | None = None) -> Plan:

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from poe_jax import metrics
-from poe_jax.plan import Plan, resolve
+from poe_jax.plan import MIN_BATCH, Plan, resolve
 from poe_jax.program import Totals
 from poe_jax.spec import GridSpec, SpecError
 from poe_jax.store import Store, done_lanes, episodes_dir, repair as repair_parts, write_json
@@ -181,12 +181,21 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
         return _execute(plan, store, progress)
 
 
-def _chunks(n_lanes: int, chunk: int, done: np.ndarray) -> list[np.ndarray]:
-    """This process's chunks of lanes not yet recorded (every ``process_count``-th chunk)."""
+def _chunks(groups: list[tuple], chunk_of, done: np.ndarray) -> list[tuple]:
+    """This process's chunks ``(key, lane ids, batch)`` of lanes not yet recorded: each program's lanes
+    (in lane order) cut into chunks of its batch; every ``process_count``-th chunk of the run is this
+    process's."""
     pid, nproc = jax.process_index(), jax.process_count()
-    chunks = [np.arange(lo, min(lo + chunk, n_lanes)) for lo in range(0, n_lanes, chunk)]
-    mine = [c[~done[c]] for i, c in enumerate(chunks) if i % nproc == pid]
-    return [c for c in mine if c.size]
+    out, i = [], 0
+    for key, ids in groups:
+        batch = chunk_of(ids.size)
+        for lo in range(0, ids.size, batch):
+            c = ids[lo:lo + batch]
+            c = c[~done[c]]
+            if i % nproc == pid and c.size:
+                out.append((key, c, batch))
+            i += 1
+    return out
 
 
 def _execute(plan: Plan, store: Store, progress: bool) -> RunResult:
@@ -194,19 +203,25 @@ def _execute(plan: Plan, store: Store, progress: bool) -> RunResult:
     table = plan.lane_table(prior)
     n_lanes = len(table)
     done = np.zeros(n_lanes, bool)
-    done[done_lanes(store.out)] = True
+    done[done_lanes(store.out).astype(np.int64)] = True
     skipped = int(done.sum())
     devices = jax.local_devices()
-    chunk = max(len(devices), -(-min(plan.spec.chunk_size, n_lanes) // len(devices)) * len(devices))
+    per_cell = plan.program_keys()
+    keys = list(dict.fromkeys(per_cell))
+    lane_key = np.asarray([keys.index(k) for k in per_cell], np.int64)[table.cell]
+    groups = [(k, np.flatnonzero(lane_key == i)) for i, k in enumerate(keys)]
+
+    def chunk_of(n: int) -> int:  # the group's batch: at least MIN_BATCH, a multiple of the devices
+        size = max(MIN_BATCH, min(plan.spec.chunk_size, n))
+        return -(-size // len(devices)) * len(devices)
+
     sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("lanes",)),
                                           jax.sharding.PartitionSpec("lanes"))
-    mine = _chunks(n_lanes, chunk, done)
+    mine = _chunks(groups, chunk_of, done)
     bar = _Progress(n_lanes, skipped, plan.spec.max_steps) if (progress and store.primary) else None
-    program = jax.jit(plan.program(on_step=bar))
     t_start = time.perf_counter()
     try:
-        computed, steps, compile_s = _chunks_through(plan, store, program, actor, prior, table, mine, chunk,
-                                                     sharding, bar)
+        computed, steps, compile_s = _chunks_through(plan, store, actor, prior, table, mine, sharding, bar)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
@@ -224,7 +239,7 @@ def _execute(plan: Plan, store: Store, progress: bool) -> RunResult:
         "lanes": n_lanes, "episodes_recorded": int(done_lanes(store.out).size), "episodes_computed_this_run": computed,
         "episodes_skipped_as_done": skipped, "compile_s": round(compile_s, 3), "wall_s": round(wall, 3),
         "episodes_per_s": rate(computed), "env_steps_per_s": rate(steps) and round(rate(steps), 1),
-        "chunk_size": chunk,
+        "chunk_size": max(chunk_of(ids.size) for _, ids in groups), "programs": len(keys),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if store.primary:
@@ -232,19 +247,24 @@ def _execute(plan: Plan, store: Store, progress: bool) -> RunResult:
     return RunResult(store.out, computed, skipped, summary)
 
 
-def _chunks_through(plan: Plan, store: Store, program, actor, prior, table, mine, chunk: int, sharding, bar):
-    """Each chunk of lanes through the program into the store; returns (episodes, env steps, compile s)."""
-    compiled, compile_s, computed, steps = None, 0.0, 0, 0
-    for idx in mine:
-        padded = np.concatenate([idx, np.full(chunk - idx.size, idx[-1])])
-        lanes = jax.device_put(table.lanes.take(padded), sharding)
+def _chunks_through(plan: Plan, store: Store, actor, prior, table, mine, sharding, bar):
+    """Each chunk of lanes through its program into the store; returns (episodes, env steps, compile s).
+    A program is compiled once per (key, batch), when its first chunk comes."""
+    compiled, compile_s, computed, steps = {}, 0.0, 0, 0
+    for key, idx, batch in mine:
+        padded = np.concatenate([idx, np.full(batch - idx.size, idx[-1])])
+        # the program holds one rule and one prior quality: its lanes index them at 0
+        lanes = table.lanes.take(padded)
+        lanes = lanes._replace(rule=np.zeros_like(lanes.rule), quality=np.zeros_like(lanes.quality))
+        lanes = jax.device_put(lanes, sharding)
         if bar is not None:
             bar.start(idx.size)
-        if compiled is None:
+        if (key, batch) not in compiled:
             t0 = time.perf_counter()
-            compiled = program.lower(actor, prior, lanes).compile()
-            compile_s = time.perf_counter() - t0
-        tot = jax.tree_util.tree_map(lambda v: np.asarray(v)[: idx.size], jax.device_get(compiled(actor, prior, lanes)))
+            compiled[key, batch] = jax.jit(plan.program(key, on_step=bar)).lower(actor, prior, lanes).compile()
+            compile_s += time.perf_counter() - t0
+        tot = jax.tree_util.tree_map(lambda v: np.asarray(v)[: idx.size],
+                                     jax.device_get(compiled[key, batch](actor, prior, lanes)))
         store.write(records(plan, table.cell[idx], table.lanes.take(idx), table.lane[idx], tot))
         computed += idx.size
         steps += int(np.sum(tot.length))

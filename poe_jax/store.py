@@ -198,7 +198,8 @@ def read_spec(d: str | os.PathLike) -> dict:
 
 def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
     """The recorded episodes of a run (one grid or several), sorted by grid then lane (a pandas DataFrame),
-    with a ``grid`` column: the grid's folder name. A lane stored twice (e.g. by two runs racing
+    with a ``grid`` column (the grid's folder name) and a ``sample`` column (the grid's execution mode:
+    a sample of the composed policy, or its mean). A lane stored twice (e.g. by two runs racing
     before the folder was locked) is read once.
 
     ``serve_prior_blind``: the episodes of rules that ignore the prior (recorded once, with
@@ -216,10 +217,12 @@ def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
         duplicates += n - len(df)
         df = df.drop(columns="grid", errors="ignore")
         df.insert(0, "grid", d.name)  # grids of one run may share env and actor (other prior, goal parameters)
+        spec = read_spec(d) if (d / "spec.json").is_file() else {}
+        df["sample"] = bool(spec.get("sample", False))  # the execution mode: a sample of the policy, or its mean
         blind = df["prior"].eq(priors.PRIOR_BLIND)
         served |= bool(blind.any())
         if serve_prior_blind and blind.any():
-            qualities = read_spec(d)["priors"]
+            qualities = spec["priors"] if spec else read_spec(d)["priors"]
             df = pd.concat([df[~blind], *(df[blind].assign(prior=q) for q in qualities)]).sort_values(
                 "lane", kind="stable")
         frames.append(df)

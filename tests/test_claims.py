@@ -1,90 +1,312 @@
-"""The claims table on planted data: an anchored rule, collapsing rules, a HELP / FROZEN / HURT
-split, AntMaze success changes and support violation, each verdict checked, and flipped when the
-planted effect is removed."""
+"""The claims table on planted data: each claim's population, and every verdict it can give reached by
+planting the effect that should give it (reproduced, partly, not reproduced, vacuous, premise not met,
+underpowered, not covered); and a grid added to a run changes no label of the others."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
+import pytest
 
-from poe_jax import claims, stats
+from poe_jax import claims, compose, stats
 
-SEEDS = range(10)
-# (goal, prior, rule, param) -> multiplier of frozen's goal return
-LOCO = {
-    ("G1_speed", "trained", "poe", 0.5): 1.3,  # HELP
-    ("G2_balanced", "trained", "poe", 0.5): 1.0,  # FROZEN
-    ("G3_target", "trained", "poe", 0.5): 0.7,  # HURT
-    **{(g, "random", "poe", 0.5): 0.97 for g in ("G1_speed", "G2_balanced", "G3_target")},  # anchored
-    **{(g, "random", "additive", 0.5): 0.3 for g in ("G1_speed", "G2_balanced", "G3_target")},  # collapses
-    **{(g, "random", "prior_only", 1.0): 0.1 for g in ("G1_speed", "G2_balanced", "G3_target")},
-    **{(g, q, "kl_reg", 1.0): 1.0 for g in ("G1_speed", "G2_balanced", "G3_target") for q in ("trained", "random")},
-}
-# AntMaze: (prior, rule, param) -> success probability; frozen succeeds 90%
-MAZE = {("trained", "poe", 0.5): 0.9, ("random", "prior_only", 1.0): 0.0}
+ALPHAS = (0.1, 0.25, 0.5, 0.75, 0.9)
+GOALS = ("G1_speed", "G2_balanced", "G3_target")
+ENVS = ("hopper", "halfcheetah", "walker2d", "ant")
 
 
-def planted(poe_random: float = 0.97) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    rows = []
-    base = {s: rng.normal(1000, 50) for s in SEEDS}
-    common = {"env": "hopper", "actor": "hopper-medium-iql", "shift": "none", "episode": 0, "length": 1000,
-              "success": pd.NA}
-    for goal in ("G1_speed", "G2_balanced", "G3_target"):
-        for s in SEEDS:
-            rows.append({**common, "goal": goal, "prior": "any", "rule": "frozen", "param": 0.0, "seed": s,
-                         "return_goal": base[s] + rng.normal(0, 5), "kl_to_frozen": 0.0, "support_violation": 0.0})
-            rows.append({**common, "goal": goal, "prior": "any", "rule": "critic_greedy", "param": 0.0, "seed": s,
-                         "return_goal": base[s] * 0.5, "kl_to_frozen": 3.0, "support_violation": 0.95})
-    for (goal, prior, rule, param), mult in LOCO.items():
-        mult = poe_random if (prior, rule) == ("random", "poe") else mult
-        for s in SEEDS:
-            rows.append({**common, "goal": goal, "prior": prior, "rule": rule, "param": param, "seed": s,
-                         "return_goal": base[s] * mult + rng.normal(0, 5), "kl_to_frozen": 0.3,
-                         "support_violation": 0.002 if rule in ("poe", "kl_reg") else 0.5})
-    maze = {"env": "antmaze-umaze", "actor": "antmaze-umaze-scripted-bc", "goal": "G4_reach", "shift": "none",
-            "kl_to_frozen": 0.2, "support_violation": 1.0}
-    for s in SEEDS:
-        for e in range(2):
-            won = rng.uniform() < 0.9
-            rows.append({**maze, "prior": "any", "rule": "frozen", "param": 0.0, "seed": s, "episode": e,
-                         "success": won, "return_goal": float(won), "length": 300 if won else 700})
-            for (prior, rule, param), p in MAZE.items():
-                won = rng.uniform() < p
-                rows.append({**maze, "prior": prior, "rule": rule, "param": param, "seed": s, "episode": e,
-                             "success": won, "return_goal": float(won), "length": 300 if won else 700})
-    df = pd.DataFrame(rows)
-    df["success"] = df["success"].astype("boolean")
-    blind = df.prior.eq("any")  # served once per prior quality, as poe_jax.store.read_episodes does
-    return pd.concat([df[~blind], *(df[blind].assign(prior=q) for q in ("trained", "random"))], ignore_index=True)
+class Run:
+    """A planted run: rows as poe_jax.store.read_episodes gives them (frozen served once per quality)."""
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.rows: list[dict] = []
+        self.lane = 0
+
+    def grid(self, name, env, actor, *, effects, goals=("G1_speed",), priors=("trained",), shifts=("none",),
+             seeds=20, sample=False, noise=5.0, base=1000.0, success=None, violation=None, delta_pi=0.3):
+        """``effects``: {(rule, param): multiplier of frozen's return, or f(goal, prior, shift, seed) -> it}.
+        ``success``: {rule: probability} (AntMaze-like rows); ``violation``: {rule: rate}."""
+        base_s = {s: self.rng.normal(base, 50) for s in range(seeds)}
+        common = dict(grid=name, env=env, actor=actor, episode=0, length=1000, sample=sample,
+                      max_abs_goal_reward=5.0, normalized_score=50.0)
+        for goal, shift, s in itertools.product(goals, shifts, range(seeds)):
+            self._add(common, priors, goal, shift, s, "frozen", 0.0, base_s[s] + self.rng.normal(0, noise), 0.0,
+                      success, violation, delta_pi, blind=True)
+            for (rule, param), m in effects.items():
+                for q in (priors if compose.RULES[rule].uses_prior else [None]):
+                    mult = m(goal, q, shift, s) if callable(m) else m
+                    val = base_s[s] * mult + self.rng.normal(0, noise)
+                    self._add(common, priors if q is None else [q], goal, shift, s, rule, param, val,
+                              float(compose.RULES[rule].equiv(param)) if np.isfinite(compose.RULES[rule].equiv(param))
+                              else 1.0, success, violation, delta_pi, blind=q is None)
+        return self
+
+    def _add(self, common, priors, goal, shift, seed, rule, param, value, kl, success, violation, delta_pi, blind):
+        won = None
+        if success is not None:
+            won = bool(self.rng.uniform() < success.get(rule, 0.0))
+            value = float(won)
+        sv = (violation or {}).get(rule, 0.0)
+        sv = sv(seed) if callable(sv) else sv
+        rec = dict(common, goal=goal, shift=shift, seed=seed, rule=rule, param=param, return_goal=value,
+                   kl_to_frozen=kl, support_violation=sv + self.rng.uniform(0, 1e-4), lane=self.lane,
+                   success=won, delta_pi_upper=delta_pi * (rule != "frozen"), delta_pi_lower=0.0,
+                   discounted_goal=value / 10)
+        if success is not None:
+            rec["length"] = 300 if won else 700
+        self.lane += 1
+        for q in priors:
+            self.rows.append({**rec, "prior": q})
+
+    def frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.rows)
+        df["success"] = df["success"].astype("boolean")
+        return df
 
 
 def table(df: pd.DataFrame) -> pd.DataFrame:
-    r, _ = stats.row_stats(df)
-    return claims.evaluate(claims.Evidence(df, r, stats.label_cells(r), 0.05, 0.5)).set_index("claim")
+    rows, _ = stats.row_stats(df)
+    return claims.evaluate(claims.Evidence(df, rows, stats.label_cells(rows), 0.05, 0.5)).set_index("claim")
 
 
-def test_planted_claims_get_their_verdicts():
-    t = table(planted())
-    assert t.loc[1, "verdict"] == "reproduced"  # poe(0.5) and kl_reg(1.0): the closed forms
-    # 2: poe anchored (0.97 of frozen) under the random prior, additive (0.3) and prior_only (0.1) collapse
-    assert t.loc[2, "verdict"] == "reproduced"
-    assert "random: poe 0.97, additive 0.30, prior_only 0.10" in t.loc[2, "effect"]
-    # 4: HELP on G1, FROZEN on G2, HURT on G3 (the AntMaze cell is a fourth, FROZEN)
-    assert t.loc[4, "verdict"] == "reproduced"
-    assert t.loc[4, "effect"].startswith("HELP 1, FROZEN 2, HURT 1, FALL 0 of 4 cells")
-    # 6: frozen succeeds, prior_only under the random prior never does: lowered, significantly
-    assert t.loc[6, "verdict"] == "not reproduced (premise differs: frozen succeeds)"
-    assert "lowered in 1 of 2 rows (random: prior_only)" in t.loc[6, "effect"]
-    assert "frozen 85% of 20;" in t.loc[6, "effect"]  # each frozen episode counted once, not once per quality
-    assert "raised in 0 of 2 rows" in t.loc[6, "effect"]
-    # 8: poe below 1% (frozen executes its mean), critic_greedy ≥ 0.9; the AntMaze actor is left out
-    assert t.loc[8, "verdict"] == "reproduced"
-    assert "left out (frozen's own rate > 0.5): antmaze-umaze-scripted-bc 1.00" in t.loc[8, "effect"]
+def verdict(df, cid):
+    return table(df).loc[cid]
 
 
-def test_a_collapsing_poe_is_not_reproduced():
-    """The same grid with poe collapsing under the random prior (0.3 of frozen, as additive)."""
-    t = table(planted(poe_random=0.2))
-    assert t.loc[2, "verdict"] == "not reproduced"
-    assert "random: poe 0.20" in t.loc[2, "effect"]
+def steer(mult_poe, mult_add=None, po=None, alphas=ALPHAS):
+    """poe (and additive, prior_only) effects; each a number or f(goal, prior, shift, seed)."""
+    out = {("poe", a): (mult_poe(a) if callable(mult_poe) and mult_poe.__code__.co_argcount == 1 else mult_poe)
+           for a in alphas}
+    if mult_add is not None:
+        out |= {("additive", a): (mult_add(a) if callable(mult_add) and mult_add.__code__.co_argcount == 1
+                                  else mult_add) for a in alphas}
+    if po is not None:
+        out[("prior_only", 1.0)] = po
+    return out
+
+
+# ---------------------------------------------------------------- claim 1
+def test_claim1_independent_references_and_a_wrong_kernel(monkeypatch):
+    df = Run().grid("g", "hopper", "hopper-medium-iql", effects=steer(1.0), seeds=4).frame()
+    c = verdict(df, 1)
+    assert c.verdict == "reproduced" and "quadrature" in c.test and "0.75" in c.population
+    real = compose.kl_reg
+    monkeypatch.setattr(compose, "kl_reg", lambda a, g, b: real(a, g, 2 * b))  # the wrong β
+    assert verdict(df, 1).verdict == "not reproduced"
+
+
+# ---------------------------------------------------------------- claim 2
+def _degradation(poe_deg, poe_rand, add=lambda a: 1 - a, po=0.1):
+    quality = {"trained": lambda a: 1.0, "degraded": poe_deg, "random": poe_rand}
+    eff = {("poe", a): (lambda g, q, sh, s, a=a: quality[q](a)) for a in ALPHAS}
+    eff |= {("additive", a): (lambda g, q, sh, s, a=a: 1.0 if q == "trained" else add(a)) for a in ALPHAS}
+    eff[("prior_only", 1.0)] = lambda g, q, sh, s: 1.0 if q == "trained" else po
+    run = Run()
+    for env in ENVS[:2]:
+        run.grid(f"{env}-medium", env, f"{env}-medium-iql", effects=eff, goals=GOALS[:2],
+                 priors=("trained", "degraded", "random"), seeds=10)
+    return run.frame()
+
+
+@pytest.mark.parametrize("deg, rand, expect", [
+    (lambda a: 0.97, lambda a: 0.98, "reproduced"),
+    (lambda a: 0.6, lambda a: 0.98, "partly"),
+    (lambda a: 0.6, lambda a: 0.5, "not reproduced"),
+    (lambda a: 0.97 if a <= 0.75 else 0.3, lambda a: 0.98 if a <= 0.75 else 0.2, "reproduced"),  # α = 0.9 not decided on
+])
+def test_claim2_decided_on_degraded_and_random_at_the_stated_alphas(deg, rand, expect):
+    c = verdict(_degradation(deg, rand), 2)
+    assert c.verdict == expect, c.effect
+    assert "priors degraded, random" in c.population and "mean executed" in c.population
+
+
+def test_claim2_additive_that_does_not_collapse_is_only_partly():
+    assert verdict(_degradation(lambda a: 0.97, lambda a: 0.97, add=lambda a: 0.95), 2).verdict == "partly"
+
+
+# ---------------------------------------------------------------- claims 3 and 4
+def _twelve(labels, noise=5.0, seeds=20, kl=None):
+    """The 12 medium (env, goal) cells with poe effects: 'HELP' (1.3 at α >= 0.5), 'FROZEN' (1.0), 'HURT'
+    (0.7 at every α); ``labels``: 12 in env-major order."""
+    eff_of = {"HELP": lambda a: 1.3 if a >= 0.5 else 1.0, "FROZEN": lambda a: 1.0, "HURT": lambda a: 0.7}
+    run = Run(1)
+    it = iter(labels)
+    for env in ENVS:
+        per_goal = {g: eff_of[next(it)] for g in GOALS}
+        eff = {("poe", a): (lambda g, q, sh, s, a=a, pg=per_goal: pg[g](a)) for a in ALPHAS}
+        run.grid(f"{env}-medium", env, f"{env}-medium-iql", effects=eff, goals=GOALS, seeds=seeds, noise=noise)
+    df = run.frame()
+    if kl is not None:
+        df.loc[df.rule == "poe", "kl_to_frozen"] = df.loc[df.rule == "poe", "param"].map(kl)
+    return df
+
+
+STUDY = ["HELP", "FROZEN", "HURT"] * 3 + ["HELP", "FROZEN", "FROZEN"]  # 4 / 5 / 3
+
+
+def test_claim4_the_twelve_cells_with_the_study_split():
+    c = verdict(_twelve(STUDY), 4)
+    assert c.verdict == "reproduced"
+    assert c.effect.startswith("any α (Holm over 60 tests): HELP 4, FROZEN 5, HURT 3, UNDERPOWERED 0, FALL 0 of 12 "
+                               "cells (study: HELP 4, FROZEN 5, HURT 3 of 12)")
+    assert "hopper/G1_speed HELP" in c.effect and "ant/G3_target FROZEN" in c.effect
+    assert "12 cells" in c.population and "priors trained" in c.population
+
+
+@pytest.mark.parametrize("labels, noise, expect", [
+    (["HELP", "FROZEN"] * 6, 5.0, "partly"),
+    (["FROZEN"] * 12, 5.0, "not reproduced"),
+    (STUDY, 400.0, "underpowered"),
+])
+def test_claim4_other_verdicts(labels, noise, expect):
+    assert verdict(_twelve(labels, noise=noise), 4).verdict == expect
+
+
+def test_claim4_and_5_leave_out_other_actors_priors_and_shifts():
+    """Medium-expert, broken-prior and shifted rows do not enter claim 4's cells; claim 5 reads only the
+    medium-expert actors."""
+    df = _twelve(STUDY)
+    extra = Run(5).grid("hopper-medium-expert", "hopper", "hopper-medium-expert-iql", effects=steer(0.7),
+                        goals=GOALS).grid("hopper-shift", "hopper", "hopper-medium-iql", effects=steer(0.5),
+                                          shifts=("none", "mass=1.25")).frame()
+    both = pd.concat([df, extra], ignore_index=True)
+    assert verdict(both, 4).effect.split(" | ")[0] == verdict(df, 4).effect.split(" | ")[0]
+    c5 = verdict(both, 5)
+    assert c5.verdict == "reproduced" and "grids hopper-medium-expert" in c5.population
+    assert verdict(df, 5).verdict == claims.NOT_COVERED
+
+
+def test_claim3_selector_against_never_steering_and_a_fixed_alpha():
+    kl_good = {a: a for a in ALPHAS}  # budget 0.5: the selector picks α = 0.5, where HELP cells gain 1.3
+    c = verdict(_twelve(STUDY, kl=kl_good), 3)
+    assert c.verdict == "reproduced", c.effect
+    assert c.effect.startswith("4 of 12 cells where the oracle beats frozen")
+    assert "selector 4 of 4, never steer 0 of 4, α = 0.5 4 of 4" in c.effect
+    kl_bad = {a: a / 10 + (10 if a > 0.1 else 0) for a in ALPHAS}  # only α = 0.1 within budget: no gain
+    assert verdict(_twelve(STUDY, kl=kl_bad), 3).verdict == "not reproduced"
+    assert verdict(_twelve(["FROZEN"] * 12, kl=kl_good), 3).verdict == "premise not met"
+
+
+def test_claim3_oracle_is_cross_fitted():
+    """An α that looks best only by chance on the seeds that chose it is scored on the other half."""
+    df = _twelve(STUDY)
+    rows, _ = stats.row_stats(df)
+    cells = stats.label_cells(rows)
+    c = cells[(cells.env == "hopper") & (cells.goal == "G1_speed")].iloc[0]
+    assert c.crossfit and c.oracle_param >= 0.5 and c.oracle_param_b >= 0.5
+    sm = stats.seeds_of(rows)
+    mine = sm[(sm.env == "hopper") & (sm.goal == "G1_speed") & (sm.rule == "poe")]
+    wide = mine.pivot(index="seed", columns="param", values="return_goal")
+    a, b = wide.index[0::2], wide.index[1::2]
+    want = pd.concat([wide.loc[b, wide.loc[a].mean().idxmax()], wide.loc[a, wide.loc[b].mean().idxmax()]]).mean()
+    assert c.oracle_mean == pytest.approx(want)
+
+
+# ---------------------------------------------------------------- claim 5
+@pytest.mark.parametrize("mult, noise, expect", [
+    (0.7, 5.0, "reproduced"),
+    (lambda a: 0.7 if a >= 0.25 else 1.0, 5.0, "partly"),
+    (lambda a: 1.2 if a == 0.1 else 0.7, 5.0, "not reproduced"),
+    (0.9, 600.0, "underpowered"),
+])
+def test_claim5_medium_expert_verdicts(mult, noise, expect):
+    run = Run(2)
+    for env in ENVS[:3]:
+        run.grid(f"{env}-medium-expert", env, f"{env}-medium-expert-iql", effects=steer(mult), goals=GOALS,
+                 noise=noise)
+    assert verdict(run.frame(), 5).verdict == expect
+
+
+# ---------------------------------------------------------------- claim 6
+@pytest.mark.parametrize("success, expect", [
+    ({"frozen": 0.9, "poe": 0.9, "additive": 0.8}, "premise not met"),
+    ({"frozen": 0.0, "poe": 0.0, "additive": 0.0}, "reproduced"),
+    ({"frozen": 0.0, "poe": 0.0, "additive": 0.6}, "not reproduced"),
+    ({"frozen": 0.0, "poe": 0.05, "additive": 0.0}, "partly"),
+])
+def test_claim6_antmaze_premise_and_verdicts(success, expect):
+    df = Run(3).grid("antmaze-umaze", "antmaze-umaze", "antmaze-umaze-bc", goals=("G4_reach",),
+                     effects={("poe", 0.5): 1.0, ("additive", 0.9): 1.0}, seeds=20, success=success).frame()
+    c = verdict(df, 6)
+    assert c.verdict == expect, c.effect
+    assert "frozen succeeds" in c.effect
+    if expect == "premise not met":
+        assert "frozen succeeds 9" in c.effect or "frozen succeeds 8" in c.effect
+
+
+# ---------------------------------------------------------------- claim 7
+@pytest.mark.parametrize("delta_pi, mult, expect", [(0.3, 1.2, "vacuous"), (1e-4, 1.0, "reproduced"),
+                                                     (1e-4, 3.0, "not reproduced")])
+def test_claim7_bound_vacuous_or_tested(delta_pi, mult, expect):
+    df = Run(4).grid("g", "hopper", "hopper-medium-iql", effects=steer(mult), seeds=6, delta_pi=delta_pi).frame()
+    assert verdict(df, 7).verdict == expect
+
+
+# ---------------------------------------------------------------- claim 8
+@pytest.mark.parametrize("poe_rate, greedy_rate, sample, expect", [
+    (0.002, 0.95, True, "reproduced"),
+    (0.010, 0.95, True, "partly"),
+    (0.002, 0.60, True, "partly"),
+    (0.010, 0.60, True, "not reproduced"),
+    (0.002, 0.95, False, claims.NOT_COVERED),  # frozen executes its mean: its rate says nothing
+])
+def test_claim8_sampled_execution(poe_rate, greedy_rate, sample, expect):
+    eff = {("poe", a): 1.0 for a in ALPHAS} | {("critic_greedy", 0.0): 0.9}
+    df = Run(5).grid("hopper-sampled", "hopper", "hopper-medium-iql", effects=eff, seeds=10, sample=sample,
+                     violation={"frozen": 0.003, "poe": poe_rate, "critic_greedy": greedy_rate}).frame()
+    c = verdict(df, 8)
+    assert c.verdict == expect, c.effect
+    if sample:
+        assert "sampled" in c.population
+
+
+# ---------------------------------------------------------------- claim 9
+def _shifted(order_flip: bool, spread: float = 1.0):
+    def poe(a):
+        return lambda g, q, sh, s: (1 + spread * (0.2 - a / 2)) if (sh == "none" or not order_flip) else (
+            1 - spread * (0.2 - a / 2))
+    eff = {("poe", a): poe(a) for a in (0.25, 0.5, 0.75)} | {("kl_reg", 1.0): 1.0}
+    return Run(6).grid("hopper-shift", "hopper", "hopper-medium-iql", effects=eff,
+                       shifts=("none", "mass=1.25", "friction=0.5")).frame()
+
+
+@pytest.mark.parametrize("flip, spread, expect", [(False, 1.0, "reproduced"), (True, 1.0, "not reproduced"),
+                                                  (False, 0.0, "vacuous")])
+def test_claim9_reversals_of_significant_orderings(flip, spread, expect):
+    c = verdict(_shifted(flip, spread), 9)
+    assert c.verdict == expect, c.effect
+    assert "J_shift/J_none" in c.effect or spread == 0.0
+    assert "kl_reg" not in c.population  # kl_reg(1) executes poe(0.5)'s means: one policy
+
+
+# ---------------------------------------------------------------- families
+def test_adding_an_unrelated_grid_changes_no_label():
+    """Labels are tested within one cell's coefficients of a rule; a claim within its own population. A run
+    with a second grid (another env, actor, priors, a sampled grid) keeps every label and verdict of the first."""
+    base = _twelve(STUDY)
+    extra = (Run(9).grid("walker2d-medium-expert", "walker2d", "walker2d-medium-expert-iql", effects=steer(0.6),
+                         goals=GOALS, priors=("trained", "random"))
+             .grid("hopper-sampled", "hopper", "hopper-medium-iql", effects=steer(1.0), seeds=10, sample=True)
+             .frame())
+    extra["lane"] += base["lane"].max() + 1
+    both = pd.concat([base, extra], ignore_index=True)
+    r1, _ = stats.row_stats(base)
+    r2, _ = stats.row_stats(both)
+    keys = stats.ROW
+    m = r1.merge(r2, on=keys, suffixes=("", "_2"))
+    assert len(m) == len(r1)
+    assert (m["label"] == m["label_2"]).all() and np.allclose(m["p_holm"].fillna(-1), m["p_holm_2"].fillna(-1))
+    c1, c2 = stats.label_cells(r1), stats.label_cells(r2)
+    mc = c1.merge(c2, on=stats.FAMILY, suffixes=("", "_2"))
+    assert len(mc) == len(c1) and (mc["oracle_label"] == mc["oracle_label_2"]).all()
+    t1, t2 = table(base), table(both)
+    for cid in (2, 3, 4):
+        assert t1.loc[cid, "verdict"] == t2.loc[cid, "verdict"] and t1.loc[cid, "effect"] == t2.loc[cid, "effect"]
+
+
+def test_every_verdict_is_one_of_the_stated_ones():
+    assert set(claims.VERDICTS) == {"reproduced", "partly", "not reproduced", "vacuous", "premise not met",
+                                    "underpowered", "not covered"}

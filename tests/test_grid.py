@@ -110,9 +110,45 @@ def test_rerun_resumes_without_recomputing(smoke, reference):
 
 
 def test_chunk_size_does_not_change_results(smoke, reference, tmp_path):
-    res = grid.run(smoke.replace(chunk_size=24), tmp_path / "c24", progress=False)
-    assert res.summary["chunk_size"] == 24
-    pd.testing.assert_frame_equal(_values(tmp_path / "c24"), _values(reference[0]))
+    res = grid.run(smoke.replace(chunk_size=3), tmp_path / "c3", progress=False)
+    assert res.summary["chunk_size"] == grid.MIN_BATCH  # every program's lanes in batches of 8 (3 padded up)
+    pd.testing.assert_frame_equal(_values(tmp_path / "c3"), _values(reference[0]))
+
+
+def _lane(out, **cell):
+    df = grid.read_episodes(out, serve_prior_blind=False)
+    for k, v in cell.items():
+        df = df[np.isclose(df[k], v)] if isinstance(v, float) else df[df[k] == v]
+    assert len(df) == 1, cell
+    return df[VALUES].reset_index(drop=True)
+
+
+def test_a_lane_is_bit_equal_alone_and_inside_any_grid(smoke, tmp_path):
+    """A lane's episode is a function of its own cell, seed and episode: bit-equal when it runs alone
+    and inside two different larger grids (other goals, coefficients, rules, prior qualities, shifts,
+    seeds, chunk sizes). Before programs were split per (rule, prior quality), adding poe_adaptive to a
+    grid changed poe's rounding (XLA fused the two rules' arithmetic differently) and its episodes."""
+    base = smoke.replace(max_steps=120)
+    alone = base.replace(goals=["G3_target"], priors=["trained"], rules={"poe": [0.75]}, seeds=[1], episodes=1,
+                         chunk_size=1)
+    frozen_alone = alone.replace(rules={"frozen": []})
+    wide = base.replace(goals=["G1_speed", "G2_balanced", "G3_target"], priors=["trained", "random", "degraded"],
+                        rules={"frozen": [], "additive": [0.5], "poe": [0.25, 0.75], "kl_reg": [3.0],
+                               "poe_adaptive": [0.05], "prior_only": []},
+                        seeds=[0, 1, 2], episodes=2, chunk_size=64)
+    other = base.replace(goals=["G3_target"], priors=["uniform", "trained"], rules={"poe": [0.75, 0.9], "frozen": []},
+                         shifts=["none", "obs_noise=0.05"], seeds=[1, 4], episodes=1, chunk_size=5)
+    outs = {}
+    for name, sp in (("alone", alone), ("frozen", frozen_alone), ("wide", wide), ("other", other)):
+        grid.run(sp, tmp_path / name, progress=False)
+        outs[name] = tmp_path / name
+    cell = dict(goal="G3_target", prior="trained", shift="none", seed=1, episode=0)
+    ref = _lane(outs["alone"], rule="poe", param=0.75, **cell)
+    fz = _lane(outs["frozen"], rule="frozen", **{**cell, "prior": grid.PRIOR_BLIND})
+    for name in ("wide", "other"):
+        pd.testing.assert_frame_equal(_lane(outs[name], rule="poe", param=0.75, **cell), ref, check_exact=True)
+        pd.testing.assert_frame_equal(_lane(outs[name], rule="frozen", **{**cell, "prior": grid.PRIOR_BLIND}), fz,
+                                      check_exact=True)
 
 
 def _worker(spec, out, tmp_path, extra_env=None, args=()):

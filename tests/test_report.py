@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poe_jax import grid
+from poe_jax import claims, grid
 from poe_jax.cli import main
 
 
@@ -22,7 +22,7 @@ def test_report_on_smoke_run(smoke_run, capsys):
     assert main(["report", str(smoke_run)]) == 0
     text = (smoke_run / "report.md").read_text()
     for needle in ("HELP", "FROZEN", "HURT", "Holm", "Exclusions", "Support violation", '"versions"',
-                   "| hopper | G1_speed | trained | none | poe |", "## Selectors", "adaptive α",
+                   "| smoke | G1_speed | trained | none | poe |", "## Selectors", "adaptive α",
                    "performance-difference bound", "the observed change exceeded the bound in 0.",
                    "## Off-policy scorer", "hopper-medium.npz"):
         assert needle in text, needle
@@ -32,11 +32,17 @@ def test_report_on_smoke_run(smoke_run, capsys):
     assert set(offp["rule"]) == {"frozen", "poe", "additive", "kl_reg", "poe_adaptive"}
     # Every non-frozen grid row is matched (params recorded in float32, e.g. 0.05, compare equal).
     assert "| hopper | hopper-medium-iql | trained | 8 |" in text
-    # sample = false: kl_reg executes poe's means, so it is folded into poe in the counts
-    assert "`kl_reg` is not counted" in text and "FALL" in text
+    # sample = false: kl_reg(1) executes poe(0.5)'s means, so it is one policy, tested once
+    assert "they are tested once, under the other row's name" in text and "FALL" in text
+    rows = pd.read_csv(smoke_run / "rows.csv")
+    twin = rows[(rows.rule == "kl_reg")].iloc[0]
+    assert twin.same_as == "poe(0.5)" and twin.label == rows[(rows.rule == "poe") & (rows.goal == twin.goal)
+                                                             & (rows.prior == twin.prior)].iloc[0].label
     labels = pd.read_csv(smoke_run / "labels.csv")
-    assert {"env", "actor", "goal", "prior", "shift", "rule", "point", "param", "mean", "se", "frozen_mean",
-            "p_holm", "label", "length", "frozen_length"} <= set(labels.columns)
+    assert {"env", "actor", "goal", "prior", "shift", "rule", "point", "param", "mean", "frozen_mean", "diff",
+            "diff_low", "diff_high", "mde", "p_holm", "family", "family_size", "label", "length",
+            "frozen_length"} <= set(labels.columns)
+    assert "kl_reg" not in set(labels.rule)
     assert not ((labels.label == "HELP") & (labels.length < 0.9 * labels.frozen_length)).any()
     eps = grid.read_episodes(smoke_run)
     assert np.isfinite(eps["x_velocity"]).all()
@@ -53,17 +59,17 @@ def test_report_on_smoke_run(smoke_run, capsys):
                     "survival.png"]
     assert "s.e.)" not in text
     # across cells: IQM / mean / P(improve) per rule, frozen's normalised mean is 1 by construction
-    assert "## Across cells: IQM, mean and probability of improvement" in text
+    assert "## Across cells, per prior quality: IQM, mean and P(improvement)" in text
     # the study's claims: one row each, a verdict from the allowed set, and the untestable ones say so
     cl = pd.read_csv(smoke_run / "claims.csv").set_index("claim")
-    assert list(cl.index) == list(range(1, 10)) and "## The study's claims, tested on this grid" in text
-    assert set(cl["verdict"]) <= {"reproduced", "partly", "not reproduced", "not covered by this grid",
-                                  "not reproduced (premise differs: frozen succeeds)"}
-    assert cl.loc[6, "verdict"] == cl.loc[9, "verdict"] == "not covered by this grid"  # no antmaze, no shift
-    assert cl.loc[1, "verdict"] == "reproduced"  # smoke has poe(0.5) and kl_reg(1.0): the same mean
-    assert cl.loc[7, "verdict"] == "reproduced"  # the performance-difference bound is a theorem
-    agg = pd.read_csv(smoke_run / "aggregate.csv").set_index("rule")
-    assert agg.loc["frozen", "mean"] == pytest.approx(1.0) and set(agg.index) >= {"frozen", "poe"}
+    assert list(cl.index) == list(range(1, 10)) and "## The study's claims, each on its own population" in text
+    assert set(cl["verdict"]) <= set(claims.VERDICTS) and cl["population"].notna().all()
+    assert cl.loc[6, "verdict"] == cl.loc[9, "verdict"] == claims.NOT_COVERED  # no antmaze, no shift
+    assert cl.loc[1, "verdict"] == "reproduced"  # the closed forms against float64 references
+    assert cl.loc[7, "verdict"] == "vacuous"  # δπ far above (1−γ)/2: the bound cannot fail
+    agg = pd.read_csv(smoke_run / "aggregate.csv").set_index(["prior", "rule"])
+    assert agg.loc[("trained", "frozen"), "mean"] == pytest.approx(1.0)
+    assert set(agg.index) >= {("trained", "frozen"), ("trained", "poe"), ("random", "frozen"), ("random", "poe")}
     assert ((agg["iqm_low"] <= agg["iqm"]) & (agg["iqm"] <= agg["iqm_high"])).all()
     for f in (smoke_run / "figures").glob("*.png"):
         data = f.read_bytes()
@@ -117,7 +123,7 @@ def test_report_with_critic_rules_and_without_frozen(tmp_path, capsys):
             "seeds": [0, 1], "episodes": 1, "max_steps": 20, "rules": {"frozen": [], "poe": [0.5], "iql_guided": [0.05]}}
     out = grid.run(grid.load_spec(spec), tmp_path / "critic", progress=False).out
     assert main(["report", str(out)]) == 0
-    assert "| hopper | G1_speed | trained | none | iql_guided |" in (out / "report.md").read_text()
+    assert "| critic | G1_speed | trained | none | iql_guided |" in (out / "report.md").read_text()
     assert set(pd.read_csv(out / "offpolicy.csv")["rule"]) == {"frozen", "poe"}
     spec["rules"].pop("frozen")
     out = grid.run(grid.load_spec(spec), tmp_path / "nofrozen", progress=False).out
