@@ -28,6 +28,7 @@ claim  the study's statement (the test here)
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import NamedTuple
@@ -43,8 +44,8 @@ __all__ = ["ANCHORED", "CLAIMS", "COLLAPSE", "Claim", "Evidence", "FIXED_ALPHA",
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "vacuous", "premise not met", "underpowered", "not covered")
 NOT_COVERED = "not covered"
-ANCHORED = 0.9  # claim 2: PoE anchored = mean J/J_frozen over cells >= this, at every alpha of the decision set
-COLLAPSE = 0.5  # claim 2: a rule collapses = its mean J/J_frozen <= this (additive: at some alpha of the set)
+ANCHORED = 0.9  # claim 2: PoE anchored = median J/J_frozen over cells >= this, at every alpha of the decision set
+COLLAPSE = 0.5  # claim 2: a rule collapses = its median J/J_frozen <= this (additive: at some alpha of the set)
 DECISION_ALPHA = 0.75  # claim 2: the decision set is the grid's alphas <= this, and the selector's alpha
 NEAR_ORACLE = 0.1  # claim 3: a choice is near-oracle when its regret is <= 10% of the oracle's mean
 FIXED_ALPHA = 0.5  # claim 3: the fixed-alpha baseline
@@ -149,12 +150,13 @@ def _describe(rows: pd.DataFrame, ctx: Evidence, extra: str = "") -> str:
 
 
 def _select(ctx: Evidence, *, actors=None, priors=None, shift: str | None = "none", sample: bool | None = False,
-            rules=None) -> pd.DataFrame:
-    """Rows (with their frozen rows) of the population: ``actors`` a predicate on the actor's name,
-    ``priors`` a set of qualities, ``shift`` one shift (None: any), ``sample`` the execution mode (None:
-    any), ``rules`` a set of rules. Rows that repeat another policy (``same_as``) are left out."""
+            rules=None, dedupe: bool = True) -> pd.DataFrame:
+    """Rows of the population: locomotion cells (not goal-reaching ones, whose episodes end at the goal),
+    ``actors`` a predicate on the actor's name, ``priors`` a set of qualities, ``shift`` one shift (None:
+    any), ``sample`` the execution mode (None: any), ``rules`` a set of rules. Rows that repeat another
+    policy (``same_as``) are left out; ``dedupe``: a cell repeated in several grids is read once."""
     r = ctx.rows
-    keep = pd.Series(True, index=r.index)
+    keep = r["guarded"].astype(bool)  # the survival guard applies: episodes do not end at a goal
     if actors is not None:
         keep &= r["actor"].map(actors).astype(bool)
     if priors is not None:
@@ -166,12 +168,29 @@ def _select(ctx: Evidence, *, actors=None, priors=None, shift: str | None = "non
     if rules is not None:
         keep &= r["rule"].isin(rules)
     r = r[keep & r["same_as"].eq("")]
+    if not dedupe:
+        return r
     # a cell repeated in several grids (the shift grids' 'none' beside the main grids) is read once: from the
     # grid with the most coefficients of the rule, the first such in run order
     key = ["env", "actor", "goal", "prior", "shift", "sample", "rule"]
     n = r.groupby(["grid", *key], sort=False, dropna=False).size().rename("n").reset_index()
     best = n.sort_values("n", ascending=False, kind="stable").drop_duplicates(key, keep="first")
     return r[pd.MultiIndex.from_frame(r[["grid", *key]]).isin(pd.MultiIndex.from_frame(best[["grid", *key]]))]
+
+
+def _labels(r: pd.DataFrame, p_col: str, level: float) -> list[str]:
+    """Each row's label (:func:`poe_jax.stats.label_of`) with the claim's adjusted p in ``p_col``."""
+    return [stats.label_of(p, d, lo, hi, fm, ln, fl, ps, gd, level, stats.EFFECT)
+            for p, d, lo, hi, fm, ln, fl, ps, gd in zip(r[p_col], r["diff"], r["diff_low"], r["diff_high"],
+                                                        r["frozen_mean"], r["length"], r["frozen_length"],
+                                                        r["p_shorter"], r["guarded"])]
+
+
+def _unreachable(m: int, n: int, level: float) -> str:
+    """Why a family of ``m`` permutation tests on ``n`` seeds cannot reject at ``level`` ("" when it can)."""
+    floor = m * stats.min_p(n)
+    return "" if floor < level else (f"{m} tests on {n} seeds: the smallest attainable Holm-adjusted p is "
+                                     f"{floor:.3g} ≥ {level}, so no test could be significant")
 
 
 def _ci(x) -> str:
@@ -193,13 +212,19 @@ def _cell_name(r) -> str:
                 "(quadrature of π_θ^(1−α) π_g^α; a numerical maximiser of β·E_π[log π_g] − KL(π‖π_θ) over "
                 "Gaussians) to 1e-4 relative, and kl_reg's variance is (1−α)·poe's to 1e-4; not reproduced otherwise")
 def _same_mean(ctx: Evidence) -> Verdict:
-    from scipy import optimize
-
     from poe_jax import compose
-    from poe_jax.gaussian import DiagGaussian
 
     grid_alphas = {round(float(a), 6) for a in ctx.rows.loc[ctx.rows.rule == "poe", "param"] if 0 < a < 1}
-    alphas = sorted(grid_alphas | {0.1, 0.25, 0.5, 0.75, 0.9})
+    return _closed_forms(tuple(sorted(grid_alphas | {0.1, 0.25, 0.5, 0.75, 0.9})), compose.poe, compose.kl_reg)
+
+
+@functools.lru_cache(maxsize=8)
+def _closed_forms(alphas: tuple[float, ...], poe, kl_reg) -> Verdict:
+    """Claim 1's verdict at ``alphas`` for the kernels ``poe`` and ``kl_reg`` (cached: it reads no episodes)."""
+    from scipy import optimize
+
+    from poe_jax.gaussian import DiagGaussian
+
     rng = np.random.default_rng(0)
     k = 64
     mt, mg = rng.normal(0, 1, k), rng.normal(0, 1, k)
@@ -209,7 +234,7 @@ def _same_mean(ctx: Evidence) -> Verdict:
         beta = al / (1 - al)
         f32 = lambda *x: [np.asarray(v, np.float32) for v in x]  # noqa: E731
         a, g = DiagGaussian(*f32(mt, st)), DiagGaussian(*f32(mg, sg))
-        p, q = compose.poe(a, g, np.float32(al)), compose.kl_reg(a, g, np.float32(beta))
+        p, q = poe(a, g, np.float32(al)), kl_reg(a, g, np.float32(beta))
         pm, pv = np.asarray(p.mean, float), np.asarray(p.std, float) ** 2
         qm, qv = np.asarray(q.mean, float), np.asarray(q.std, float) ** 2
         for i in range(k):
@@ -258,11 +283,13 @@ def _ratios(ctx: Evidence, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _curve_point(r: pd.DataFrame, reps: int = 1000) -> tuple[float, float, float, int]:
-    """Mean over cells of the cell's mean ratio, with a 95% stratified bootstrap interval (seeds within cells)."""
+    """Median over cells of the cell's mean ratio, with a 95% stratified bootstrap interval (seeds within
+    cells). The median: a cell where frozen earns almost nothing (a target it overshoots) has a ratio in the
+    tens and would decide a mean alone."""
     strata = [g["ratio"].to_numpy(float) for _, g in r.groupby(stats.CELL, sort=False, dropna=False)]
     if not strata:
         return np.nan, np.nan, np.nan, 0
-    p, lo, hi = stats.stratified_bootstrap(strata, lambda ss: np.mean([s.mean() for s in ss]), reps=reps, seed=0)
+    p, lo, hi = stats.stratified_bootstrap(strata, lambda ss: np.median([s.mean() for s in ss]), reps=reps, seed=0)
     return p, lo, hi, len(strata)
 
 
@@ -271,7 +298,7 @@ def _claim2_population(ctx: Evidence) -> pd.DataFrame:
 
 
 def degradation_curve(ctx: Evidence) -> pd.DataFrame:
-    """Claim 2's matched-α curve: per prior quality (degraded, random), rule and α, the mean over cells of
+    """Claim 2's matched-α curve: per prior quality (degraded, random), rule and α, the median over cells of
     J/J_frozen with its 95% stratified bootstrap interval (and ``poe`` at the KL-budget selector's α, ``param``
     NaN). Medium actors, no shift, mean executed."""
     rows = _claim2_population(ctx)
@@ -297,14 +324,14 @@ def degradation_curve(ctx: Evidence) -> pd.DataFrame:
 
 @register_claim(2, "under degraded or random priors PoE stays anchored to the frozen actor, while additive and "
                    "prior-only collapse",
-                f"per prior quality in {{degraded, random}}: PoE is anchored if its mean J/J_frozen over cells is ≥ "
+                f"per prior quality in {{degraded, random}}: PoE is anchored if its median J/J_frozen over cells is ≥ "
                 f"{ANCHORED} at every α ≤ {DECISION_ALPHA} of the grid and at the KL-budget selector's α; additive "
                 f"collapses if its ratio is ≤ {COLLAPSE} at some α of that set, prior-only if its ratio is ≤ "
-                f"{COLLAPSE}. reproduced: all three hold under every quality; partly: PoE anchored under some "
-                "quality; not reproduced: under none (α = 0.9 is shown, not decided on)")
+                f"{COLLAPSE}. reproduced: all three parts hold under both qualities; partly: some part holds under "
+                "some quality; not reproduced: none does (α = 0.9 is shown, not decided on)")
 def _anchored(ctx: Evidence) -> Verdict:
     rows = _claim2_population(ctx)
-    test = "mean over cells of J/J_frozen, 95% stratified bootstrap (seeds within cells)"
+    test = "median over cells of J/J_frozen, 95% stratified bootstrap (seeds within cells)"
     if rows.empty or "poe" not in set(rows.rule):
         return _missing(test, "poe under a degraded or random prior for a medium actor, mean executed, no shift")
     curve = degradation_curve(ctx)
@@ -337,7 +364,7 @@ def _anchored(ctx: Evidence) -> Verdict:
     full = [a and ad is True and p is True for a, ad, p in verdicts]
     if verdicts and all(full) and len(verdicts) == 2:
         verdict = "reproduced"
-    elif any(a for a, _, _ in verdicts):
+    elif any(a or ad is True or p is True for a, ad, p in verdicts):
         verdict = "partly"
     else:
         verdict = "not reproduced"
@@ -416,10 +443,7 @@ def _split(ctx: Evidence) -> Verdict:
     r["p_claim"] = np.nan
     ok = r["p_perm"].notna()
     r.loc[ok, "p_claim"] = stats.holm(r.loc[ok, "p_perm"].to_numpy())
-    r["claim_label"] = [stats.label_of(p, d, lo, hi, fm, ln, fl, ps, gd, ctx.level, stats.EFFECT)
-                        for p, d, lo, hi, fm, ln, fl, ps, gd in zip(r["p_claim"], r["diff"], r["diff_low"],
-                                                                    r["diff_high"], r["frozen_mean"], r["length"],
-                                                                    r["frozen_length"], r["p_shorter"], r["guarded"])]
+    r["claim_label"] = _labels(r, "p_claim", ctx.level)
     per_cell = {}
     for key, g in r.groupby(stats.CELL, sort=False):
         labs = set(g["claim_label"])
@@ -428,15 +452,12 @@ def _split(ctx: Evidence) -> Verdict:
     sel_rows = r.merge(cells[[*stats.CELL, "selector_param"]], on=stats.CELL)
     sel_rows = sel_rows[np.isclose(sel_rows["param"], sel_rows["selector_param"])].copy()
     sel_rows["p_sel"] = stats.holm(sel_rows["p_perm"].fillna(1.0).to_numpy()) if len(sel_rows) else []
-    sel = [stats.label_of(p, d, lo, hi, fm, ln, fl, ps, gd, ctx.level, stats.EFFECT)
-           for p, d, lo, hi, fm, ln, fl, ps, gd in zip(sel_rows["p_sel"], sel_rows["diff"], sel_rows["diff_low"],
-                                                       sel_rows["diff_high"], sel_rows["frozen_mean"],
-                                                       sel_rows["length"], sel_rows["frozen_length"],
-                                                       sel_rows["p_shorter"], sel_rows["guarded"])]
+    sel = _labels(sel_rows, "p_sel", ctx.level)
     counts = pd.Series(list(per_cell.values())).value_counts()
     n = len(per_cell)
     seen = sum(counts.get(k, 0) > 0 for k in ("HELP", "FROZEN", "HURT"))
-    if counts.get("UNDERPOWERED", 0) > n / 2:
+    why = _unreachable(int(ok.sum()), int(r.loc[ok, "n_pairs"].min()), ctx.level)
+    if why or counts.get("UNDERPOWERED", 0) > n / 2:
         verdict = "underpowered"
     else:
         verdict = "reproduced" if seen == 3 else ("partly" if seen == 2 else "not reproduced")
@@ -446,7 +467,7 @@ def _split(ctx: Evidence) -> Verdict:
     effect = (f"any α (Holm over {int(ok.sum())} tests): " + ", ".join(f"{k} {int(counts.get(k, 0))}" for k in order)
               + f" of {n} cells (study: HELP {STUDY_SPLIT[0]}, FROZEN {STUDY_SPLIT[1]}, HURT {STUDY_SPLIT[2]} of 12); "
               + f"selector's α (Holm over {len(sel)}): " + ", ".join(f"{k} {int(sc.get(k, 0))}" for k in order)
-              + "; per cell: " + ", ".join(f"{names[k]} {v}" for k, v in per_cell.items()))
+              + "; per cell: " + ", ".join(f"{names[k]} {v}" for k, v in per_cell.items()) + (f" ({why})" if why else ""))
     return Verdict(test, effect, verdict, _describe(rows, ctx))
 
 
@@ -462,15 +483,14 @@ def _medium_expert(ctx: Evidence) -> Verdict:
         return _missing(test, "poe with the trained prior for a medium-expert actor, mean executed, no shift")
     r = rows[rows["p_perm"].notna()].copy()
     r["p_claim"] = stats.holm(r["p_perm"].to_numpy())
-    labs = pd.Series([stats.label_of(p, d, lo, hi, fm, ln, fl, ps, gd, ctx.level, stats.EFFECT)
-                      for p, d, lo, hi, fm, ln, fl, ps, gd in zip(r["p_claim"], r["diff"], r["diff_low"],
-                                                                  r["diff_high"], r["frozen_mean"], r["length"],
-                                                                  r["frozen_length"], r["p_shorter"], r["guarded"])],
-                     index=r.index)
+    labs = pd.Series(_labels(r, "p_claim", ctx.level), index=r.index)
     n = len(r)
     c = labs.value_counts()
     helped = int(c.get("HELP", 0))
-    if c.get("HURT", 0) == n:
+    why = _unreachable(n, int(r["n_pairs"].min()), ctx.level)
+    if why:
+        verdict = "underpowered"
+    elif c.get("HURT", 0) == n:
         verdict = "reproduced"
     elif not helped and c.get("HURT", 0) >= n / 2:
         verdict = "partly"
@@ -488,8 +508,9 @@ def _medium_expert(ctx: Evidence) -> Verdict:
             f"{e} {me[e]:.1f} vs {md.get(e, np.nan):.1f}" for e in me.index)
     worst = r.assign(rel=r["diff"] / r["frozen_mean"].abs())
     effect = (", ".join(f"{k} {int(c.get(k, 0))}" for k in ("HURT", "UNDERPOWERED", "FROZEN", "HELP", "FALL"))
-              + f" of {n} (cell, α); mean below frozen in {int((r['diff'] < 0).sum())} of {n}; relative change "
-              f"from {worst['rel'].min():+.0%} to {worst['rel'].max():+.0%}" + score)
+              + f" of {n} (cell, α); mean below frozen in {int((r['diff'] < 0).sum())} of {n}; change relative to "
+              f"frozen: median {worst['rel'].median():+.0%}, quartiles {worst['rel'].quantile(0.25):+.0%} to "
+              f"{worst['rel'].quantile(0.75):+.0%}" + score + (f" ({why})" if why else ""))
     return Verdict(test, effect, verdict, _describe(rows, ctx))
 
 
@@ -567,8 +588,8 @@ def _bound(ctx: Evidence) -> Verdict:
                 "no shift; the per-episode rate of actions with actor density < 0.01. PoE part: no poe α or adaptive ε "
                 "has a rate significantly above frozen's (paired permutation tests, Holm within the claim); critic "
                 f"part: critic_greedy's mean rate ≥ {ALMOST_EVERYWHERE:.0%} (critic_greedy is a local ascent on Q from "
-                "μ_θ, so 'everywhere' is not expected of it). reproduced: both; partly: one; not reproduced: neither. "
-                "Actors whose own mean is outside the threshold (frozen's rate > 0.5) are left out and named")
+                "μ_θ, so 'everywhere' is not expected of it). reproduced: both; partly: one; not reproduced: neither; "
+                "underpowered: too few seeds for any test to be significant. Actors whose own mean is outside the threshold (frozen's rate > 0.5) are left out and named")
 def _support(ctx: Evidence) -> Verdict:
     test = "paired sign-flip permutation tests of the per-seed rate vs frozen, Holm within the claim"
     d = stats.distinct(ctx.df)
@@ -588,6 +609,11 @@ def _support(ctx: Evidence) -> Verdict:
         return _missing(test, "poe with an actor the threshold can separate, sampled")
     steer["p_claim"] = stats.holm(steer["p_perm"].to_numpy())
     above = steer[(steer["p_claim"] < ctx.level) & (steer["diff"] > 0)]
+    reachable = len(steer) * stats.min_p(int(steer["n_pairs"].min())) < ctx.level
+    if above.empty and not reachable:  # no row could have been significant: silence is not evidence
+        return Verdict(test, f"{len(steer)} tests with {int(steer['n_pairs'].min())} seeds: the smallest attainable "
+                       f"Holm-adjusted p is {len(steer) * stats.min_p(int(steer['n_pairs'].min())):.3g} ≥ {ctx.level}",
+                       "underpowered", _describe(ctx.rows[ctx.rows["sample"]], ctx))
     poe_ok = above.empty
     parts = []
     for env, g in rows.groupby("env", sort=False):
@@ -605,7 +631,9 @@ def _support(ctx: Evidence) -> Verdict:
     if len(cg):
         ok.append(cg.mean() >= ALMOST_EVERYWHERE)
         parts.append(f"critic_greedy mean {_ci(cg.to_numpy())}")
-    parts.insert(0, f"poe/adaptive significantly above frozen in {len(above)} of {len(steer)} rows")
+    parts.insert(0, f"poe/adaptive significantly above frozen in {len(above)} of {len(steer)} rows"
+                 + (" (" + ", ".join(f"{r.env} {r.rule}({r.param:g})" for r in above.itertuples()) + ")"
+                    if len(above) else ""))
     if len(blind):
         parts.append("left out (frozen's own rate > 0.5): " + ", ".join(f"{a} {r:.2f}" for (_, a), r in blind.items()))
     verdict = "reproduced" if len(ok) == 2 and all(ok) else ("partly" if any(ok) else "not reproduced")
@@ -616,7 +644,7 @@ def _support(ctx: Evidence) -> Verdict:
 
 # ---------------------------------------------------------------- claim 9
 def _shift_population(ctx: Evidence) -> pd.DataFrame:
-    r = _select(ctx, priors={"trained"}, shift=None)
+    r = _select(ctx, priors={"trained"}, shift=None, dedupe=False)
     grids = r.groupby("grid")["shift"].agg(lambda s: "none" in set(s) and len(set(s)) > 1)
     return r[r["grid"].isin(grids[grids].index)]
 
@@ -684,16 +712,20 @@ def _ordering(ctx: Evidence) -> Verdict:
     ratios = shift_ratios(ctx)
     rtxt = ""
     if len(ratios):
-        agg = ratios.groupby(["shift"], sort=False).apply(
-            lambda g: ", ".join(f"{r.rule}({r.param:g}) {r.ratio:.2f}" for r in g.itertuples()), include_groups=False)
-        rtxt = " | J_shift/J_none: " + " | ".join(f"{s}: {v}" for s, v in agg.items())
+        rtxt = " | J_shift/J_none: " + " | ".join(
+            f"{env} {s}: " + ", ".join(f"{r.rule}({r.param:g}) {r.ratio:.2f}" for r in g.itertuples())
+            for (env, s), g in ratios.groupby(["env", "shift"], sort=False))
     n_sig = len(sig_none)
     pairs_shift = int(shifted.merge(sig_none.reset_index()[["grid", "env", "actor", "goal", "a", "b"]],
                                     on=["grid", "env", "actor", "goal", "a", "b"]).shape[0])
     effect = (f"{n_sig} of {len(base)} pairs differ significantly without shift; {len(reversals)} of {pairs_shift} "
-              f"(pair, shift) comparisons of those reverse significantly" + (f" ({'; '.join(reversals[:6])})"
-                                                                           if reversals else "") + rtxt)
-    if n_sig == 0:
+              f"(pair, shift) comparisons of those reverse significantly" + (
+                  f" ({'; '.join(reversals[:12])}{f'; and {len(reversals) - 12} more' if len(reversals) > 12 else ''})"
+                  if reversals else "") + rtxt)
+    why = _unreachable(len(t), int(sm.groupby(["grid", "shift", "policy"])["seed"].nunique().min()), ctx.level)
+    if why:
+        verdict, effect = "underpowered", effect + f" ({why})"
+    elif n_sig == 0:
         verdict = "vacuous"
     elif not reversals:
         verdict = "reproduced"

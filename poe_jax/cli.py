@@ -271,9 +271,10 @@ def _check_env(args) -> None:
 
 
 def _compile_cache() -> None:
-    """JAX's persistent compilation cache for the CLI's process (a grid compiles one program per rule and
-    prior quality; a rerun, or a second actor on the same env, reuses them). ``POE_JAX_CACHE`` moves it;
-    a cache the caller already set is kept."""
+    """JAX's persistent compilation cache for the CLI's process: MJX programs (tens of seconds to compile
+    on a CPU) are reused by the next run. JAX does not persist the native backend's programs (they call
+    back into MuJoCo C); the runner keeps those for the process. ``POE_JAX_CACHE`` moves it; a cache the
+    caller already set is kept."""
     import jax
 
     if jax.config.jax_compilation_cache_dir is None:

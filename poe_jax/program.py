@@ -24,6 +24,16 @@ value, the forward velocity, and each metric (plain and ``GAMMA``-discounted sum
 Determinism. A lane's initial state comes from ``(seed, episode)`` only, so all cells
 start from the same states (common random numbers); its action/prior noise comes from
 ``(seed, cell_key, episode)``.
+
+Independence from the rest of the grid. The runner builds one program per
+(rule, prior quality, noise switches) (:class:`poe_jax.plan.ProgramKey`) and calls it on
+batches of at least :data:`poe_jax.plan.MIN_BATCH` lanes, so a lane's episode is bit-equal
+alone, inside any larger grid and at any chunk size (native backend, one machine and
+jax/jaxlib version; ``tests/test_grid.py``). A program that switches over several rules is
+still available here (``rules`` of any length) but is not used by grids: under ``vmap`` XLA
+fuses the branches' arithmetic together and contracts ``a*b + c`` into FMAs differently
+depending on which branches are present, so one rule's rounding, and through chaotic
+contacts its episodes, changed with the others.
 """
 
 from __future__ import annotations

@@ -62,31 +62,33 @@ def _claims_lines(table: pd.DataFrame) -> list[str]:
 def _aggregate_section(df: pd.DataFrame, cells: pd.DataFrame, figdir: Path) -> tuple[list[str], str | None]:
     """IQM, mean and paired probability of improvement across cells per prior quality (rliable style), and
     the performance profile of the trained prior (or the first quality)."""
-    runs, dropped = stats.normalized_runs(df, cells, point="selector")  # frozen once per quality
+    runs, dropped = stats.normalized_runs(df[df["shift"] == "none"], cells, point="selector")  # frozen once per quality
     if runs.empty or runs["rule"].nunique() < 2:
         return [], None
     agg = stats.aggregate(runs)
     agg.to_csv(figdir.parent / "aggregate.csv", index=False)
     lines = ["", "## Across cells, per prior quality: IQM, mean and P(improvement) (95% stratified bootstrap CIs)", "",
              "Each rule at its KL-budget selector's coefficient (what a deployment without hindsight would pick), per "
-             "prior quality (a broken prior is never pooled with the trained one). Score of a run (cell, seed): its "
+             "prior quality and execution mode (a broken prior is never pooled with the trained one, nor sampled "
+             "actions with executed means), over the cells without a shift (claim 9 has the shifts). Score of a run (cell, seed): its "
              "mean goal return divided by frozen's mean in the same cell, so frozen averages 1; each recorded episode "
              "counts once. IQM: the mean of the middle 50% of the runs; P(improve): per cell, the share of seeds on "
              "which the rule beats frozen *on the same seed* (paired), averaged over cells. Intervals: 2,000 "
              "resamples of the seeds within each cell (pairs kept). These sit beside the per-cell tests; they do not "
              "replace them." + (f" {dropped} cells where frozen earned no goal reward cannot be normalised and are "
                                 "left out." if dropped else ""), "",
-             "| prior | rule | cells | runs | IQM [95% CI] | mean [95% CI] | P(improve over frozen) [95% CI] |",
-             "|---|---|---|---|---|---|---|"]
+             "| prior | execution | rule | cells | runs | IQM [95% CI] | mean [95% CI] | P(improve over frozen) [95% CI] |",
+             "|---|---|---|---|---|---|---|---|"]
     for _, r in agg.iterrows():
         pi = ("–" if r["rule"] == "frozen" or not np.isfinite(r.get("p_improve", np.nan)) else
               f"{r['p_improve']:.2f} [{r['p_improve_low']:.2f}, {r['p_improve_high']:.2f}]")
-        lines.append(f"| {r['prior']} | {r['rule']} | {r['cells']} | {r['runs']} | {r['iqm']:.3f} [{r['iqm_low']:.3f}, "
+        lines.append(f"| {r['prior']} | {r['execution']} | {r['rule']} | {r['cells']} | {r['runs']} | {r['iqm']:.3f} [{r['iqm_low']:.3f}, "
                      f"{r['iqm_high']:.3f}] | {r['mean']:.3f} [{r['mean_low']:.3f}, {r['mean_high']:.3f}] | {pi} |")
     from matplotlib.figure import Figure
 
     quality = "trained" if "trained" in set(runs["prior"]) else runs["prior"].iloc[0]
-    mine = runs[runs["prior"] == quality]
+    mine = runs[(runs["prior"] == quality) & ~runs["sample"].astype(bool)]
+    mine = mine if len(mine) else runs[runs["prior"] == quality]
     taus = np.linspace(0.0, max(2.0, float(np.nanquantile(mine["score"], 0.95))), 61)
     prof = stats.performance_profile(mine, taus)
     fig = Figure(figsize=(6, 4))
@@ -395,7 +397,7 @@ def _tracking_lines(track: pd.DataFrame, level: float) -> list[str]:
     """Goals with a target speed: does some steering rule move the speed toward the target?"""
     lines = ["## Goal tracking: does steering move the speed toward the target?", "",
              "Goals with a target speed (G3). Error: |mean forward speed − target| per episode, averaged per seed; "
-             f"p: paired t-test of the seeds' errors against frozen's, Holm over `tracking.csv`; **closer**: p (Holm) "
+             f"p: paired permutation test of the seeds' errors against frozen's, Holm within the cell's coefficients of the rule; **closer**: p (Holm) "
              f"< {level}, smaller error, and mean length ≥ {stats.FALL_RATIO:g}× frozen's. Per rule, the coefficient "
              "with the smallest error.", "",
              "| grid | goal | prior | shift | target | frozen speed | rule | coef | speed | error ± s.e. | frozen error | "

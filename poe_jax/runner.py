@@ -1,11 +1,12 @@
 """Running a grid: plan, chunks of lanes through the compiled program, records into the store.
 
-One compiled program evaluates a chunk of lanes with ``vmap`` (:mod:`poe_jax.program`).
-The lane axis of a chunk is sharded over the local devices (``Mesh`` +
-``NamedSharding``); with ``jax.distributed`` each process takes every
-``process_count``-th chunk. Results do not depend on chunking, device count, process
-count, resumption or on which other cells are in the grid (:mod:`poe_jax.program`,
-"Determinism"). ``DIR/summary.json`` records the spec, package versions, backend,
+Lanes are grouped by the program they run (one per (rule, prior quality, noise switches):
+:class:`poe_jax.plan.ProgramKey`); each group's lanes go through its compiled program in
+chunks (``vmap``, at least :data:`poe_jax.plan.MIN_BATCH` lanes a call). The lane axis of a
+chunk is sharded over the local devices (``Mesh`` + ``NamedSharding``); with
+``jax.distributed`` each process takes every ``process_count``-th chunk. Results do not
+depend on chunking, device count, process count, resumption or on which other cells are in
+the grid (:mod:`poe_jax.program`, "Independence from the rest of the grid"). ``DIR/summary.json`` records the spec, package versions, backend,
 devices, compile time, wall time and episodes/s.
 
 Records: one row per lane. The episode's totals (returns, length, speed, termination),
@@ -247,30 +248,77 @@ def _execute(plan: Plan, store: Store, progress: bool) -> RunResult:
     return RunResult(store.out, computed, skipped, summary)
 
 
+class _Ticker:
+    """The progress callback a compiled program calls (``on_step``): one object per process, pointed at
+    the bar of the run in progress, so a program compiled for one run serves the next."""
+
+    bar = None
+
+    def __call__(self, t) -> None:
+        if self.bar is not None:
+            self.bar(t)
+
+
+_TICKER = _Ticker()
+_COMPILED: dict = {}  # compiled programs of this process, by what determines them (see _program_id)
+_COMPILED_MAX = 64
+
+
+def _program_id(plan: Plan, key, batch: int, args) -> tuple:
+    """Everything a compiled program depends on: the env and its options, the backend, the bound goals, the
+    program key, the horizon, the prior-quality noise, the execution mode, the batch, and the structure,
+    shapes and dtypes of its arguments (the actor's and prior's weights are arguments, not constants)."""
+    sp = plan.spec
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    return (sp.env, plan.backend, tuple(sorted((k, repr(v)) for k, v in sp.env_options.items())),
+            tuple((g.name, tuple(sorted((k, repr(v)) for k, v in g.params.items()))) for g in plan.goals),
+            key, sp.max_steps, sp.degraded_noise, sp.sample, batch, tree,
+            tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x)))) for x in leaves))
+
+
+def _compiled(plan: Plan, key, batch: int, actor, prior, lanes):
+    """The compiled program for ``key`` at this batch: from this process's cache, else compiled now (and
+    kept). Returns ``(executable, compile seconds)``. Grids of one run that share an env and differ in their
+    actor (medium, medium-expert) reuse each other's programs."""
+    pid = _program_id(plan, key, batch, (actor, prior, lanes))
+    if pid in _COMPILED:
+        return _COMPILED[pid], 0.0
+    t0 = time.perf_counter()
+    exe = jax.jit(plan.program(key, on_step=_TICKER)).lower(actor, prior, lanes).compile()
+    if len(_COMPILED) >= _COMPILED_MAX:
+        _COMPILED.pop(next(iter(_COMPILED)))
+    _COMPILED[pid] = exe
+    return exe, time.perf_counter() - t0
+
+
 def _chunks_through(plan: Plan, store: Store, actor, prior, table, mine, sharding, bar):
-    """Each chunk of lanes through its program into the store; returns (episodes, env steps, compile s).
-    A program is compiled once per (key, batch), when its first chunk comes."""
-    compiled, compile_s, computed, steps = {}, 0.0, 0, 0
-    for key, idx, batch in mine:
-        padded = np.concatenate([idx, np.full(batch - idx.size, idx[-1])])
-        # the program holds one rule and one prior quality: its lanes index them at 0
-        lanes = table.lanes.take(padded)
-        lanes = lanes._replace(rule=np.zeros_like(lanes.rule), quality=np.zeros_like(lanes.quality))
-        lanes = jax.device_put(lanes, sharding)
-        if bar is not None:
-            bar.start(idx.size)
-        if (key, batch) not in compiled:
-            t0 = time.perf_counter()
-            compiled[key, batch] = jax.jit(plan.program(key, on_step=bar)).lower(actor, prior, lanes).compile()
-            compile_s += time.perf_counter() - t0
-        tot = jax.tree_util.tree_map(lambda v: np.asarray(v)[: idx.size],
-                                     jax.device_get(compiled[key, batch](actor, prior, lanes)))
-        store.write(records(plan, table.cell[idx], table.lanes.take(idx), table.lane[idx], tot))
-        computed += idx.size
-        steps += int(np.sum(tot.length))
-        if bar is not None:
-            bar.finish()
+    """Each chunk of lanes through its program into the store; returns (episodes, env steps, compile s)."""
+    compile_s, computed, steps = 0.0, 0, 0
+    _TICKER.bar = bar
+    try:
+        for key, idx, batch in mine:
+            c, e, s = _chunk_through(plan, store, actor, prior, table, key, idx, batch, sharding, bar)
+            compile_s, computed, steps = compile_s + c, computed + e, steps + s
+    finally:
+        _TICKER.bar = None
     return computed, steps, compile_s
+
+
+def _chunk_through(plan: Plan, store: Store, actor, prior, table, key, idx, batch, sharding, bar):
+    """One chunk through its program into the store; returns (compile s, episodes, env steps)."""
+    padded = np.concatenate([idx, np.full(batch - idx.size, idx[-1])])
+    # the program holds one rule and one prior quality: its lanes index them at 0
+    lanes = table.lanes.take(padded)
+    lanes = lanes._replace(rule=np.zeros_like(lanes.rule), quality=np.zeros_like(lanes.quality))
+    lanes = jax.device_put(lanes, sharding)
+    if bar is not None:
+        bar.start(idx.size)
+    exe, compile_s = _compiled(plan, key, batch, actor, prior, lanes)
+    tot = jax.tree_util.tree_map(lambda v: np.asarray(v)[: idx.size], jax.device_get(exe(actor, prior, lanes)))
+    store.write(records(plan, table.cell[idx], table.lanes.take(idx), table.lane[idx], tot))
+    if bar is not None:
+        bar.finish()
+    return compile_s, idx.size, int(np.sum(tot.length))
 
 
 def run_many(specs: Sequence[GridSpec], out: str | os.PathLike, name: str = "", force: bool = False,

@@ -52,7 +52,7 @@ from poe_jax import compose
 from poe_jax.metrics import GAMMA  # the discount the grid recorded delta_pi with (defined once)
 
 __all__ = ["CELL", "EFFECT", "FALL_RATIO", "FAMILY", "GAMMA", "LABELS", "aggregate", "crossfit", "deviation",
-           "distinct", "holm", "iqm", "label_cells", "label_of", "labels_table", "normalized_runs", "paired",
+           "distinct", "holm", "iqm", "label_cells", "label_of", "labels_table", "min_p", "normalized_runs", "paired",
            "performance_profile", "row_stats", "seed_means", "seeds_of", "selectors", "shorter", "sign_flip_p",
            "stratified_bootstrap", "tracking"]
 
@@ -144,6 +144,14 @@ def sign_flip_p(d) -> float:
     null = np.abs(_signs(len(d)) @ d) / len(d)
     tol = 1e-9 * np.abs(d).mean()  # the identity pattern reproduces obs up to summation order
     return float(np.sum(null >= obs - tol) / len(null))  # the identity pattern is among them: p > 0
+
+
+def min_p(n: int) -> float:
+    """The smallest p :func:`sign_flip_p` can give with ``n`` pairs: a family of ``m`` such tests can reject
+    at ``level`` only if ``m * min_p(n) < level`` (10 seeds: 0.002, so Holm over 25 tests never rejects)."""
+    if n < 2:
+        return 1.0
+    return 2.0 / 2**n if n <= PERM_EXACT else 1.0 / (PERM_DRAWS + 1)
 
 
 def _mde(sd: float, n: int, m: int, level: float) -> float:
@@ -462,8 +470,8 @@ def selectors(rows: pd.DataFrame, cells: pd.DataFrame, kl_budget: float = 0.5, r
 def tracking(df: pd.DataFrame, level: float = 0.05) -> pd.DataFrame:
     """Does steering move the goal's own metric? For goals with a target speed (G3), one row per
     (cell, rule, coefficient): mean ``x_velocity``, the tracking error ``|x_velocity - target|``
-    (per episode, averaged per seed) and frozen's on the same seeds, the paired t-test of the
-    errors (``p_t``; Holm over the table's rows: ``p_holm``), the mean lengths, and ``closer``:
+    (per episode, averaged per seed) and frozen's on the same seeds, the paired tests of the
+    errors (``p_t``, ``p_perm``; Holm within a cell's coefficients of a rule: ``p_holm``), the mean lengths, and ``closer``:
     significantly smaller error (Holm) with mean length at least ``FALL_RATIO`` x frozen's.
     Empty when the grid has no such goal (or was recorded before ``target_speed`` was)."""
     if "target_speed" not in df or not df["target_speed"].notna().any():
@@ -477,7 +485,7 @@ def tracking(df: pd.DataFrame, level: float = 0.05) -> pd.DataFrame:
     rows = rows.rename(columns={"mean": "error", "frozen_mean": "frozen_error"})
     rows["closer"] = ((rows["p_holm"] < level) & (rows["diff"] < 0)
                       & (rows["length"] >= FALL_RATIO * rows["frozen_length"]))
-    keep = [*ROW, "target_speed", "n", "x_velocity", "error", "se", "frozen_error", "p_t", "p_holm", "length",
+    keep = [*ROW, "target_speed", "n", "x_velocity", "error", "se", "frozen_error", "p_t", "p_perm", "p_holm", "length",
             "frozen_length", "closer"]
     return rows[[c for c in keep if c in rows]]
 
@@ -503,7 +511,7 @@ def normalized_runs(df: pd.DataFrame, cells: pd.DataFrame, point: str = "selecto
     paired = fz_seed.reindex(pd.MultiIndex.from_frame(runs[[*CELL, "seed"]])).to_numpy()
     runs = runs.assign(score=runs[value].to_numpy(float) / base, frozen_score=paired / base)
     runs = runs[np.isfinite(base)].reset_index(drop=True)
-    return runs[[*CELL, "rule", "param", "seed", "score", "frozen_score"]], int((frozen <= 0).sum())
+    return runs[[*CELL, "rule", "param", "seed", "sample", "score", "frozen_score"]], int((frozen <= 0).sum())
 
 
 def iqm(x) -> float:
@@ -539,14 +547,16 @@ def _prob_improvement(pairs: list[np.ndarray]) -> float:
 
 
 def aggregate(runs: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Per prior quality and rule, across the cells it ran in: IQM and mean of the normalised score with 95%
-    stratified bootstrap intervals, and the paired probability of improvement over frozen (seeds resampled
-    within each cell with their pairs). Qualities are never pooled: a broken prior is not averaged with the
-    trained one."""
+    """Per prior quality, execution mode and rule, across the cells it ran in: IQM and mean of the normalised
+    score with 95% stratified bootstrap intervals, and the paired probability of improvement over frozen (seeds
+    resampled within each cell with their pairs). Qualities are never pooled (a broken prior is not averaged
+    with the trained one), nor sampled execution with the executed mean."""
     out = []
-    for (prior, rule), r in runs.groupby(["prior", "rule"], sort=False):
+    runs = runs if "sample" in runs else runs.assign(sample=False)
+    for (prior, sample, rule), r in runs.groupby(["prior", "sample", "rule"], sort=False):
         strata = _strata(r)
-        rec = {"prior": prior, "rule": rule, "cells": len(strata), "runs": int(sum(len(s) for s in strata))}
+        rec = {"prior": prior, "execution": "sampled" if sample else "mean", "rule": rule, "cells": len(strata),
+               "runs": int(sum(len(s) for s in strata))}
         for name, fn in (("iqm", iqm), ("mean", np.mean)):
             p, lo, hi = stratified_bootstrap(strata, lambda ss, fn=fn: fn(np.concatenate(ss)), reps, seed)
             rec.update({name: p, f"{name}_low": lo, f"{name}_high": hi})
@@ -557,7 +567,10 @@ def aggregate(runs: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.DataFra
                 p, lo, hi = stratified_bootstrap(pairs, _prob_improvement, reps, seed)
                 rec.update(p_improve=p, p_improve_low=lo, p_improve_high=hi)
         out.append(rec)
-    return pd.DataFrame(out)
+    out = pd.DataFrame(out)
+    order = {k: {v: i for i, v in enumerate(dict.fromkeys(runs[k]))} for k in ("prior", "rule")}
+    return out.sort_values(["prior", "execution", "rule"], key=lambda c: c.map(order[c.name]) if c.name in order else c,
+                           kind="stable").reset_index(drop=True)
 
 
 def performance_profile(runs: pd.DataFrame, taus: np.ndarray, reps: int = 500, seed: int = 0) -> pd.DataFrame:
