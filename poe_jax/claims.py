@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from poe_jax import stats
+from poe_jax import compose, stats
 
 __all__ = ["ANCHORED", "CLAIMS", "COLLAPSE", "Claim", "Evidence", "FIXED_ALPHA", "NEAR_ORACLE", "NOT_COVERED",
            "VERDICTS", "Verdict", "degradation_curve", "evaluate", "register_claim", "shift_ratios"]
@@ -130,15 +130,13 @@ def _describe(rows: pd.DataFrame, ctx: Evidence, extra: str = "") -> str:
     """The population line: grids, actors, cells, rules and coefficients, priors, shifts, execution, seeds."""
     if rows.empty:
         return "none in this run"
-    sm = _seeds_of(ctx, rows)
-    n_seeds = sm.groupby(stats.ROW, dropna=False)["seed"].nunique()
-    eps = sm.groupby(stats.ROW, dropna=False)["episodes"].sum() / n_seeds.reindex(
-        sm.groupby(stats.ROW, dropna=False)["episodes"].sum().index)
+    per_row = _seeds_of(ctx, rows).groupby(stats.ROW, dropna=False).agg(n=("seed", "nunique"), e=("episodes", "sum"))
+    n_seeds, eps = per_row["n"], per_row["e"] / per_row["n"]
     rules = []
     for rule, g in rows.groupby("rule", sort=False):
+        r = compose.RULES.get(rule)
         ps = sorted(set(g["param"]))
-        rules.append(rule if rule in ("frozen", "prior_only", "critic_greedy") or len(ps) == 0 else
-                     f"{rule} {{{', '.join(f'{p:g}' for p in ps)}}}")
+        rules.append(rule if (r is not None and r.param is None) else f"{rule} {{{', '.join(f'{p:g}' for p in ps)}}}")
     execution = sorted(set(np.where(rows["sample"], "sampled", "mean executed")))
     cells = rows[["grid", "env", "actor", "goal", "shift"]].drop_duplicates()
     seeds = f"{int(n_seeds.min())}" + (f"–{int(n_seeds.max())}" if n_seeds.max() != n_seeds.min() else "")
@@ -212,8 +210,6 @@ def _cell_name(r) -> str:
                 "(quadrature of π_θ^(1−α) π_g^α; a numerical maximiser of β·E_π[log π_g] − KL(π‖π_θ) over "
                 "Gaussians) to 1e-4 relative, and kl_reg's variance is (1−α)·poe's to 1e-4; not reproduced otherwise")
 def _same_mean(ctx: Evidence) -> Verdict:
-    from poe_jax import compose
-
     grid_alphas = {round(float(a), 6) for a in ctx.rows.loc[ctx.rows.rule == "poe", "param"] if 0 < a < 1}
     return _closed_forms(tuple(sorted(grid_alphas | {0.1, 0.25, 0.5, 0.75, 0.9})), compose.poe, compose.kl_reg)
 
