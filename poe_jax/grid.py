@@ -25,14 +25,15 @@ from __future__ import annotations
 
 from poe_jax import checkpoints, priors
 from poe_jax.metrics import GAMMA, SUPPORT_EPS
-from poe_jax.plan import LANE_LAYOUT, MIN_BATCH, PRIOR_BLIND, Cell, Plan, ProgramKey, cells, lane_table, resolve, resolve_checkpoint
+from poe_jax.plan import (LANE_LAYOUT, MIN_BATCH, PRIOR_BLIND, Cell, Plan, ProgramKey, cells, lane_table, resolve,
+                          resolve_checkpoint)
 from poe_jax.program import Lanes, Totals, build_program
 from poe_jax.runner import RunResult, headline, run, run_many, summary_table, versions
 from poe_jax.spec import GridSpec, Shift, SpecError, load_plugins, load_spec, load_specs, preset_names
 from poe_jax.store import done_lanes, grid_dirs, read_episodes
 
-__all__ = ["GAMMA", "LANE_LAYOUT", "MIN_BATCH", "PRIOR_BLIND", "ProgramKey", "PRIOR_QUALITIES", "SUPPORT_EPS", "Cell", "GridSpec", "Lanes", "Plan",
-           "RunResult", "Shift", "SpecError", "Totals", "build_program", "cells", "done_lanes", "grid_dirs",
+__all__ = ["GAMMA", "LANE_LAYOUT", "MIN_BATCH", "PRIOR_BLIND", "PRIOR_QUALITIES", "SUPPORT_EPS", "Cell", "GridSpec",
+           "Lanes", "Plan", "ProgramKey", "RunResult", "Shift", "SpecError", "Totals", "build_program", "cells", "done_lanes", "grid_dirs",
            "lane_table", "load_plugins", "load_spec", "load_specs", "preset_names", "read_episodes",
            "headline", "resolve_checkpoint", "run", "run_many", "summary_table", "validate", "versions", "zoo_dirs"]
 

@@ -204,7 +204,7 @@ def _execute(plan: Plan, store: Store, progress: bool) -> RunResult:
     table = plan.lane_table(prior)
     n_lanes = len(table)
     done = np.zeros(n_lanes, bool)
-    done[done_lanes(store.out).astype(np.int64)] = True
+    done[done_lanes(store.out)] = True
     skipped = int(done.sum())
     devices = jax.local_devices()
     per_cell = plan.program_keys()

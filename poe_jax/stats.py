@@ -215,7 +215,7 @@ def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05,
               effect: float = EFFECT) -> tuple[pd.DataFrame, dict]:
     """One row per (cell, rule, coefficient): n, mean, se, CI; against frozen the paired difference with its
     CI, the permutation, t and Wilcoxon p, the MDE, Holm within :data:`FAMILY`, and the label. The
-    seed-level means are in ``rows.attrs["seeds"]`` (for :func:`label_cells`)."""
+    seed-level means travel with the rows (:func:`seeds_of`, for :func:`label_cells`)."""
     sm, excluded = seed_means(df, value)
     has_len = "length" in sm
     frozen_all = sm[sm.rule == "frozen"].set_index([*CELL, "seed"]).sort_index()
@@ -246,7 +246,8 @@ def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05,
               "frozen_length", "p_shorter"):
         if c not in out:
             out[c] = np.nan
-    out["same_as"] = _same_policy(out)
+    twin = _twins(out)
+    out["same_as"] = [f"{out['rule'].iat[j]}({out['param'].iat[j]:g})" if j >= 0 else "" for j in twin]
     tested = out["rule"].ne("frozen") & out["p_perm"].notna() & out["same_as"].eq("")
     out["p_holm"], out["family_size"] = np.nan, 0
     for _, idx in out[tested].groupby(FAMILY, sort=False, dropna=False).groups.items():
@@ -258,14 +259,9 @@ def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05,
         for r, p, d, lo, hi, fm, ln, fl, ps, gd in zip(out["rule"], out["p_holm"], out["diff"], out["diff_low"],
                                                         out["diff_high"], out["frozen_mean"], out["length"],
                                                         out["frozen_length"], out["p_shorter"], out["guarded"])]
-    for i in np.flatnonzero(out["same_as"].ne("").to_numpy()):  # a policy tested once: its twin takes its result
-        r = out.iloc[i]
-        rule, alpha = r["same_as"].split("@")
-        j = np.flatnonzero((out[CELL].eq(r[CELL]).all(axis=1) & out["rule"].eq(rule)
-                            & np.isclose(out["param"], float(alpha))).to_numpy())[0]
+    for i in np.flatnonzero(twin >= 0):  # a policy tested once: its twin takes the tested row's result
         for c in ("p_holm", "label", "family_size", "mde"):
-            out.iat[i, out.columns.get_loc(c)] = out.iat[j, out.columns.get_loc(c)]
-        out.iat[i, out.columns.get_loc("same_as")] = f"{rule}({float(alpha):g})"
+            out.iat[i, out.columns.get_loc(c)] = out.iat[twin[i], out.columns.get_loc(c)]
     out.attrs["seeds"] = _Held(sm)
     out.attrs["level"] = level
     return out, excluded
@@ -288,20 +284,15 @@ def seeds_of(rows: pd.DataFrame) -> pd.DataFrame:
     return held.frame
 
 
-def _same_policy(rows: pd.DataFrame) -> pd.Series:
-    """``"rule@alpha"`` for rows that execute another row's policy (a deterministic ``Rule.mean_of`` twin
-    present in the same cell), else ``""``."""
-    out = pd.Series("", index=rows.index, dtype=object)
-    have = {(tuple(r[c] for c in CELL), r["rule"], round(float(r["param"]), 9)) for _, r in rows.iterrows()}
-    for i, r in rows.iterrows():
+def _twins(rows: pd.DataFrame) -> np.ndarray:
+    """Per row, the position of the row whose policy it executes (a deterministic ``Rule.mean_of`` twin at the
+    same PoE-equivalent α in the same cell), else -1."""
+    pos = {(tuple(r[CELL]), r["rule"], round(float(r["param"]), 6)): i for i, (_, r) in enumerate(rows.iterrows())}
+    out = np.full(len(rows), -1)
+    for i, (_, r) in enumerate(rows.iterrows()):
         rule = compose.RULES.get(r["rule"])
-        if rule is None or rule.mean_of is None or r["sample"]:
-            continue
-        alpha = rule.equiv(r["param"])
-        key = (tuple(r[c] for c in CELL), rule.mean_of, round(alpha, 9))
-        match = [h for h in have if h[0] == key[0] and h[1] == key[1] and abs(h[2] - key[2]) < 1e-6]
-        if match:
-            out[i] = f"{rule.mean_of}@{match[0][2]:g}"
+        if rule is not None and rule.mean_of is not None and not r["sample"]:
+            out[i] = pos.get((tuple(r[CELL]), rule.mean_of, round(rule.equiv(r["param"]), 6)), -1)
     return out
 
 
@@ -345,15 +336,23 @@ def _halves(seeds) -> tuple[np.ndarray, np.ndarray]:
 def crossfit(per_param: pd.DataFrame) -> dict:
     """The cross-fitted best column of ``per_param`` (``[seed, coefficient]`` of values, complete rows only):
     the coefficient with the best mean on half A of the seeds scores half B, and vice versa. Returns the two
-    choices and each seed's value under the choice of the half it is not in (``values``, by seed)."""
+    choices, ``choice`` (by seed: the coefficient the half it is not in chose) and ``values`` (by seed: its
+    value under that choice)."""
     per_param = per_param.dropna()
     a, b = _halves(per_param.index)
     if len(a) < 2 or len(b) < 2 or per_param.shape[1] < 2:  # too few seeds to split: the one choice, in-sample
-        best = per_param.mean().idxmax()
-        return {"a": best, "b": best, "values": per_param[best], "crossfit": False}
-    pa, pb = per_param.loc[a].mean().idxmax(), per_param.loc[b].mean().idxmax()
-    values = pd.concat([per_param.loc[b, pa], per_param.loc[a, pb]]).sort_index()
-    return {"a": pa, "b": pb, "values": values, "crossfit": True}
+        pa = pb = per_param.mean().idxmax()
+    else:
+        pa, pb = per_param.loc[a].mean().idxmax(), per_param.loc[b].mean().idxmax()
+    choice = pd.Series(pb, index=per_param.index)
+    choice[choice.index.isin(b)] = pa
+    return {"a": pa, "b": pb, "choice": choice, "values": _pick(per_param, choice),
+            "crossfit": len(a) >= 2 and len(b) >= 2 and per_param.shape[1] >= 2}
+
+
+def _pick(table: pd.DataFrame, choice: pd.Series) -> pd.Series:
+    """Per seed (``choice``'s index), ``table``'s value in the column ``choice`` names."""
+    return pd.Series([table.at[s, p] for s, p in choice.items()], index=choice.index, dtype=float)
 
 
 def label_cells(rows: pd.DataFrame, kl_budget: float = 0.5, seeds: pd.DataFrame | None = None,
@@ -378,12 +377,9 @@ def label_cells(rows: pd.DataFrame, kl_budget: float = 0.5, seeds: pd.DataFrame 
         cf = crossfit(table)
         test = paired(cf["values"], base[value])
         lengths = pd.DataFrame({p: by_row[(*key, p)].get("length", pd.Series(dtype=float)) for p in g["param"]})
-        seeds_b = cf["values"].index
         if "length" in base and lengths.notna().any().any():
-            a_s, b_s = _halves(seeds_b)
-            ln = pd.concat([lengths.loc[b_s, cf["a"]], lengths.loc[a_s, cf["b"]]]) if cf["crossfit"] else lengths[cf["a"]]
-            sh = shorter(ln, base["length"])
-            length = float(ln.mean())
+            ln = _pick(lengths, cf["choice"])
+            sh, length = shorter(ln, base["length"]), float(ln.mean())
         else:
             sh, length = {"frozen_length": np.nan, "p_shorter": np.nan}, np.nan
         guarded = bool(g["guarded"].iloc[0])

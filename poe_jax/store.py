@@ -218,11 +218,11 @@ def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
         df = df.drop(columns="grid", errors="ignore")
         df.insert(0, "grid", d.name)  # grids of one run may share env and actor (other prior, goal parameters)
         spec = read_spec(d) if (d / "spec.json").is_file() else {}
-        df["sample"] = bool(spec.get("sample", False))  # the execution mode: a sample of the policy, or its mean
+        df["sample"] = spec.get("sample") is True  # the execution mode: a sample of the policy, or its mean
         blind = df["prior"].eq(priors.PRIOR_BLIND)
         served |= bool(blind.any())
         if serve_prior_blind and blind.any():
-            qualities = spec["priors"] if spec else read_spec(d)["priors"]
+            qualities = (spec or read_spec(d))["priors"]
             df = pd.concat([df[~blind], *(df[blind].assign(prior=q) for q in qualities)]).sort_values(
                 "lane", kind="stable")
         frames.append(df)
