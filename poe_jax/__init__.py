@@ -3,24 +3,30 @@
 A frozen Gaussian actor is combined with a goal-conditioned Gaussian prior by a
 closed-form rule (:mod:`poe_jax.compose`) and the result is evaluated over large
 grids with batched MuJoCo physics.
+
+Submodules load on first use (``poe_jax.compose``, ``from poe_jax import grid``, ...), so
+``import poe_jax`` and the ``poe-jax`` command start without loading JAX.
 """
 
-from poe_jax import checkpoints, compose, gaussian, nets, select
-from poe_jax.compose import RULES, alpha_to_beta, beta_to_alpha
-from poe_jax.gaussian import DiagGaussian, kl
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "RULES",
-    "DiagGaussian",
-    "__version__",
-    "alpha_to_beta",
-    "beta_to_alpha",
-    "checkpoints",
-    "compose",
-    "gaussian",
-    "kl",
-    "nets",
-    "select",
-]
+_SUBMODULES = ("checkpoints", "compose", "gaussian", "nets", "select")
+_NAMES = {"RULES": "compose", "alpha_to_beta": "compose", "beta_to_alpha": "compose", "DiagGaussian": "gaussian",
+          "kl": "gaussian"}
+
+__all__ = ["RULES", "DiagGaussian", "__version__", "alpha_to_beta", "beta_to_alpha", "checkpoints", "compose",
+           "gaussian", "kl", "nets", "select"]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"poe_jax.{name}")
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"poe_jax.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'poe_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

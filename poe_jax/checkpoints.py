@@ -152,9 +152,7 @@ def save(
     import orbax.checkpoint as ocp
 
     path = Path(path).absolute()
-    if path.exists() and not overwrite:
-        raise CheckpointError(f"{path}: already exists; pass overwrite=True (on the command line: --overwrite) to "
-                              "replace it")
+    check_replaceable(path, overwrite)
     for s in scores or []:
         if "episodes" not in s:
             raise CheckpointError(f"{path}: every score needs its number of episodes; got {s}")
@@ -166,6 +164,10 @@ def save(
     if critic is not None:
         tree["critic"] = critic.params
     tree = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), tree)
+    bad = sorted(k for k, v in _flat(tree).items() if not np.all(np.isfinite(v)))
+    if bad:
+        raise CheckpointError(f"{path}: parameters {bad[:4]} have NaN or inf values; a network with them gives NaN "
+                              "actions, so it is not saved")
     spec = obj.spec
     card = {
         "format": FORMAT,
@@ -207,6 +209,21 @@ def save(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def check_replaceable(path: str | os.PathLike, overwrite: bool) -> None:
+    """``path`` may receive a checkpoint: it does not exist, or ``overwrite`` is set and it is a checkpoint
+    folder (a folder with card.json). A file, or a folder of anything else (a grid's run), is never replaced."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise CheckpointError(f"{path}: exists and is not a checkpoint folder; give a new --out (a file is never "
+                              "replaced)")
+    if path.exists() and not overwrite:
+        raise CheckpointError(f"{path}: already exists; pass overwrite=True (on the command line: --overwrite) to "
+                              "replace it")
+    if path.exists() and not (path / "card.json").is_file():
+        raise CheckpointError(f"{path}: is a folder but not a checkpoint (no card.json); --overwrite replaces only a "
+                              "checkpoint: give a new --out")
 
 
 def update_card(path: str | os.PathLike, **fields) -> dict:
@@ -293,6 +310,9 @@ def zoo_path(name: str) -> Path:
                           "(set POE_JAX_ZOO to add a folder)")
 
 
+_ORBAX_FILES = ("_METADATA", "manifest.ocdbt")  # what every checkpoint's params/ holds (orbax, OCDBT format)
+
+
 def load(path: str | os.PathLike, env=None) -> nets.Actor | nets.GoalPrior:
     """Load a frozen actor (with its critics when saved) or a goal prior.
 
@@ -320,6 +340,10 @@ def load(path: str | os.PathLike, env=None) -> nets.Actor | nets.GoalPrior:
     pdir = path / "params"
     if not pdir.is_dir():
         raise CheckpointError(f"{path}: cannot read the parameter files: {pdir} is missing (truncated checkpoint?)")
+    for name in _ORBAX_FILES:  # checked here: orbax would report a missing one as every array missing
+        if not (pdir / name).is_file():
+            raise CheckpointError(f"{path}: params/{name} is missing (a truncated or partly copied checkpoint); copy "
+                                  "the whole checkpoint folder again, or save it again")
     try:
         with ocp.StandardCheckpointer() as ckptr:
             meta = ckptr.metadata(pdir)
@@ -339,6 +363,10 @@ def load(path: str | os.PathLike, env=None) -> nets.Actor | nets.GoalPrior:
     tree = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), tree)
     if checksum(tree) != card["sha256"]:
         raise CheckpointError(f"{path}: parameter checksum differs from the card: the files are corrupt or were changed")
+    bad = sorted(k for k, v in _flat(tree).items() if not np.all(np.isfinite(v)))
+    if bad:
+        raise CheckpointError(f"{path}: parameters {bad[:4]} have NaN or inf values (a diverged training run?); a network "
+                              "with them gives NaN actions")
     ncard = card.get("normalization") or {}
     mean, std = tree["norm"]["mean"], tree["norm"]["std"]
     if "mean" in ncard and (not np.array_equal(np.float32(ncard["mean"]), mean) or not np.array_equal(np.float32(ncard["std"]), std)):

@@ -28,7 +28,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--chunk-size", type=int, help="lanes per compiled call")
     run.add_argument("--actor", help="override the spec's actor checkpoint")
     run.add_argument("--prior", help="override the spec's prior checkpoint")
-    run.add_argument("--force", action="store_true", help="discard results of a different spec in --out")
+    run.add_argument("--force", action="store_true",
+                     help="discard results of a different spec in --out (the run then says how many it discarded)")
+    run.add_argument("--yes", action="store_true",
+                     help="start a run the size estimate calls very long (over 50,000 result parts or 2e9 env steps)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--repair", action="store_true",
                      help="move unreadable result parts aside (DIR/corrupt/) and recompute their lanes")
@@ -71,6 +74,11 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--kl-budget", type=float, default=0.5, help="nats per step for the KL-budget selector")
     rep.add_argument("--states", help="dataset states for the off-policy scorer (.npz with 'observations' or D4RL "
                      ".hdf5; default: the shipped probe states of each actor's dataset)")
+    rep.add_argument("--partial", action="store_true",
+                     help="report an unfinished run: marked INCOMPLETE, and no claim gets a verdict")
+    rep.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                     help="import a module or .py file first (the run's own plugins are never imported from its "
+                          "folder: a run folder is data); repeatable")
     sub.add_parser("zoo", formatter_class=_Formatter, help="list the shipped checkpoints (and POE_JAX_ZOO folders) with their scores")
     tr = sub.add_parser("train", formatter_class=_Formatter, help="offline training of frozen actors and goal priors")
     tr_sub = tr.add_subparsers(dest="algo", required=True)
@@ -120,7 +128,7 @@ def _run(args) -> int:
     plugins = [str(Path(p).absolute()) if p.endswith(".py") else p for p in args.plugin]
     specs = grid.load_specs(source, actor=args.actor, prior=args.prior, plugins=plugins or None)
     opts = dict(force=args.force, progress=not args.quiet, backend=args.backend, chunk_size=args.chunk_size,
-                repair=args.repair)
+                repair=args.repair, yes=args.yes, log=lambda text: print(text, flush=True))
     if len(specs) == 1:
         results = [grid.run(specs[0], args.out, **opts)]
     else:
@@ -133,6 +141,8 @@ def _run(args) -> int:
     print()
     for res in results:
         s = res.summary
+        if s.get("discarded"):
+            print(f"--force: {s['discarded']}", file=sys.stderr)
         print(f"{s['episodes_recorded']} episodes in {res.out} ({res.computed} computed now, {res.skipped} already there); "
               f"backend {s['backend']}, compile {s['compile_s']:.1f} s, wall {s['wall_s']:.1f} s, "
               f"{s['episodes_per_s'] or 0:.1f} episodes/s, {s['env_steps_per_s'] or 0:.0f} env-steps/s")
@@ -231,9 +241,86 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from poe_jax.report import ReportError
     from poe_jax.spec import SpecError
     from poe_jax.store import StoreError
+    from poe_jax.train.offline import TrainDiverged
 
-    return (UsageError, SpecError, CheckpointError, DatasetError, PortError, ReportError, StoreError,
-            FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+    return (UsageError, SpecError, CheckpointError, DatasetError, PortError, ReportError, StoreError, TrainDiverged,
+            OSError)
+
+
+def _redeliver_interrupt(unraisable, _default=sys.unraisablehook) -> None:
+    """A Ctrl-C that lands in a callback Python cannot raise from (e.g. JAX's garbage-collection callback) is
+    only printed as "Exception ignored"; raise it again in the main thread instead (from a helper thread:
+    raised inside this hook it would be ignored too)."""
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        import _thread
+        import threading
+        import time
+
+        threading.Thread(target=lambda: (time.sleep(0.02), _thread.interrupt_main()), daemon=True).start()
+        return
+    _default(unraisable)
+
+
+# What each command imports anyway: loaded first, with Ctrl-C held, because a C extension interrupted while it
+# initialises prints its own traceback (numpy) or turns the interrupt into "ImportError: initialization failed"
+# (tensorstore, under orbax).
+_HEAVY = ("numpy", "jax", "flax", "mujoco", "pandas", "pyarrow.parquet", "orbax.checkpoint")
+_LIGHT = ("numpy", "jax")
+
+
+def _import_heavy(argv: list[str]) -> None:
+    """Import the command's heavy modules with SIGINT held; a Ctrl-C meanwhile exits 130 at once after them
+    (nothing has started)."""
+    import importlib
+    import signal
+
+    if any(a in ("-h", "--help") for a in argv):
+        return
+    command = next((a for a in argv if not a.startswith("-")), "")
+    held = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    for name in _LIGHT if command in ("demo", "rules", "envs") else _HEAVY:
+        importlib.import_module(name)
+    if held:
+        print("poe-jax: interrupted", file=sys.stderr, flush=True)
+        os._exit(130)
+
+
+def entry() -> None:
+    """The ``poe-jax`` console script (and ``python -m poe_jax``): :func:`main`, then exit with its code.
+
+    It leaves without the interpreter's teardown (``os._exit``, after flushing stdout and stderr): after a
+    Ctrl-C, XLA may still be compiling on its own threads, and tearing the JAX client down under such a
+    compile crashed the process (a segfault after the correct message); and a Ctrl-C during teardown killed
+    a finished run's process. Nothing is lost: every file the commands write is complete on disk (written to
+    a temporary name, synced, renamed) before the command returns or the interrupt is handled."""
+    import signal
+
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    sys.unraisablehook = _redeliver_interrupt
+    _import_heavy(sys.argv[1:])
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        code = main()
+    except BaseException as e:
+        # a Ctrl-C outside main's own handler, or one a C extension turned into another error while it was
+        # being imported (e.g. "ImportError: initialization failed")
+        if not (interrupted or isinstance(e, KeyboardInterrupt)) or isinstance(e, SystemExit):
+            raise
+        print("poe-jax: interrupted", file=sys.stderr)
+        code = 130
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: a late Ctrl-C changes nothing
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,13 +341,47 @@ def main(argv: list[str] | None = None) -> int:
     except _known_errors() as e:
         if debug:
             raise
-        text = " ".join(str(e).split()) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
-        print(f"poe-jax: error: {text}", file=sys.stderr)
+        print(f"poe-jax: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 
+# What to do about an OS error, by errno name (the path and the OS's words come first).
+_OS_HINTS = {"ENOSPC": "the disk is full; free space or use another --out (what was written is kept)",
+             "EDQUOT": "the disk quota is exceeded; free space or use another --out (what was written is kept)",
+             "EFBIG": "a file grew past this system's size limit (ulimit -f); raise it or use another --out",
+             "EROFS": "the filesystem is read-only; use another --out",
+             "ENAMETOOLONG": "the path is too long; use a shorter --out or shorter grid names",
+             "EEXIST": "something is already there; move it or use another --out",
+             "ENOTDIR": "a file stands where a folder is needed; move it or use another --out",
+             "EACCES": "no permission; use another --out", "EPERM": "not permitted; use another --out"}
+
+
+def _one_line(e: BaseException) -> str:
+    """The error in one line; an OS error names its path, the OS's words and what to do."""
+    import errno
+
+    if isinstance(e, OSError) and e.filename is not None:
+        code = errno.errorcode.get(e.errno or 0, "")
+        hint = _OS_HINTS.get(code)
+        path = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+        return f"{path}: {e.strerror or e}" + (f" [{code}]; {hint}" if hint else (f" [{code}]" if code else ""))
+    return " ".join(str(e).split())
+
+
 def _check_env(args) -> None:
-    """``--env`` names a registered env (before minutes of loading data)."""
+    """``--env`` names a registered env, and the numbers are in range (before minutes of loading data)."""
+    from poe_jax.domain import Domain
+
+    numbers = {"steps": Domain(int, lo=1), "sac_steps": Domain(int, lo=1), "time_budget": Domain(float, lo=0, lo_open=True),
+               "seed": Domain(int, lo=0, hi=2**32 - 1), "size": Domain(int, lo=1), "eval_every": Domain(int, lo=1),
+               "target_speed": Domain(float), "medium_fraction": Domain(float, lo=0, hi=1, lo_open=True, hi_open=True)}
+    for name, domain in numbers.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            try:
+                domain.check(f"--{name.replace('_', '-')}", value)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
     env = getattr(args, "env", None)
     if env is None:
         return
@@ -323,7 +444,8 @@ def _dispatch(args) -> int:
         missing = [d for d in grid.grid_dirs(args.dir) if not (d / "episodes.parquet").exists()]
         if missing:
             raise UsageError(f"report: {missing[0]} has no episodes.parquet (run poe-jax run first)")
-        print(f"wrote {write_report(args.dir, kl_budget=args.kl_budget, states=args.states)}")
+        plugins = [str(Path(p).absolute()) if p.endswith(".py") else p for p in args.plugin]
+        print(f"wrote {write_report(args.dir, kl_budget=args.kl_budget, states=args.states, partial=args.partial, plugins=plugins)}")
         return 0
     if args.command == "zoo":
         return _zoo()
@@ -339,4 +461,4 @@ def _dispatch(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

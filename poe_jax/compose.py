@@ -76,6 +76,7 @@ __all__ = [
     "apply",
     "beta_to_alpha",
     "by_index",
+    "check_coefficient",
     "checked",
     "checking",
     "frozen",
@@ -104,8 +105,9 @@ def _fmt(values: np.ndarray) -> str:
     return shown if flat.size <= 4 else f"{shown}, ... ({flat.size} bad values)"
 
 
-def _coefficient(name: str, value, lo: float, hi: float, dtype) -> jax.Array:
-    """Validate a rule coefficient in ``[lo, hi]`` (see module docstring)."""
+def check_coefficient(name: str, value, lo: float, hi: float, dtype) -> jax.Array:
+    """Validate a coefficient in ``[lo, hi]`` (see module docstring): a concrete value outside (or NaN)
+    raises ``ValueError``; a traced one becomes NaN (and fails under checkify)."""
     if not _is_traced(value):
         arr = np.asarray(value, dtype=np.float64)
         bad = ~((arr >= lo) & (arr <= hi))  # NaN fails both comparisons
@@ -285,7 +287,7 @@ def additive(actor: DiagGaussian, prior: DiagGaussian, alpha) -> DiagGaussian:
         >>> [round(float(d.mean[0]), 4), round(float(d.std[0]), 4)]
         [0.5, 0.55]
     """
-    alpha = _coefficient("alpha", alpha, 0.0, 1.0, actor.mean.dtype)
+    alpha = check_coefficient("alpha", alpha, 0.0, 1.0, actor.mean.dtype)
     safe, ok = _guard(actor, prior)
     mean = _lerp(actor.mean, safe.mean, alpha)
     std = _lerp(actor.std, safe.std, alpha)
@@ -312,7 +314,7 @@ def poe(actor: DiagGaussian, prior: DiagGaussian, alpha) -> DiagGaussian:
         >>> [round(float(d.mean[0]), 4), round(float(d.std[0]), 4)]
         [0.5, 1.0]
     """
-    alpha = _coefficient("alpha", alpha, 0.0, 1.0, actor.mean.dtype)
+    alpha = check_coefficient("alpha", alpha, 0.0, 1.0, actor.mean.dtype)
     safe, ok = _guard(actor, prior)
     mean, std = _blend(actor, safe, 1.0 - alpha, alpha)
     # Exact end points: alpha = 0 is the actor and alpha = 1 the prior, bit for bit.
@@ -341,7 +343,7 @@ def kl_reg(actor: DiagGaussian, prior: DiagGaussian, beta) -> DiagGaussian:
         >>> [round(float(d.mean[0]), 4), round(float(d.std[0]) ** 2, 4)]
         [0.5, 0.5]
     """
-    beta = _coefficient("beta", beta, 0.0, math.inf, actor.mean.dtype)
+    beta = check_coefficient("beta", beta, 0.0, math.inf, actor.mean.dtype)
     safe, ok = _guard(actor, prior)
     # lam = lam_t + b lam_g = (1 + b) * ((1-a) lam_t + a lam_g) with a = b / (1 + b):
     # the PoE blend at the equivalent alpha, with variance shrunk by 1 / (1 + b).
@@ -421,7 +423,7 @@ def poe_adaptive(actor: DiagGaussian, prior: DiagGaussian, budget) -> DiagGaussi
 
 def _adaptive_alpha_used(actor: DiagGaussian, prior: DiagGaussian, budget) -> jax.Array:
     """``[...]``: the per-state alpha :func:`poe_adaptive` uses at ``budget``."""
-    budget = _coefficient("budget", budget, 0.0, math.inf, actor.mean.dtype)
+    budget = check_coefficient("budget", budget, 0.0, math.inf, actor.mean.dtype)
     alpha = adaptive_alpha(actor, prior, budget)
     # A zero budget is the actor exactly (float32 KL of near-equal Gaussians can round to <= 0).
     positive = budget > 0
@@ -730,7 +732,11 @@ def checking():
 
 
 def checked(fn: Callable) -> Callable:
-    """Jitted ``fn`` whose invalid inputs raise ``ValueError`` even when traced.
+    """Jitted ``fn`` whose invalid inputs raise, also inside your own ``jit``/``vmap``.
+
+    Called eagerly it raises checkify's ``JaxRuntimeError`` with the check's message. Traced (e.g.
+    ``jax.jit(checked(f))``), the check runs on the device and raises when the program runs: an error
+    whose message contains the check's (a host callback, so it costs one round trip per call).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -741,11 +747,21 @@ def checked(fn: Callable) -> Callable:
         ...
         jax._src.checkify.JaxRuntimeError: alpha must be in [0.0, 1.0]; got alpha=1.5...
     """
+    from jax.experimental import io_callback
 
-    compiled = jax.jit(checkify.checkify(fn))
+    functional = checkify.checkify(fn)
+    compiled = jax.jit(functional)
+
+    def throw(err) -> np.ndarray:
+        err.throw()
+        return np.zeros((), np.int32)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if _is_traced((args, kwargs)):  # inside the caller's transformation: check when it runs
+            err, out = functional(*args, **kwargs)
+            io_callback(throw, jax.ShapeDtypeStruct((), jnp.int32), err)
+            return out
         err, out = compiled(*args, **kwargs)
         err.throw()
         return out

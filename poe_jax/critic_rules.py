@@ -62,7 +62,7 @@ def iql_guided(actor: DiagGaussian, q_fn: QFn, eta, low, high, key=None) -> Diag
         >>> iql_guided(a, q, 0.25, -1.0, 1.0).mean.tolist()
         [0.25, -0.25]
     """
-    eta = compose._coefficient("eta", eta, 0.0, math.inf, actor.mean.dtype)
+    eta = compose.check_coefficient("eta", eta, 0.0, math.inf, actor.mean.dtype)
     grad = jax.grad(q_fn)(actor.mean)
     return DiagGaussian(jnp.clip(actor.mean + eta * grad, low, high), actor.std)
 

@@ -132,9 +132,22 @@ def score(actor, prior, states: np.ndarray, rules: dict[str, list[float]], goals
 
 def score_run(out: str | Path, states: str | Path | None = None) -> tuple[pd.DataFrame | None, list[str]]:
     """Off-policy scores for every grid of the run in ``out``; plus notes on grids that were skipped."""
+    from poe_jax.envs.goals import GOALS
+
     frames, notes = [], []
     for d in store.grid_dirs(out):
         spec = store.read_spec(d)
+        try:  # spec.json is data: names the registries do not know (a plugin not loaded) skip the grid
+            unknown = ([f"rule {r!r}" for r in spec["rules"] if r not in compose.RULES]
+                       + [f"goal {g!r}" for g in spec["goals"] if g not in GOALS]
+                       + [f"prior quality {q!r}" for q in spec["priors"] if q not in priors.QUALITIES])
+        except (KeyError, TypeError) as e:
+            notes.append(f"{d.name}: skipped (its spec.json lacks {e})")
+            continue
+        if unknown:
+            notes.append(f"{d.name}: skipped (unknown {', '.join(unknown)}: a plugin the report was not given; pass "
+                         "--plugin)")
+            continue
         try:
             actor_path = resolve_checkpoint(spec["actor"], spec.get("base_dir", "."))
             prior_path = resolve_checkpoint(spec["prior"], spec.get("base_dir", "."), "prior")

@@ -168,6 +168,17 @@ class Plan:
     def cells(self) -> list[Cell]:
         return cells(self.spec)
 
+    @property
+    def n_lanes(self) -> int:
+        """The grid's episodes: cells × seeds × episodes."""
+        return len(self.cells) * len(self.spec.seeds) * self.spec.episodes
+
+    def n_lanes_per_program(self) -> list[int]:
+        """The lanes each of the grid's programs runs (:meth:`program_keys`, first-seen order)."""
+        per_cell = self.program_keys()
+        reps = len(self.spec.seeds) * self.spec.episodes
+        return [per_cell.count(k) * reps for k in dict.fromkeys(per_cell)]
+
     @functools.cached_property
     def env(self):
         """The grid's env, built once."""
@@ -227,5 +238,11 @@ def resolve(spec: GridSpec, backend: str | None = None) -> Plan:
     if missing:
         raise SpecError(f"goals: the prior {prior_path} was not trained on {missing}; it knows {prior_card['architecture']['goals']}")
     goals = tuple(make_goal(g, spec.env, **spec.goal_params.get(g, {})) for g in spec.goals)
-    return Plan(spec, resolve_backend(backend or spec.backend), rules, goals, tuple(Shift.parse(s) for s in spec.shifts),
+    plan = Plan(spec, resolve_backend(backend or spec.backend), rules, goals, tuple(Shift.parse(s) for s in spec.shifts),
                 actor_path, prior_path, actor_card, prior_card)
+    if "main_body" in spec.env_options:  # a body of the model: checked by building the env (kept by the plan)
+        try:
+            plan.env
+        except ValueError as e:
+            raise SpecError(f"env_options.{e}") from None
+    return plan

@@ -101,6 +101,10 @@ def _to_numpy(sd: dict, where: str) -> dict[str, np.ndarray]:
         if not hasattr(v, "detach"):
             raise PortError(f"{where}: entry {k!r} is a {type(v).__name__}, not a tensor")
         out[k] = v.detach().cpu().float().numpy()
+        bad = int(np.size(out[k]) - np.count_nonzero(np.isfinite(out[k])))
+        if bad:
+            raise PortError(f"{where}: tensor {k!r} has {bad} non-finite values (NaN or inf); a network with them gives "
+                            "NaN actions (export the checkpoint again from a healthy training run)")
     return out
 
 
@@ -315,8 +319,14 @@ def port_corl(
     dataset: str | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """:func:`from_corl` then :func:`poe_jax.checkpoints.save` with a card."""
+    """:func:`from_corl` then :func:`poe_jax.checkpoints.save` with a card. ``out`` must not exist, or with
+    ``overwrite`` be a checkpoint folder (with its card.json): nothing else is ever replaced."""
     from poe_jax import checkpoints
+
+    try:
+        checkpoints.check_replaceable(out, overwrite)  # before anything is read
+    except checkpoints.CheckpointError as e:
+        raise PortError(str(e)) from None
 
     actor = from_corl(path, algo, env=env, obs_stats=obs_stats, det_std=det_std)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -93,6 +93,8 @@ class Totals(NamedTuple):
         metrics: ``{metric: sum over live steps}`` (:data:`poe_jax.metrics.METRICS`).
         discounted: ``{metric: sum_t GAMMA^t m_t}`` for metrics with a discounted column.
         sum_alpha: the per-state alpha summed over live steps (rules with ``alpha_fn``; else 0).
+        nonfinite_actions: live steps whose executed action had a NaN or inf (MuJoCo resets its state on
+            such a control, so the episode's returns would look plausible; the store records the count).
     """
 
     return_task: jax.Array
@@ -105,6 +107,7 @@ class Totals(NamedTuple):
     metrics: dict[str, jax.Array]
     discounted: dict[str, jax.Array]
     sum_alpha: jax.Array
+    nonfinite_actions: jax.Array
 
 
 def _alpha_used(rules: tuple[compose.Rule, ...], index, x: compose.RuleInputs) -> jax.Array:
@@ -162,6 +165,7 @@ def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), 
             step = metrics.evaluate(metrics.StepInputs(o, a, g, c, action, a.log_prob(action)))
             if adaptive:
                 step["__alpha"] = _alpha_used(rules, lane.rule, x)
+            step["__nonfinite"] = jnp.any(~jnp.isfinite(action)).astype(action.dtype)
             return action, step
 
         def goal(state, action, nxt, data):
@@ -178,7 +182,9 @@ def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), 
                         gamma=metrics.GAMMA, on_step=on_step)
         sums = dict(ep.metrics)
         sum_alpha = sums.pop("__alpha", jnp.zeros_like(ep.return_task))
+        nonfinite = sums.pop("__nonfinite")
         return Totals(ep.return_task, ep.return_goal, ep.length, ep.terminated, ep.discounted_goal, ep.max_abs_goal,
-                      ep.sum_x_velocity, sums, {k: ep.discounted_metrics[k] for k in discounted}, sum_alpha)
+                      ep.sum_x_velocity, sums, {k: ep.discounted_metrics[k] for k in discounted}, sum_alpha,
+                      nonfinite)
 
     return program

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from poe_jax import claims, compose, metrics, priors, stats, store
-from poe_jax.spec import load_plugins
+from poe_jax.spec import load_plugins, plugin_key
 
 __all__ = ["ReportError", "write_report"]
 
@@ -228,11 +228,19 @@ def rows_alpha(r: pd.DataFrame) -> np.ndarray:
                        for rule, p in zip(r["rule"], r["param"])])
 
 
-def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, states: str | Path | None = None) -> Path:
+def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, states: str | Path | None = None,
+                 partial: bool = False, plugins=()) -> Path:
     """Write ``out/report.md``, ``out/figures/*.png`` (and ``out/offpolicy.csv``) for the run in ``out``.
 
     ``states``: dataset states for the off-policy scorer (default: the shipped probe
     states of each actor's dataset; see :mod:`poe_jax.offpolicy`).
+
+    A run folder is data: nothing named in it is imported. ``plugins`` (module names or ``.py``
+    files) are imported first, e.g. the ones the run was made with, so their rules, goals and
+    metrics are known; the report says which of the run's plugins were not given.
+
+    An unfinished run (fewer episodes than its grids have, or a run writing into ``out`` now) is
+    refused unless ``partial``; a partial report says INCOMPLETE at the top and decides no claim.
     """
     from poe_jax import offpolicy
 
@@ -242,24 +250,42 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     if not 0 < level < 1:
         raise ReportError(f"level: must be in (0, 1); got {level!r}")
     out = Path(out)
-    for d in store.grid_dirs(out):  # the grids' plugins, for the rules, goals and metrics they registered
-        if (d / "spec.json").is_file():
-            sp = store.read_spec(d)
-            load_plugins(sp.get("plugins", ()), sp.get("base_dir", "."))
+    if states is not None:  # a file the caller named must be usable: refused now, not skipped later
+        try:
+            offpolicy.load_states(states)
+        except (ValueError, OSError) as e:
+            raise ReportError(f"states (--states): {e}") from None
+    _check_outputs(out)
+    load_plugins(plugins)  # the caller's, never the run folder's
+    running = store.writing(out) or any(store.writing(d) for d in store.grid_dirs(out))
+    recorded, expected = store.progress(out)
+    incomplete = running or recorded < expected
+    if incomplete and not partial:
+        now = "a run is writing into it now; " if running else ""
+        raise ReportError(f"{out}: {recorded} of {expected} episodes; {now}finish it with the same command "
+                          "(poe-jax run ... --out DIR), or report what is there with --partial")
+    unloaded = _unloaded_plugins(out, plugins)
     df = store.read_episodes(out)
-    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
-    if "random" in set(df["prior"]) and "x_velocity" not in df:
-        raise ReportError(f"{out}: recorded before prior quality 'random' meant an untrained network (its 'random' "
-                         "is today's 'adversarial'); rerun the grid with this poe_jax to report it")
+    summary = _summary(out)
     if "frozen" not in set(df["rule"]):
         raise ReportError(f"{out}: the grid has no 'frozen' rule; the report compares every rule with frozen on the "
                           "same seeds (add `frozen = []` to [rules] and run the grid into a new DIR)")
     rows, excluded = stats.row_stats(df, level=level)
+    if not rows["rule"].ne("frozen").any() or not rows["n_pairs"].fillna(0).gt(0).any():
+        return _nothing_to_compare(out, df, summary, incomplete, (recorded, expected), unloaded, excluded)
     cells = stats.label_cells(rows, kl_budget=kl_budget)
     stats.labels_table(rows, cells).to_csv(out / "labels.csv", index=False)
     rows.drop(columns=["guarded", "sd_diff"]).to_csv(out / "rows.csv", index=False)
     figs = _figures(rows, cells, out / "figures")
     lines = [f"# poe_jax report: {summary.get('spec', {}).get('name') or out.name}", ""]
+    if incomplete:
+        lines += [f"**INCOMPLETE: {recorded} of {expected} episodes"
+                  + (", and a run was writing into the folder" if running else "")
+                  + ".** Every number below is of the episodes recorded so far; no claim is decided.", ""]
+    if unloaded:
+        lines += [f"**Plugins not loaded:** the run was made with {unloaded}; the report imports nothing named in a "
+                  "run folder. Rules, goals and metrics of these plugins are reported by name only; pass them with "
+                  "`poe-jax report DIR --plugin ...` to load them.", ""]
     lines += [_RULES_TEXT.format(level=level, budget=kl_budget, effect=stats.EFFECT), ""]
     for point, col in (("cross-fitted oracle", "oracle_label"), ("KL-budget selector", "selector_label")):
         counts = cells[col].value_counts()
@@ -280,17 +306,20 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     n_fall = int((cells["oracle_label"] == "FALL").sum())
     lines.append(f"FALL: {n_fall} (cell, rule) pairs at the oracle were significantly better than frozen only with "
                  "shorter episodes; they are not counted as HELP (`labels.csv` has `length` and `frozen_length`).")
-    n_distinct = len(stats.distinct(df))
-    lines += ["", f"Episodes: {n_distinct} recorded (each counted once). Exclusions: "
-              f"{excluded['non_finite_episodes']} episodes had a non-finite goal return.", ""]
+    lines += ["", _episodes_line(df, excluded), ""]
     lines += _split_lines(cells)
     lines += _adversarial_lines(rows)
     ev = claims.Evidence(df, rows, cells, level, kl_budget)
-    claims_table = claims.evaluate(ev)
-    claims_table.to_csv(out / "claims.csv", index=False)
-    lines += _claims_lines(claims_table)
-    lines += _curve_lines(claims.degradation_curve(ev), out)
-    lines += _shift_lines(claims.shift_ratios(ev), out)
+    if incomplete:
+        (out / "claims.csv").unlink(missing_ok=True)  # a verdict from an earlier, complete report would mislead
+        lines += ["## The study's claims", "", "Not decided: the run is INCOMPLETE (see the top). Finish it and "
+                  "report again.", ""]
+    else:
+        claims_table = claims.evaluate(ev)
+        claims_table.to_csv(out / "claims.csv", index=False)
+        lines += _claims_lines(claims_table)
+        lines += _curve_lines(claims.degradation_curve(ev), out)
+        lines += _shift_lines(claims.shift_ratios(ev), out)
     agg_lines, agg_fig = _aggregate_section(df, cells, out / "figures")
     lines += agg_lines
     figs += [agg_fig] if agg_fig else []
@@ -344,6 +373,65 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _episodes_line(df: pd.DataFrame, excluded: dict) -> str:
+    rows = excluded.get("nonfinite_action_rows") or []
+    return (f"Episodes: {len(stats.distinct(df))} recorded (each counted once). Exclusions: "
+            f"{excluded['non_finite_episodes']} episodes had a non-finite goal return; "
+            f"{excluded.get('nonfinite_action_episodes', 0)} executed a NaN or inf action (MuJoCo resets its state "
+            "on one, so their returns mean nothing)" + (": " + ", ".join(rows[:20]) if rows else "") + ".")
+
+
+def _nothing_to_compare(out: Path, df: pd.DataFrame, summary: dict, incomplete: bool, counts, unloaded,
+                        excluded: dict) -> Path:
+    """The report of a run in which no rule has episodes beside frozen's on the same cell and seed (yet)."""
+    for stale in ("claims.csv", "labels.csv", "rows.csv"):
+        (out / stale).unlink(missing_ok=True)
+    lines = [f"# poe_jax report: {summary.get('spec', {}).get('name') or out.name}", ""]
+    if incomplete:
+        lines += [f"**INCOMPLETE: {counts[0]} of {counts[1]} episodes.** No claim is decided.", ""]
+    if unloaded:
+        lines += [f"**Plugins not loaded:** the run was made with {unloaded}.", ""]
+    lines += ["Nothing to compare: no rule has episodes beside frozen's on the same cell and seed. "
+              + ("Finish the run and report again." if incomplete else
+                 "Add rules to the grid (the report compares each with frozen)."), "", _episodes_line(df, excluded), ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _check_outputs(out: Path) -> None:
+    """The report writes only inside ``out``: a link in the folder (or in ``figures/``) that leads outside it is
+    refused before anything is written."""
+    top = out.resolve()
+    for p in [*out.iterdir(), *((out / "figures").iterdir() if (out / "figures").is_dir() else ())]:
+        if p.is_symlink():
+            real = p.resolve()
+            if real != top and top not in real.parents:
+                raise ReportError(f"{p}: a link to {real}, outside the run folder; the report writes only inside "
+                                  f"{out}: remove the link")
+
+
+def _summary(out: Path) -> dict:
+    """``out/summary.json`` (for names, versions and timing only), or ``{}`` when absent or unreadable."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def _unloaded_plugins(out: Path, plugins) -> list[str]:
+    """The plugins the run's grids were made with (their spec.json) that the caller did not give."""
+    given = {plugin_key(p) for p in plugins}
+    named = []
+    for d in store.grid_dirs(out):
+        sp = store.read_spec(d)
+        refs = sp.get("plugins") or []
+        base = sp.get("base_dir", ".") if isinstance(sp.get("base_dir"), str) else "."
+        named += [str(r) for r in refs if isinstance(r, str) and plugin_key(r, base) not in given]
+    return list(dict.fromkeys(named))
 
 
 def _portable(spec):

@@ -17,9 +17,11 @@ discounted mean for metrics that have one).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
+import shutil
 import socket
 import time
 from collections.abc import Sequence
@@ -32,10 +34,11 @@ import numpy as np
 from poe_jax import metrics
 from poe_jax.plan import MIN_BATCH, Plan, resolve
 from poe_jax.program import Totals
-from poe_jax.spec import GridSpec, SpecError
-from poe_jax.store import Store, done_lanes, episodes_dir, repair as repair_parts, write_json
+from poe_jax.spec import GRID_NAME_MAX, GridSpec, SpecError, check_grid_name
+from poe_jax.store import Store, done_lanes, episodes_dir, lock, recorded_count, write_json
 
-__all__ = ["RunInterrupted", "RunResult", "records", "run", "run_many", "headline", "summary_table", "versions"]
+__all__ = ["Estimate", "RunInterrupted", "RunResult", "estimate", "headline", "records", "run", "run_many",
+           "summary_table", "versions"]
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -105,6 +108,9 @@ def records(plan: Plan, cell_ids: np.ndarray, lanes, lane_ids: np.ndarray, tot: 
         # the per-state alpha's episode mean for rules whose alpha varies per state, else the fixed one
         "alpha_used": np.where(per_cell["adaptive"][cell_ids], f64(tot.sum_alpha) / safe_len,
                                per_cell["alpha_equiv"][cell_ids]),
+        # steps whose executed action had a NaN or inf: such an episode's returns mean nothing (MuJoCo resets on
+        # a non-finite control) and the report excludes it, by name
+        "nonfinite_actions": np.asarray(tot.nonfinite_actions).astype(np.int64),
     }
     for name, m in metrics.METRICS.items():
         rec[name] = f64(tot.metrics[name]) / safe_len
@@ -158,28 +164,62 @@ def _barrier(name: str) -> None:
     distributed.global_state.client.wait_at_barrier(name, 600_000)
 
 
-def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: bool = True,
-        backend: str | None = None, chunk_size: int | None = None, repair: bool = False) -> RunResult:
-    """Evaluate ``spec`` into ``out`` (see :mod:`poe_jax.store` for the folder). Resumable. While it
-    runs it holds an exclusive lock on ``out``: a second run into the same folder is refused at once.
-    ``repair``: first move unreadable result parts aside (``out/corrupt/``); their lanes are recomputed.
-    Ctrl-C raises :class:`RunInterrupted` once the chunk in flight is dropped (the parts written stay)."""
-    if backend is not None:
-        spec = spec.replace(backend=backend)
-    if chunk_size is not None:
-        spec = spec.replace(chunk_size=chunk_size)
-    plan = resolve(spec)
+def _with(spec: GridSpec, backend: str | None, chunk_size: int | None) -> GridSpec:
+    return spec.replace(**{k: v for k, v in (("backend", backend), ("chunk_size", chunk_size)) if v is not None})
+
+
+def _run_folder(out) -> Path:
+    """``out`` as a run folder to create or reuse: a folder, or nothing yet (checked before anything is written)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SpecError(f"out: {out} is a file; give a folder for the run")
+    if len(str(out.absolute())) + GRID_NAME_MAX + 64 > _PATH_MAX:
+        raise SpecError(f"out: {out} is too long a path for the run's files ({_PATH_MAX} characters at most)")
+    return out
+
+
+_PATH_MAX = 4000  # characters a run's file paths may take (Linux: 4096)
+
+
+def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: bool = True,
+        backend: str | None = None, chunk_size: int | None = None, repair: bool = False,
+        yes: bool = False, log=None) -> RunResult:
+    """Evaluate ``spec`` into ``out`` (see :mod:`poe_jax.store` for the folder). Resumable. While it
+    runs it holds an exclusive lock on ``out``: a second run into the same folder is refused at once,
+    and so is a single-grid run into a multi-grid run's folder.
+    ``force``: discard results of another spec in ``out`` (the summary's ``discarded`` says what).
+    ``repair``: first move unreadable or foreign result parts aside (``out/corrupt/``); their lanes are
+    recomputed. ``yes``: run a grid that :func:`estimate` calls very long. ``log(text)``: where the size
+    estimate and the first chunk's timing go (nothing by default).
+    Ctrl-C raises :class:`RunInterrupted` once the chunk in flight is dropped (the parts written stay)."""
+    plan = resolve(_with(spec, backend, chunk_size))
+    out = _run_folder(out)
+    est = estimate([plan], out)
+    est.check(yes)
     out.mkdir(parents=True, exist_ok=True)
-    store = Store(out, primary=jax.process_index() == 0)
-    with store.locked(jax.process_index()):
+    with lock(out, jax.process_index()):
+        if (out / "grids.json").exists():
+            raise SpecError(f"{out}: holds a multi-grid run (grids.json); a single grid needs its own --out")
+        _say(log, f"run: {est.text()}")
+        return _run_plan(plan, out, out, force, progress, repair, log)
+
+
+def _say(log, text: str) -> None:
+    if log is not None and jax.process_index() == 0:
+        log(text)
+
+
+def _run_plan(plan: Plan, out: Path, root: Path, force: bool, progress: bool, repair: bool, log=None) -> RunResult:
+    """One grid into ``out`` (under the run's ``root``); the caller holds the run's lock."""
+    store = Store(out, primary=jax.process_index() == 0, root=root)
+    out.mkdir(exist_ok=True)
+    with store.locked(jax.process_index()) if out != root else contextlib.nullcontext():
+        n_lanes = plan.n_lanes
         if repair and store.primary:
-            repair_parts(out)
-        store.pin(plan.identity, spec.to_dict(), force)
+            store.repair(plan.identity, n_lanes)
+        store.pin(plan.identity, plan.spec.to_dict(), n_lanes, force, repair)
         _barrier("poe_jax_grid_spec")
-        return _execute(plan, store, progress)
+        return _execute(plan, store, progress, log)
 
 
 def _chunks(groups: list[tuple], chunk_of, done: np.ndarray) -> list[tuple]:
@@ -199,12 +239,12 @@ def _chunks(groups: list[tuple], chunk_of, done: np.ndarray) -> list[tuple]:
     return out
 
 
-def _execute(plan: Plan, store: Store, progress: bool) -> RunResult:
+def _execute(plan: Plan, store: Store, progress: bool, log=None) -> RunResult:
     actor, prior = plan.load_actor(), plan.load_prior()
     table = plan.lane_table(prior)
     n_lanes = len(table)
     done = np.zeros(n_lanes, bool)
-    done[done_lanes(store.out)] = True
+    done[store.done()] = True
     skipped = int(done.sum())
     devices = jax.local_devices()
     per_cell = plan.program_keys()
@@ -222,7 +262,7 @@ def _execute(plan: Plan, store: Store, progress: bool) -> RunResult:
     bar = _Progress(n_lanes, skipped, plan.spec.max_steps) if (progress and store.primary) else None
     t_start = time.perf_counter()
     try:
-        computed, steps, compile_s = _chunks_through(plan, store, actor, prior, table, mine, sharding, bar)
+        computed, steps, compile_s = _chunks_through(plan, store, actor, prior, table, mine, sharding, bar, log)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
@@ -242,9 +282,10 @@ def _execute(plan: Plan, store: Store, progress: bool) -> RunResult:
         "episodes_per_s": rate(computed), "env_steps_per_s": rate(steps) and round(rate(steps), 1),
         "chunk_size": max(chunk_of(ids.size) for _, ids in groups), "programs": len(keys),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "discarded": store.discarded,
     }
     if store.primary:
-        write_json(store.out / "summary.json", summary)
+        write_json(store.out / "summary.json", summary, store.root)
     return RunResult(store.out, computed, skipped, summary)
 
 
@@ -291,14 +332,22 @@ def _compiled(plan: Plan, key, batch: int, actor, prior, lanes):
     return exe, time.perf_counter() - t0
 
 
-def _chunks_through(plan: Plan, store: Store, actor, prior, table, mine, sharding, bar):
-    """Each chunk of lanes through its program into the store; returns (episodes, env steps, compile s)."""
+def _chunks_through(plan: Plan, store: Store, actor, prior, table, mine, sharding, bar, log=None):
+    """Each chunk of lanes through its program into the store; returns (episodes, env steps, compile s).
+    After the first chunk, ``log`` gets the time it took and what that projects for the rest."""
     compile_s, computed, steps = 0.0, 0, 0
     _TICKER.bar = bar
     try:
-        for key, idx, batch in mine:
+        for i, (key, idx, batch) in enumerate(mine):
+            t0 = time.perf_counter()
             c, e, s = _chunk_through(plan, store, actor, prior, table, key, idx, batch, sharding, bar)
             compile_s, computed, steps = compile_s + c, computed + e, steps + s
+            if i == 0 and len(mine) > 1:
+                run_s = time.perf_counter() - t0 - c
+                rest = sum(ix.size for _, ix, _ in mine[1:])
+                eta = run_s / max(e, 1) * rest
+                _say(log, f"first chunk: {e} episodes in {run_s:.1f} s (+ {c:.1f} s compiling); the other {rest:,} "
+                          f"take about {_duration(eta)} (+ compiling {len({k for k, _, _ in mine}) - 1} more programs)")
     finally:
         _TICKER.bar = None
     return computed, steps, compile_s
@@ -323,48 +372,141 @@ def _chunk_through(plan: Plan, store: Store, actor, prior, table, key, idx, batc
 
 def run_many(specs: Sequence[GridSpec], out: str | os.PathLike, name: str = "", force: bool = False,
              progress: bool = True, backend: str | None = None, chunk_size: int | None = None,
-             repair: bool = False) -> list[RunResult]:
+             repair: bool = False, yes: bool = False, log=None) -> list[RunResult]:
     """Run several grids (e.g. one per env, from :func:`poe_jax.spec.load_specs`) into ``out/<grid name>/``.
 
-    Every grid is checked and resolved before the first one runs. ``out/grids.json`` lists the
-    grids (another list on the same ``out`` is refused unless ``force``), and
-    ``out/summary.json`` holds each grid's summary and the total wall time.
-    :func:`poe_jax.store.read_episodes` on ``out`` reads them all. Resumable like :func:`run`.
+    Every grid is checked and resolved, and the whole run sized (:func:`estimate`), before the first one
+    runs. Grid names are single folder names (:func:`poe_jax.spec.check_grid_name`): nothing is written
+    outside ``out``. ``out/grids.json`` lists the grids and pins the folder as a multi-grid run: another
+    list on the same ``out`` is refused unless ``force``, a single-grid run into it is refused, and this
+    run holds ``out``'s lock throughout. ``out/summary.json`` holds each grid's summary and the total wall
+    time. :func:`poe_jax.store.read_episodes` on ``out`` reads them all. Resumable like :func:`run`.
     """
     import json
 
-    out = Path(out)
     specs = list(specs)
-    if backend is not None:
-        specs = [sp.replace(backend=backend) for sp in specs]
-    for sp in specs:
-        resolve(sp)
-    index = {"name": name or out.name, "grids": [sp.name for sp in specs]}
+    for i, sp in enumerate(specs):
+        check_grid_name(f"grids[{i}].name", sp.name)
+    names = [sp.name for sp in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup or not specs:
+        raise SpecError(f"grids: duplicate grid names {dup}" if dup else "grids: no grids to run")
+    plans = [resolve(_with(sp, backend, chunk_size)) for sp in specs]
+    out = _run_folder(out)
+    est = estimate(plans, out)
+    est.check(yes)
+    index = {"name": name or out.name, "grids": names}
     index_path = out / "grids.json"
-    if index_path.exists() and json.loads(index_path.read_text()) != index and not force:
-        raise SpecError(f"{out}: holds a run of other grids (see {index_path}); use another --out, or --force")
-    if episodes_dir(out).exists():
-        raise SpecError(f"{out}: holds a single-grid run; use another --out for several grids")
-    if out.exists() and not out.is_dir():
-        raise SpecError(f"out: {out} is a file; give a folder for the run")
     out.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:
-        write_json(index_path, index)
-    t0 = time.perf_counter()
-    results = [run(sp, out / sp.name, force=force, progress=progress, chunk_size=chunk_size, repair=repair)
-               for sp in specs]
-    if jax.process_index() == 0:
-        subs = {r.out.name: r.summary for r in results}
-        first = results[0].summary
-        write_json(out / "summary.json", {
-            "spec": {"name": index["name"], "grids": {k: v["spec"] for k, v in subs.items()}},
-            "versions": first["versions"], "backend": first["backend"], "devices": first["devices"],
-            "host": first["host"], "wall_s": round(time.perf_counter() - t0, 3),
-            "episodes_recorded": sum(v["episodes_recorded"] for v in subs.values()),
-            "grids": subs,
-            "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        })
+    with lock(out, jax.process_index()):
+        if (out / "spec.json").exists() or episodes_dir(out).exists():
+            raise SpecError(f"{out}: holds a single-grid run; use another --out for several grids")
+        if index_path.exists():
+            try:
+                old = json.loads(index_path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                old = None
+            if old != index and not force:
+                raise SpecError(f"{out}: holds a run of other grids (see {index_path}); use another --out, or --force "
+                                "(grids of the same name and another spec are then discarded, the others kept)")
+        if jax.process_index() == 0:
+            write_json(index_path, index, out)
+        _say(log, f"run: {len(plans)} grids, {est.text()}")
+        t0 = time.perf_counter()
+        results = [_run_plan(plan, out / plan.spec.name, out, force, progress, repair, log) for plan in plans]
+        if jax.process_index() == 0:
+            subs = {r.out.name: r.summary for r in results}
+            first = results[0].summary
+            write_json(out / "summary.json", {
+                "spec": {"name": index["name"], "grids": {k: v["spec"] for k, v in subs.items()}},
+                "versions": first["versions"], "backend": first["backend"], "devices": first["devices"],
+                "host": first["host"], "wall_s": round(time.perf_counter() - t0, 3),
+                "episodes_recorded": sum(v["episodes_recorded"] for v in subs.values()),
+                "grids": subs,
+                "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            }, out)
     return results
+
+
+class Estimate(NamedTuple):
+    """What a run will take, before it starts: its episodes, result parts, disk and memory, and env steps."""
+
+    out: Path
+    lanes: int  # episodes of the whole run
+    todo: int  # not recorded yet (an estimate: parts are not checked here)
+    parts: int
+    disk_bytes: int
+    memory_bytes: int
+    env_steps: int
+
+    def text(self) -> str:
+        return (f"{self.lanes:,} episodes ({self.todo:,} to run) in {self.parts:,} result parts, about "
+                f"{_size(self.disk_bytes)} on disk, up to {self.env_steps:,} env steps")
+
+    def check(self, yes: bool = False) -> None:
+        """Refuse in one line a run that cannot fit in memory or on disk, or a very long one without ``yes``."""
+        free_disk = shutil.disk_usage(_existing(self.out)).free
+        if self.memory_bytes > _memory() // 2:
+            raise SpecError(f"grid: {self.lanes:,} episodes need about {_size(self.memory_bytes)} of memory for their "
+                            f"lane table, more than half of this machine's {_size(_memory())}; shrink the grid "
+                            "(episodes, seeds, coefficients) or split it")
+        if self.disk_bytes > free_disk:
+            raise SpecError(f"grid: {self.text()}, more than the {_size(free_disk)} free under {self.out}; free some "
+                            "space, use another --out, or shrink the grid")
+        if not yes and (self.parts > LONG_PARTS or self.env_steps > LONG_STEPS):
+            raise SpecError(f"grid: {self.text()}: a very long run; add --yes (yes=True) to start it, or raise "
+                            "--chunk-size to write fewer parts")
+
+
+LONG_PARTS = 50_000  # result parts beyond which a run asks for --yes
+LONG_STEPS = 2_000_000_000  # env steps beyond which a run asks for --yes (about a day at 20k steps/s)
+_BYTES_PER_EPISODE = 200  # Parquet: parts of 24 and 72 episodes of the quickstart took 21.7 and 28.3 KB
+_BYTES_PER_PART = 20_000  # a part's schema, footer and per-column overhead
+_LANE_BYTES = 96  # the lane table and the done mask, per lane
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _existing(path: Path) -> Path:
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def estimate(plans: Sequence[Plan], out: str | os.PathLike) -> Estimate:
+    """The size of running ``plans`` into ``out`` (:class:`Estimate`), from the plans alone: nothing is built,
+    loaded or written. Parts: each program's lanes in chunks of the grid's batch."""
+    lanes = todo = parts = steps = 0
+    out = Path(out)
+    multi = len(plans) > 1
+    for plan in plans:
+        n = plan.n_lanes
+        per_program = plan.n_lanes_per_program()
+        batch = max(MIN_BATCH, plan.spec.chunk_size)
+        parts += sum(-(-k // batch) for k in per_program)
+        lanes += n
+        steps += n * plan.spec.max_steps
+        todo += max(0, n - recorded_count(out / plan.spec.name if multi else out))
+    return Estimate(out, lanes, todo, parts, lanes * _BYTES_PER_EPISODE + parts * _BYTES_PER_PART,
+                    max(plan.n_lanes for plan in plans) * _LANE_BYTES, steps)
 
 
 def summary_table(df) -> str:
@@ -372,6 +514,15 @@ def summary_table(df) -> str:
     if df["env"].nunique() > 1 or df["actor"].nunique() > 1:
         return "\n\n".join(f"== {env} / {actor}\n" + summary_table(sub)
                            for (env, actor), sub in df.groupby(["env", "actor"], sort=False))
+    bad = df["nonfinite_actions"].to_numpy() > 0 if "nonfinite_actions" in df else np.zeros(len(df), bool)
+    note = ""
+    if bad.any():
+        which = sorted({f"{r}({p:g})" for r, p in zip(df["rule"][bad], df["param"][bad])})
+        note = (f"\nEXCLUDED: {int(bad.sum())} episodes executed a NaN or inf action ({', '.join(which)}); MuJoCo "
+                "resets its state on one, so their returns mean nothing and are left out of the table above")
+        df = df[~bad]
+        if df.empty:
+            return note.strip()
     g = df.groupby(["goal", "prior", "shift", "rule", "param"], sort=False)
     agg = g.agg(n=("return_goal", "size"), goal_mean=("return_goal", "mean"), goal_se=("return_goal", "sem"),
                 score=("normalized_score", "mean"), kl=("kl_to_frozen", "mean"), sv=("support_violation", "mean"))
@@ -385,7 +536,7 @@ def summary_table(df) -> str:
     lines.append("n: episodes; goal return: mean ± s.e. over episodes; score: mean D4RL-normalised task score; "
                  "KL: mean per-step KL(composed || frozen); viol: fraction of steps outside the actor's support "
                  "(density < 0.01)")
-    return "\n".join(lines)
+    return "\n".join(lines) + note
 
 
 def _kept(df, prior: str) -> dict:

@@ -11,6 +11,7 @@ Both are pure, jittable and vmappable (e.g. over goals or budgets).
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -38,7 +39,6 @@ class Selection(NamedTuple):
     within_budget: jax.Array
 
 
-@functools.partial(jax.jit, static_argnames=("rule",))
 def kl_budget(
     actor: DiagGaussian,
     prior: DiagGaussian,
@@ -68,16 +68,27 @@ def kl_budget(
         >>> round(float(s.coefficient), 2)
         0.5
     """
+    r = compose.get(rule)
+    if r.param is None:
+        raise ValueError(f"rule {rule!r} has no coefficient to select; give a rule with one (poe, kl_reg, additive)")
+    # validated as the rules validate theirs: concrete values raise here, traced ones become NaN (never chosen)
+    coefficients = compose.check_coefficient(r.param, coefficients, r.lo, r.hi, actor.mean.dtype)
+    budget = compose.check_coefficient("budget", budget, 0.0, math.inf, actor.mean.dtype)
+    return _kl_budget(actor, prior, coefficients, budget, rule)
+
+
+@functools.partial(jax.jit, static_argnames=("rule",))
+def _kl_budget(actor, prior, coefficients, budget, rule: str) -> Selection:
     fn = compose.get(rule).fn
-    coefficients = jnp.asarray(coefficients, actor.mean.dtype)
     mean_kl = jax.vmap(lambda c: jnp.mean(kl(fn(actor, prior, c), actor)))(coefficients)
     ok = mean_kl <= budget
     best_ok = jnp.argmax(jnp.where(ok, coefficients, -jnp.inf))
-    index = jnp.where(jnp.any(ok), best_ok, jnp.argmin(mean_kl))
-    return Selection(index, coefficients[index], mean_kl, ok)
+    # an invalid (NaN) budget or coefficient selects nothing: NaN, never a plausible coefficient
+    index = jnp.where(jnp.any(ok), best_ok, jnp.argmin(jnp.where(jnp.isnan(mean_kl), jnp.inf, mean_kl)))
+    valid = ~jnp.isnan(budget) & ~jnp.isnan(coefficients[index])
+    return Selection(index, jnp.where(valid, coefficients[index], jnp.nan), mean_kl, ok)
 
 
-@functools.partial(jax.jit, static_argnames=("rule", "num_iters"))
 def adaptive_alpha(
     actor: DiagGaussian,
     prior: DiagGaussian,
@@ -110,4 +121,10 @@ def adaptive_alpha(
         >>> [round(float(x), 3) for x in adaptive_alpha(a, g, 0.125)]
         [1.0, 0.05]
     """
+    budget = compose.check_coefficient("budget", budget, 0.0, math.inf, actor.mean.dtype)
+    return _adaptive_alpha(actor, prior, budget, rule, num_iters)
+
+
+@functools.partial(jax.jit, static_argnames=("rule", "num_iters"))
+def _adaptive_alpha(actor, prior, budget, rule: str, num_iters: int) -> jax.Array:
     return compose.adaptive_alpha(actor, prior, budget, rule=rule, num_iters=num_iters)

@@ -22,7 +22,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GridSpec", "Shift", "SpecError", "check", "load_plugins", "load_spec", "load_specs", "preset_names"]
+__all__ = ["GRID_NAME_MAX", "GridSpec", "RESERVED_NAMES", "Shift", "SpecError", "check", "check_grid_name", "load_plugins",
+           "load_spec", "load_specs", "plugin_key", "preset_names"]
 
 _PRESETS = Path(__file__).parent / "presets"
 
@@ -50,16 +51,24 @@ class Shift:
 
     @classmethod
     def parse(cls, text: str) -> "Shift":
+        if not isinstance(text, str):
+            raise SpecError(f"shifts: expected a string such as 'none' or 'mass=1.25'; got {text!r}")
         text = text.strip()
-        if text in ("none", ""):
+        if text == "none":
             return cls("none")
+        if not text:
+            raise SpecError("shifts: an empty shift ''; write 'none' for the nominal condition")
         vals = {"obs_noise": 0.0, "action_noise": 0.0, "mass": 1.0, "friction": 1.0}
+        seen = set()
         for part in text.split(","):
             key, _, value = part.partition("=")
             key = key.strip()
             if key not in vals or not value:
                 raise SpecError(f"shifts: cannot parse {text!r}; use 'none', 'obs_noise=S', 'action_noise=S', "
                                 "'mass=K', 'friction=K' (joined by ',')")
+            if key in seen:
+                raise SpecError(f"shifts: {key} is given twice in {text!r}; give each key once")
+            seen.add(key)
             try:
                 v = float(value)
             except ValueError:
@@ -69,6 +78,10 @@ class Shift:
                 raise SpecError(f"shifts: {key} must be finite and {'> 0' if positive else '>= 0'}; got {v} in {text!r}")
             vals[key] = v
         return cls(text, **vals)
+
+    def condition(self) -> tuple[float, float, float, float]:
+        """What the shift does, whatever its label's spelling (``none`` and ``mass=1.0`` are one condition)."""
+        return (self.obs_noise, self.action_noise, self.mass, self.friction)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,20 +144,39 @@ class GridSpec:
         return dataclasses.replace(self, **kw)
 
 
+_ITEMS = {str: "strings", int: "integers", float: "numbers"}
+
+
 def _as_tuple(name: str, value, kind=str) -> tuple:
-    if isinstance(value, (str, int, float)):
-        value = [value]
+    """``value`` (a list) as a tuple of ``kind``: a bare value is refused with the list it should be, a
+    boolean is never a number and a number is never truncated (1.9 is not the integer 1)."""
     if not isinstance(value, (list, tuple)):
-        raise SpecError(f"{name}: expected a list; got {value!r}")
-    if kind is int:  # no silent truncation (1.9 -> 1) or booleans as numbers
-        bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int)]
-        if bad:
-            raise SpecError(f"{name}: expected a list of integers; got {bad[0]!r}")
-        return tuple(value)
-    try:
-        return tuple(kind(v) for v in value)
-    except (TypeError, ValueError):
-        raise SpecError(f"{name}: expected a list of {kind.__name__}; got {value!r}") from None
+        raise SpecError(f"{name}: expected a list of {_ITEMS[kind]}; got the bare value {value!r} "
+                        f"(write [{value!r}])" if isinstance(value, (str, int, float)) else
+                        f"{name}: expected a list of {_ITEMS[kind]}; got {value!r}")
+    ok = {str: lambda v: isinstance(v, str),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}[kind]
+    bad = [v for v in value if not ok(v)]
+    if bad:
+        raise SpecError(f"{name}: expected a list of {_ITEMS[kind]}; got {bad[0]!r}")
+    return tuple(float(v) if kind is float else v for v in value)
+
+
+# A grid's name names its folder in a multi-grid run: one path component, never '.', '..' or a file of
+# the run folder, and short enough for any filesystem's name limit with the files inside it.
+GRID_NAME_MAX = 96
+RESERVED_NAMES = ("episodes.parquet", "spec.json", "summary.json", "grids.json", "report.md", "figures", "corrupt")
+
+
+def check_grid_name(field: str, name) -> str:
+    """``name`` if it can name a grid's folder inside the run folder, else :class:`SpecError`."""
+    ok = (isinstance(name, str) and 0 < len(name) <= GRID_NAME_MAX and not name.startswith(".")
+          and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name) and name not in RESERVED_NAMES)
+    if not ok:
+        raise SpecError(f"{field}: {name!r} cannot name a grid's folder; use 1-{GRID_NAME_MAX} letters, digits, "
+                        f"'-', '_' or '.', not starting with '.', and none of {', '.join(RESERVED_NAMES)}")
+    return name
 
 
 # Scalar fields of GridSpec and what each must be (checked by validate, before anything is written).
@@ -179,10 +211,14 @@ def _read_source(source: str | os.PathLike | dict) -> tuple[dict, str]:
         path = Path(text)
         if path.is_dir():
             raise SpecError(f"{path}: is a folder; give a grid TOML file (or --preset NAME)")
-        if not path.is_file():
+        if not path.exists():
             raise SpecError(f"{path}: no such config file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8").removeprefix("\ufeff")  # a BOM is not TOML
+        if not text.strip():
+            raise SpecError(f"{path}: empty; a grid config is TOML with env, actor, prior and [rules] (see "
+                            "examples/grid.toml)")
+        data = tomllib.loads(text)
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not a text file; a grid config is TOML (UTF-8)") from None
     except tomllib.TOMLDecodeError as e:
@@ -259,9 +295,7 @@ def load_specs(source: str | os.PathLike | dict, **overrides) -> list[GridSpec]:
             raise SpecError(f"grids[{i}]: needs env and actor (and prior)")
         actor_name = str(merged["actor"]).removeprefix("zoo:").rstrip("/").split("/")[-1]
         default = actor_name if actor_name.startswith(str(merged["env"])) else f"{merged['env']}-{actor_name}"
-        merged["name"] = str(entry.get("name", default))
-        if not merged["name"] or not all(c.isalnum() or c in "-_." for c in merged["name"]):
-            raise SpecError(f"grids[{i}].name: {merged['name']!r} must be a folder name (letters, digits, - _ .)")
+        merged["name"] = check_grid_name(f"grids[{i}].name", entry.get("name", default))
         try:
             specs.append(_from_dict(merged, base, overrides))
         except SpecError as e:
@@ -279,6 +313,14 @@ def preset_names() -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------- plugins
+def plugin_key(ref: str, base_dir: str = ".") -> str:
+    """A plugin's identity: its module name, or its ``.py`` file's absolute path."""
+    if isinstance(ref, str) and ref.endswith(".py"):
+        path = Path(ref) if Path(ref).is_absolute() else Path(base_dir) / ref
+        return str(path.absolute())
+    return str(ref)
+
+
 def load_plugins(plugins, base_dir: str = ".") -> list:
     """Import each plugin once: a module name (``pkg.mod``) or a ``.py`` file (relative to ``base_dir``).
 
@@ -316,7 +358,6 @@ def load_plugins(plugins, base_dir: str = ".") -> list:
 
 
 # ---------------------------------------------------------------- checks (no I/O)
-ENV_OPTIONS = ("terminate_when_unhealthy", "max_steps", "forward_reward_weight", "main_body")
 
 
 def check(spec: GridSpec) -> None:
@@ -326,15 +367,23 @@ def check(spec: GridSpec) -> None:
     :class:`SpecError` naming the field, the value and what is allowed."""
     from poe_jax import compose, envs, priors
     from poe_jax.envs.goals import make_goal
+    from poe_jax.envs.registry import MAX_STEPS, check_options
     from poe_jax.physics import backend_names
 
+    for name in ("goals", "priors", "shifts", "seeds", "plugins"):  # a Python caller's bare string
+        value = getattr(spec, name)
+        if not isinstance(value, (list, tuple)):
+            raise SpecError(f"{name}: expected a list; got the bare value {value!r} (write [{value!r}])")
     load_plugins(spec.plugins, spec.base_dir)
     _check_scalars(spec)
     if spec.env not in envs.names():
         raise SpecError(f"env: unknown env {spec.env!r}; known envs: {', '.join(envs.names())}")
-    bad_options = sorted(set(spec.env_options) - set(ENV_OPTIONS))
-    if bad_options:
-        raise SpecError(f"env_options: unknown option(s) {bad_options}; known: {', '.join(sorted(ENV_OPTIONS))}")
+    if not isinstance(spec.env_options, dict):
+        raise SpecError(f"env_options: expected a table {{option = value}}; got {spec.env_options!r}")
+    try:
+        check_options(spec.env, spec.env_options)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
     if spec.backend not in backend_names():
         raise SpecError(f"backend: unknown backend {spec.backend!r}; known: {', '.join(backend_names())}")
     if not spec.rules:
@@ -344,6 +393,11 @@ def check(spec: GridSpec) -> None:
             r = compose.RULES[rule]
         except KeyError as e:
             raise SpecError(f"rules: {e.args[0]}") from None
+        params = _as_tuple(f"rules.{rule}", params, float)
+        dup = sorted({p for p in params if params.count(p) > 1})
+        if dup:
+            raise SpecError(f"rules.{rule}: duplicate coefficients {dup}; each coefficient once (more episodes: "
+                            "raise seeds or episodes)")
         if r.param is None and params:
             raise SpecError(f"rules.{rule}: takes no coefficient; use {rule} = []")
         if r.param is not None:
@@ -362,17 +416,23 @@ def check(spec: GridSpec) -> None:
         try:
             make_goal(g, spec.env, **spec.goal_params.get(g, {}))
         except (KeyError, ValueError) as e:
-            raise SpecError(f"goals: {e.args[0]}") from None
+            text = e.args[0]
+            raise SpecError(text if text.startswith("goal_params.") else f"goals: {text}") from None
     unknown_gp = sorted(set(spec.goal_params) - set(spec.goals))
     if unknown_gp:
         raise SpecError(f"goal_params: goals {unknown_gp} are not in goals {list(spec.goals)}")
     for q in spec.priors:
         if q not in priors.QUALITIES:
             raise SpecError(f"priors: unknown prior quality {q!r}; known: {', '.join(priors.names())}")
+    conditions: dict = {}
     for s in spec.shifts:
-        Shift.parse(s)
+        same = conditions.setdefault(Shift.parse(s).condition(), s)
+        if same != s:
+            raise SpecError(f"shifts: {same!r} and {s!r} are the same condition; list it once")
     for name in ("episodes", "max_steps", "chunk_size"):
         if getattr(spec, name) < 1:
             raise SpecError(f"{name}: must be >= 1; got {getattr(spec, name)}")
+    if spec.max_steps > MAX_STEPS:
+        raise SpecError(f"max_steps: must be <= {MAX_STEPS:,}; got {spec.max_steps:,}")
     if not (spec.degraded_noise >= 0 and math.isfinite(spec.degraded_noise)):
         raise SpecError(f"degraded_noise: must be finite and >= 0; got {spec.degraded_noise}")

@@ -93,8 +93,14 @@ def seed_means(df: pd.DataFrame, value: str = "return_goal") -> tuple[pd.DataFra
     """Per (row, seed) means of ``value`` and of ``kl_to_frozen``; plus exclusion counts."""
     df = _with_grid(df)
     finite = np.isfinite(df[value].to_numpy(dtype=float))
-    excluded = {"non_finite_episodes": int((~finite).sum()), "episodes": int(len(df))}
-    kept = df[finite]
+    # an episode that executed a NaN or inf action: MuJoCo reset its state, so its returns mean nothing
+    acted = (df["nonfinite_actions"].to_numpy() == 0) if "nonfinite_actions" in df else np.ones(len(df), bool)
+    bad = df[finite & ~acted]
+    excluded = {"non_finite_episodes": int((~finite).sum()), "episodes": int(len(df)),
+                "nonfinite_action_episodes": int(len(bad)),
+                "nonfinite_action_rows": sorted({f"{r.grid}/{r.goal}/{r.prior}/{r.rule}({r.param:g})"
+                                                 for r in bad.itertuples()})}
+    kept = df[finite & acted]
     agg = {value: (value, "mean"), "episodes": (value, "size"), "sample": ("sample", "first")}
     if "kl_to_frozen" in kept:
         agg["kl"] = ("kl_to_frozen", "mean")

@@ -120,7 +120,7 @@ def test_make_errors_and_names():
         envs.make("hoper")
     with pytest.raises(ValueError, match="unknown backend 'gpu'; known backends: auto, native, mjx"):
         envs.make("hopper", backend="gpu")
-    with pytest.raises(ValueError, match="max_steps must be > 0"):
+    with pytest.raises(ValueError, match="max_steps: must be an integer >= 1"):
         envs.make("hopper", max_steps=0)
 
 

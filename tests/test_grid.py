@@ -411,14 +411,19 @@ def test_critic_rules_in_a_grid(ckpts, tmp_path):
 
 
 def test_model_shifts_in_a_grid(tmp_path):
-    """mass/friction shifts are per-lane model data: scale 1.0 reproduces 'none' exactly."""
+    """mass/friction shifts are per-lane model data: scale 1.0 reproduces 'none' exactly (run as its own
+    grid: one grid lists a condition once, under one label)."""
     spec = grid.load_spec({"env": "hopper", "actor": "zoo:hopper-medium-iql", "prior": "zoo:hopper-prior",
                            "rules": {"frozen": [], "poe": [0.5]}, "goals": ["G1_speed"], "seeds": [0, 1],
                            "episodes": 2, "max_steps": 40, "backend": "native",
-                           "shifts": ["none", "mass=1.0,friction=1.0", "mass=1.5", "friction=0.3"]})
+                           "shifts": ["none", "mass=1.5", "friction=0.3"]})
     df = grid.read_episodes(grid.run(spec, tmp_path / "shift", progress=False).out)
+    nominal = spec.replace(shifts=("mass=1.0,friction=1.0",))
+    df = pd.concat([df, grid.read_episodes(grid.run(nominal, tmp_path / "nominal", progress=False).out)])
     ret = {k: g.sort_values(["rule", "seed", "episode"])["return_task"].to_numpy() for k, g in df.groupby("shift")}
     np.testing.assert_array_equal(ret["mass=1.0,friction=1.0"], ret["none"])
+    with pytest.raises(grid.SpecError, match=r"shifts: 'none' and 'mass=1.0,friction=1.0' are the same condition"):
+        grid.validate(spec.replace(shifts=("none", "mass=1.0,friction=1.0")))
     assert not np.array_equal(ret["mass=1.5"], ret["none"]) and not np.array_equal(ret["friction=0.3"], ret["none"])
 
 

@@ -68,8 +68,12 @@ def test_plugin_from_the_cli_and_from_the_toml(tmp_path):
     out = tmp_path / "cli"
     subprocess.run([*cli, "run", str(cfg), "--out", str(out), "--quiet", "--plugin", str(PLUGIN)], check=True,
                    capture_output=True, timeout=600)
-    # the report imports the plugin the run recorded in spec.json
+    # the report imports no code named in the run folder: the plugin comes from the user, and without it the
+    # report says which of the run's plugins it did not load
     subprocess.run([*cli, "report", str(out)], check=True, capture_output=True, timeout=600)
+    assert "Plugins not loaded" in (out / "report.md").read_text() and str(PLUGIN) in (out / "report.md").read_text()
+    subprocess.run([*cli, "report", str(out), "--plugin", str(PLUGIN)], check=True, capture_output=True, timeout=600)
+    assert "Plugins not loaded" not in (out / "report.md").read_text()
     _check(out)
     # plugins = [...] in the TOML, relative to its folder
     (tmp_path / "toy_plugin.py").write_text(PLUGIN.read_text())

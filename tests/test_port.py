@@ -8,6 +8,7 @@ weights, saved the way CORL's trainers save them, ported, and compared.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import jax
@@ -358,3 +359,15 @@ def test_ported_actor_runs_under_poe_on_hopper(tmp_path, get_env):
     assert ep.length.shape == (4,)
     assert np.all(np.isfinite(np.asarray(ep.return_task)))
     assert np.all(np.asarray(ep.metrics["kl"]) > 0)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    """A NaN or inf weight would give NaN actions, which MuJoCo turns into plausible returns: refused at the door."""
+    path, tactor, _ = _save_corl(tmp_path, "td3_bc")
+    sd = {k: v.clone() for k, v in tactor.state_dict().items()}
+    key = sorted(sd)[0]
+    sd[key].view(-1)[3] = float("nan")
+    torch.save({"actor": sd}, tmp_path / "nan.pt")
+    with pytest.raises(port.PortError, match=rf"tensor '{re.escape(key)}' has 1 non-finite values"):
+        port.port_corl(tmp_path / "nan.pt", "td3_bc", "hopper", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

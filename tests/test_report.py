@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -104,16 +105,20 @@ def test_report_refuses_a_dir_without_results(tmp_path, capsys):
     assert "no episodes.parquet" in capsys.readouterr().err
 
 
-def test_report_refuses_results_from_when_random_meant_adversarial(smoke_run, tmp_path):
-    """Runs recorded before 'random' meant an untrained network (they lack x_velocity) are refused,
-    never reinterpreted."""
-    from poe_jax import report
+def test_report_refuses_a_folder_of_an_earlier_store_format(smoke_run, tmp_path):
+    """Folders written before parts recorded their spec's hash (and before 'random' meant an untrained
+    network) are refused with what to do, never reinterpreted."""
+    import shutil
 
-    old = grid.read_episodes(smoke_run).drop(columns=["x_velocity"])
-    (tmp_path / "episodes.parquet").mkdir()
-    old.to_parquet(tmp_path / "episodes.parquet" / "part-0.parquet", index=False)
-    with pytest.raises(ValueError, match="today's 'adversarial'"):
-        report.write_report(tmp_path)
+    from poe_jax import report, store
+
+    d = tmp_path / "old"
+    shutil.copytree(smoke_run, d)
+    raw = json.loads((d / "spec.json").read_text())
+    raw.pop("identity_sha256")
+    (d / "spec.json").write_text(json.dumps(raw))
+    with pytest.raises(store.StoreError, match="written by an earlier poe_jax .*run the grid into a new --out"):
+        report.write_report(d)
 
 
 def test_report_with_critic_rules_and_without_frozen(tmp_path, capsys):

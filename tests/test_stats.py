@@ -85,7 +85,8 @@ def _independent(df):
 
 def test_row_stats_match_independent_computation(table):
     rows, excluded = stats.row_stats(table)
-    assert excluded == {"non_finite_episodes": 1, "episodes": len(table)}
+    assert excluded == {"non_finite_episodes": 1, "episodes": len(table), "nonfinite_action_episodes": 0,
+                        "nonfinite_action_rows": []}
     ref = _independent(table)
     assert len(rows) == len(ref)
     for _, r in rows.iterrows():

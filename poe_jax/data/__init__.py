@@ -14,13 +14,34 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["REQUIRED", "collect", "obs_stats", "qlearning_dataset", "read", "replay_check", "write"]
+__all__ = ["FINITE_ARRAYS", "REQUIRED", "DatasetError", "check_finite", "collect", "obs_stats", "qlearning_dataset", "read", "replay_check", "write"]
 
 REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
 
 
 class DatasetError(ValueError):
     """A dataset file is missing, corrupt or inconsistent."""
+
+
+FINITE_ARRAYS = ("observations", "actions", "rewards", "next_observations")  # NaN or inf here poisons training
+
+
+def check_finite(data: dict, where) -> dict:
+    """``data`` if its observations, actions, rewards and next observations are finite; else a
+    :class:`DatasetError` naming the array and its first bad row."""
+    for k in FINITE_ARRAYS:
+        if k not in data:
+            continue
+        x = np.asarray(data[k])
+        if x.dtype.kind not in "fc":
+            continue
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1) if x.ndim else ~np.isfinite(x[None])
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DatasetError(f"{where}: {k} row {i} is not finite ({np.asarray(x[i]).ravel()[:4].tolist()}...; "
+                               f"{int(bad.sum())} such rows); training on NaN or inf gives a NaN network: fix or drop "
+                               "those rows")
+    return data
 
 
 def write(path: str | os.PathLike, data: dict, metadata: dict | None = None) -> Path:
@@ -54,7 +75,7 @@ def read(path: str | os.PathLike) -> dict[str, np.ndarray]:
     from poe_jax.data import minari_io
 
     if minari_io.is_minari(path):
-        return minari_io.read(path)
+        return check_finite(minari_io.read(path), path)
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such dataset file")
@@ -68,7 +89,7 @@ def read(path: str | os.PathLike) -> dict[str, np.ndarray]:
     missing = [k for k in REQUIRED if k not in out]
     if missing:
         raise DatasetError(f"{path}: not a D4RL dataset; missing {missing}")
-    return out
+    return check_finite(out, path)
 
 
 def qlearning_dataset(data: dict, terminate_on_end: bool = False) -> dict[str, np.ndarray]:

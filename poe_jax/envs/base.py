@@ -13,6 +13,7 @@ import mujoco
 import numpy as np
 from flax import struct
 
+from poe_jax.envs.registry import OPTIONS
 from poe_jax.physics import Coords, make_physics, resolve_backend
 from poe_jax.physics.base import diff_hi_lo, split64
 
@@ -159,13 +160,12 @@ class Env:
                  terminate_when_unhealthy: bool = True, model: mujoco.MjModel | None = None,
                  forward_reward_weight: float = 1.0, main_body: str | int | None = None, **physics_options):
         self.spec = spec
-        self.terminate_when_unhealthy = bool(terminate_when_unhealthy)
+        self.terminate_when_unhealthy = OPTIONS["terminate_when_unhealthy"].check(
+            "terminate_when_unhealthy", terminate_when_unhealthy)
         self.name = spec.name
         self.backend = resolve_backend(backend)
         self.model = load_model(spec.xml) if model is None else model
-        if isinstance(forward_reward_weight, bool) or not isinstance(forward_reward_weight, (int, float)):
-            raise ValueError(f"{self.name}: forward_reward_weight must be a number; got {forward_reward_weight!r}")
-        self.forward_reward_weight = float(forward_reward_weight)
+        self.forward_reward_weight = OPTIONS["forward_reward_weight"].check("forward_reward_weight", forward_reward_weight)
         if main_body is not None and spec.forward_body is None:
             raise ValueError(f"{self.name}: main_body does not apply (its forward velocity is qpos[0]'s); it applies "
                              "to envs that measure it from a body's xpos (ant, ant-v5)")
@@ -177,9 +177,7 @@ class Env:
             physics_options = {**physics_options, "contact_forces": True}
         self.physics = make_physics(self.backend, self.model, spec.frame_skip, **physics_options)
         self.dt = float(self.model.opt.timestep * spec.frame_skip)
-        self.max_steps = int(spec.max_steps if max_steps is None else max_steps)
-        if self.max_steps <= 0:
-            raise ValueError(f"max_steps must be > 0; got max_steps={self.max_steps}")
+        self.max_steps = OPTIONS["max_steps"].check("max_steps", spec.max_steps if max_steps is None else max_steps)
         rng = self.model.actuator_ctrlrange
         self.action_low = jnp.asarray(rng[:, 0], jnp.float32)
         self.action_high = jnp.asarray(rng[:, 1], jnp.float32)

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from poe_jax.domain import FINITE, NONNEGATIVE, POSITIVE, Domain
 from poe_jax.envs import registry
 from poe_jax.envs.base import State
 
@@ -59,13 +60,14 @@ class GoalDef:
     bounds: tuple
     prior_goal: str | None = None
     envs: tuple[str, ...] | None = None  # the envs it applies to; None: every env
+    domains: dict | None = None  # {param: Domain}; a parameter without one is any finite number
 
 
 GOALS: dict[str, GoalDef] = {}
 
 
 def register_goal(name: str, *, bounds: tuple, prior_goal: str | None = None, envs: tuple[str, ...] | None = None,
-                  **defaults):
+                  domains: dict[str, Domain] | None = None, **defaults):
     """Decorator: register ``fn(env, state, action, next_state, **params)`` as goal ``name``.
 
     ``bounds``: the per-step reward range on a live step, ``(lo, hi)`` with ``lo >= 0``; a
@@ -74,6 +76,9 @@ def register_goal(name: str, *, bounds: tuple, prior_goal: str | None = None, en
     ``prior_goal``: for a goal no prior was trained on, the goal whose prior head steers
     toward it (e.g. a variant of ``G1_speed``); a grid with a prior that knows neither is refused.
     ``envs``: the envs the goal applies to (e.g. those that publish the metrics it reads); None: every env.
+    ``domains``: ``{param: poe_jax.domain.Domain}``, each parameter's type and range (checked for every
+    bound value, overrides and env defaults alike); a parameter without one may be any finite number.
+    A bound that names a parameter (``hi = "v_max"``) needs that parameter's domain to keep it > 0.
     """
     lo = bounds[0]
     if not isinstance(lo, str) and lo < 0:
@@ -82,19 +87,25 @@ def register_goal(name: str, *, bounds: tuple, prior_goal: str | None = None, en
     def deco(fn):
         if name in GOALS:
             raise ValueError(f"goal {name!r} is already registered")
-        GOALS[name] = GoalDef(name, fn, dict(defaults), tuple(bounds), prior_goal, None if envs is None else tuple(envs))
+        unknown = sorted(set(domains or {}) - set(defaults))
+        if unknown:
+            raise ValueError(f"goal {name!r}: domains for parameters {unknown} it does not have")
+        GOALS[name] = GoalDef(name, fn, dict(defaults), tuple(bounds), prior_goal, None if envs is None else tuple(envs),
+                              dict(domains or {}))
         return fn
 
     return deco
 
 
-@register_goal("G1_speed", bounds=(0.0, "v_max"), v_max=20.0)
+@register_goal("G1_speed", bounds=(0.0, "v_max"), domains={"v_max": POSITIVE}, v_max=20.0)
 def g1_speed(env: str, state: State, action, next_state: State, v_max=20.0) -> jax.Array:
     """``r = clip(v, 0, v_max)``."""
     return jnp.clip(next_state.metrics["x_velocity"], 0.0, v_max)
 
 
-@register_goal("G2_balanced", bounds=(0.0, "v_max"), v_max=20.0, ctrl_weight=0.1, upright_weight=1.0)
+@register_goal("G2_balanced", bounds=(0.0, "v_max"),
+               domains={"v_max": POSITIVE, "ctrl_weight": NONNEGATIVE, "upright_weight": NONNEGATIVE},
+               v_max=20.0, ctrl_weight=0.1, upright_weight=1.0)
 def g2_balanced(env: str, state: State, action, next_state: State, v_max=20.0, ctrl_weight=0.1,
                 upright_weight=1.0) -> jax.Array:
     """``r = clip(v, 0, v_max) * exp(-ctrl_weight |a|^2 - upright_weight tilt^2)``."""
@@ -104,7 +115,8 @@ def g2_balanced(env: str, state: State, action, next_state: State, v_max=20.0, c
     return v * jnp.exp(-ctrl_weight * jnp.sum(a * a) - upright_weight * tilt * tilt)
 
 
-@register_goal("G3_target", bounds=(0.0, 1.0), target_speed=1.0, width=0.5)  # per-env targets: envs.locomotion
+@register_goal("G3_target", bounds=(0.0, 1.0), domains={"target_speed": FINITE, "width": POSITIVE},
+               target_speed=1.0, width=0.5)  # per-env targets: envs.locomotion
 def g3_target(env: str, state: State, action, next_state: State, target_speed=1.0, width=0.5) -> jax.Array:
     """``r = exp(-(v - target_speed)^2 / (2 width^2))``."""
     d = (next_state.metrics["x_velocity"] - target_speed) / width
@@ -162,12 +174,8 @@ def make_goal(name: str, env: str, **params) -> Goal:
         raise ValueError(
             f"goal {name!r} has no parameter(s) {sorted(unknown)}; its parameters: {sorted(d.defaults) or 'none'}"
         )
-    for k, v in params.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"goal_params.{name}.{k}: expected a number; got {v!r}")
-    bound = {**d.defaults, **registry.goal_defaults(env).get(name, {}), **{k: float(v) for k, v in params.items()}}
-    if name == "G3_target" and not bound["width"] > 0:
-        raise ValueError(f"goal_params.G3_target.width: must be > 0; got {bound['width']}")
+    bound = {**d.defaults, **registry.goal_defaults(env).get(name, {}), **params}
+    bound = {k: (d.domains or {}).get(k, FINITE).check(f"goal_params.{name}.{k}", v) for k, v in bound.items()}
     return Goal(name, env, bound, d.fn)
 
 

@@ -114,4 +114,6 @@ SPECS["ant-v5"] = dataclasses.replace(
                                     "5e-4 * sum(clip(cfrc_ext)^2)")
 GOAL_DEFAULTS.update({f"{name}-v5": GOAL_DEFAULTS[name] for name in ("hopper", "halfcheetah", "walker2d", "ant")})
 for _name, _spec in SPECS.items():
-    register_env(_name, goal_defaults=GOAL_DEFAULTS.get(_name))(functools.partial(Env, _spec))
+    _options = ("terminate_when_unhealthy", "max_steps", "forward_reward_weight") + (
+        ("main_body",) if _spec.forward_body is not None else ())
+    register_env(_name, goal_defaults=GOAL_DEFAULTS.get(_name), options=_options)(functools.partial(Env, _spec))

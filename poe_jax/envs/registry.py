@@ -11,27 +11,45 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-__all__ = ["ENVS", "EnvEntry", "goal_defaults", "names", "register_env"]
+from poe_jax.domain import FINITE, Domain
+
+__all__ = ["ENVS", "MAX_STEPS", "OPTIONS", "EnvEntry", "check_options", "goal_defaults", "names", "register_env"]
+
+MAX_STEPS = 1_000_000  # the longest episode a grid or an env option may ask for
+# The env options a grid may set (``env_options``), each with its type and range. An env declares
+# which of them apply to it (``register_env(..., options=...)``).
+OPTIONS: dict[str, Domain] = {
+    "terminate_when_unhealthy": Domain(bool),
+    "max_steps": Domain(int, lo=1, hi=MAX_STEPS),
+    "forward_reward_weight": FINITE,
+    "main_body": Domain((str, int), lo=1),
+}
 
 
 class EnvEntry(NamedTuple):
     name: str
     factory: Callable  # factory(backend="auto", **options) -> Env
     goal_defaults: dict
+    options: tuple[str, ...]  # the names in OPTIONS that apply to this env
 
 
 ENVS: dict[str, EnvEntry] = {}
 
 
-def register_env(name: str, *, goal_defaults: dict | None = None):
+def register_env(name: str, *, goal_defaults: dict | None = None, options: tuple[str, ...] | None = None):
     """Decorator: register ``factory(backend="auto", **options) -> Env`` as env ``name``.
 
-    ``goal_defaults``: ``{goal: {param: value}}``, the env's defaults for goal parameters."""
+    ``goal_defaults``: ``{goal: {param: value}}``, the env's defaults for goal parameters.
+    ``options``: the names in :data:`OPTIONS` a grid may set for it (default: all of them)."""
+    options = tuple(OPTIONS) if options is None else tuple(options)
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"env {name!r}: unknown option(s) {unknown}; options: {', '.join(OPTIONS)}")
 
     def deco(factory):
         if name in ENVS:
             raise ValueError(f"env {name!r} is already registered")
-        ENVS[name] = EnvEntry(name, factory, {g: dict(p) for g, p in (goal_defaults or {}).items()})
+        ENVS[name] = EnvEntry(name, factory, {g: dict(p) for g, p in (goal_defaults or {}).items()}, options)
         return factory
 
     return deco
@@ -45,3 +63,16 @@ def goal_defaults(env: str) -> dict:
     """``{goal: {param: value}}`` env ``env`` sets for goal parameters (empty for an unknown env)."""
     entry = ENVS.get(env)
     return entry.goal_defaults if entry is not None else {}
+
+
+def check_options(env: str, options: dict) -> dict:
+    """``options`` checked against what applies to ``env`` and each option's :class:`Domain`; returns them
+    (numbers as their declared type). Raises ``ValueError("env_options.NAME: ...")``."""
+    allowed = ENVS[env].options
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"env_options: unknown option(s) {unknown}; known: {', '.join(sorted(OPTIONS))}")
+    wrong = sorted(set(options) - set(allowed))
+    if wrong:
+        raise ValueError(f"env_options: {wrong} do not apply to env {env!r}; its options: {', '.join(allowed)}")
+    return {k: OPTIONS[k].check(f"env_options.{k}", v) for k, v in options.items()}

@@ -17,7 +17,21 @@ import numpy as np
 from poe_jax import nets
 from poe_jax.train.resume import Checkpointer
 
-__all__ = ["fingerprint", "pick", "run", "stack_datasets"]
+__all__ = ["TrainDiverged", "check_losses", "fingerprint", "pick", "run", "stack_datasets"]
+
+
+class TrainDiverged(ValueError):
+    """A loss became NaN or inf: training stops before anything is saved."""
+
+
+def check_losses(name: str, losses, names: Sequence[str], step: int) -> None:
+    """Raise :class:`TrainDiverged` if any of ``losses`` (``[agents, len(names)]`` or a scalar) is not finite."""
+    losses = np.asarray(losses, np.float64).reshape(-1, max(1, len(names)))
+    bad = np.argwhere(~np.isfinite(losses))
+    if bad.size:
+        j, k = bad[0]
+        raise TrainDiverged(f"{name}: loss {names[k] if names else 'loss'!r} of agent {j} became {losses[j, k]} by step "
+                            f"{step}; nothing was saved (check the data and the learning rate; the data were finite)")
 
 
 def stack_datasets(datasets: Sequence[dict], max_action: float, obs_eps: float = 1e-3,
@@ -70,6 +84,7 @@ def run(name: str, init: Callable, update: Callable, arrays: dict, n_sets: int, 
     try:
         for i in range(nxt, n_chunks):
             (state, losses), nxt = step_chunk(state, arrays, jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)), i + 1
+            check_losses(name, losses, loss_names, nxt * chunk)
             if nxt == start + 1 or nxt % max(1, n_chunks // 20) == 0 or nxt == n_chunks:
                 losses = np.asarray(losses)
                 spent = time.time() - t0

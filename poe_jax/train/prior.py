@@ -45,6 +45,7 @@ import optax
 from jax.scipy.special import log_ndtr
 
 from poe_jax import nets
+from poe_jax.train.offline import check_losses
 from poe_jax.train.resume import Checkpointer
 
 __all__ = ["PriorConfig", "Tasks", "censored_log_prob", "goal_rewards", "returns_to_go", "tasks_for", "train",
@@ -226,6 +227,7 @@ def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorCo
         try:
             for i in range(nxt, n_chunks):
                 (params, o, m), nxt = chunk(params, o, jax.random.fold_in(key, i)), i + 1
+                check_losses(f"prior {name}", m, ("loss",), nxt * cfg.chunk)
                 if i % 10 == 0:
                     log(f"{name} step {nxt * cfg.chunk:7d}  loss {float(m):8.4f}")
                 ck.maybe_save((params, o), nxt)
