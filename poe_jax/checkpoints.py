@@ -211,6 +211,9 @@ def save(
     return path
 
 
+_CHECKPOINT_FILES = ("card.json", "params")  # what a checkpoint folder holds
+
+
 def check_replaceable(path: str | os.PathLike, overwrite: bool) -> None:
     """``path`` may receive a checkpoint: it does not exist, or ``overwrite`` is set and it is a checkpoint
     folder (a folder with card.json). A file, or a folder of anything else (a grid's run), is never replaced."""
@@ -224,6 +227,10 @@ def check_replaceable(path: str | os.PathLike, overwrite: bool) -> None:
     if path.exists() and not (path / "card.json").is_file():
         raise CheckpointError(f"{path}: is a folder but not a checkpoint (no card.json); --overwrite replaces only a "
                               "checkpoint: give a new --out")
+    other = sorted(p.name for p in path.iterdir() if p.name not in _CHECKPOINT_FILES) if path.is_dir() else []
+    if other:
+        raise CheckpointError(f"{path}: holds more than a checkpoint ({', '.join(other[:4])}); --overwrite replaces "
+                              "only a checkpoint folder: give a new --out")
 
 
 def update_card(path: str | os.PathLike, **fields) -> dict:

@@ -109,6 +109,8 @@ def check_coefficient(name: str, value, lo: float, hi: float, dtype) -> jax.Arra
     """Validate a coefficient in ``[lo, hi]`` (see module docstring): a concrete value outside (or NaN)
     raises ``ValueError``; a traced one becomes NaN (and fails under checkify)."""
     if not _is_traced(value):
+        if isinstance(value, bool) or np.asarray(value).dtype == bool:
+            raise ValueError(f"{name} must be a number in [{lo}, {hi}]; got the boolean {name}={value!r}")
         arr = np.asarray(value, dtype=np.float64)
         bad = ~((arr >= lo) & (arr <= hi))  # NaN fails both comparisons
         if bad.any():

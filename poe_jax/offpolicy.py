@@ -130,6 +130,35 @@ def score(actor, prior, states: np.ndarray, rules: dict[str, list[float]], goals
     return out
 
 
+def _score_grid(d: Path, spec: dict, states):
+    """One grid's off-policy scores ``(frame, None)``, or ``(None, why it was skipped)``."""
+    try:
+        actor_path = resolve_checkpoint(spec["actor"], spec.get("base_dir", "."))
+        prior_path = resolve_checkpoint(spec["prior"], spec.get("base_dir", "."), "prior")
+    except SpecError as e:
+        return None, f"{d.name}: skipped ({e})"
+    actor = checkpoints.load(actor_path, env=spec["env"])
+    if actor.critic is None:
+        return None, f"{d.name}: skipped (the actor {actor_path.name} has no critic)"
+    card = checkpoints.read_card(actor_path)
+    path = Path(states) if states is not None else find_states(card.get("dataset"))
+    if path is None:
+        return None, f"{d.name}: skipped (no dataset states for {card.get('dataset')!r}; pass --states)"
+    try:
+        obs = load_states(path, actor.spec.obs_size)
+    except ValueError as e:
+        return None, f"{d.name}: skipped ({e})"
+    prior = checkpoints.load(prior_path, env=spec["env"])
+    values = nets.param_values(prior.spec.goal_params, bound_params(spec["goals"], spec["env"], spec.get("goal_params")))
+    df = score(actor, prior, obs, spec["rules"], spec["goals"], spec["priors"], spec.get("degraded_noise", 0.5),
+               goal_values=values)
+    df.insert(0, "actor", actor_path.name)
+    df.insert(0, "env", spec["env"])
+    df.insert(0, "grid", d.name)
+    df["states_file"] = path.name
+    return df, None
+
+
 def score_run(out: str | Path, states: str | Path | None = None) -> tuple[pd.DataFrame | None, list[str]]:
     """Off-policy scores for every grid of the run in ``out``; plus notes on grids that were skipped."""
     from poe_jax.envs.goals import GOALS
@@ -148,33 +177,12 @@ def score_run(out: str | Path, states: str | Path | None = None) -> tuple[pd.Dat
             notes.append(f"{d.name}: skipped (unknown {', '.join(unknown)}: a plugin the report was not given; pass "
                          "--plugin)")
             continue
-        try:
-            actor_path = resolve_checkpoint(spec["actor"], spec.get("base_dir", "."))
-            prior_path = resolve_checkpoint(spec["prior"], spec.get("base_dir", "."), "prior")
-        except SpecError as e:
-            notes.append(f"{d.name}: skipped ({e})")
-            continue
-        actor = checkpoints.load(actor_path, env=spec["env"])
-        if actor.critic is None:
-            notes.append(f"{d.name}: skipped (the actor {actor_path.name} has no critic)")
-            continue
-        card = checkpoints.read_card(actor_path)
-        path = Path(states) if states is not None else find_states(card.get("dataset"))
-        if path is None:
-            notes.append(f"{d.name}: skipped (no dataset states for {card.get('dataset')!r}; pass --states)")
-            continue
-        try:
-            obs = load_states(path, actor.spec.obs_size)
-        except ValueError as e:
-            notes.append(f"{d.name}: skipped ({e})")
-            continue
-        prior = checkpoints.load(prior_path, env=spec["env"])
-        values = nets.param_values(prior.spec.goal_params, bound_params(spec["goals"], spec["env"], spec.get("goal_params")))
-        df = score(actor, prior, obs, spec["rules"], spec["goals"], spec["priors"], spec.get("degraded_noise", 0.5),
-                   goal_values=values)
-        df.insert(0, "actor", actor_path.name)
-        df.insert(0, "env", spec["env"])
-        df.insert(0, "grid", d.name)
-        df["states_file"] = path.name
-        frames.append(df)
+        try:  # spec.json's fields are data: one that cannot be scored skips its grid with a note
+            df, note = _score_grid(d, spec, states)
+        except (ValueError, TypeError, KeyError, AttributeError, checkpoints.CheckpointError) as e:
+            df, note = None, f"{d.name}: skipped (its spec cannot be scored: {type(e).__name__}: {e})"
+        if note:
+            notes.append(note)
+        if df is not None:
+            frames.append(df)
     return (pd.concat(frames, ignore_index=True) if frames else None), notes

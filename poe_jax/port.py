@@ -59,6 +59,9 @@ _LAYOUT: dict[str, tuple[str, str, dict[str, str]]] = {
 }
 
 
+OBS_STD_MIN = 1e-6  # a smaller std (e.g. a denormal) turns observations into inf, and every action into NaN
+
+
 class PortError(ValueError):
     """A PyTorch checkpoint cannot be ported; the message says why."""
 
@@ -124,8 +127,9 @@ def load_obs_stats(path: str | os.PathLike, obs_size: int | None = None) -> nets
         raise PortError(f"{path}: mean and std must be 1-d of equal size; got {mean.shape} and {std.shape}")
     if obs_size is not None and mean.shape[0] != obs_size:
         raise PortError(f"{path}: obs stats have size {mean.shape[0]} but the actor takes {obs_size} observations")
-    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
-        raise PortError(f"{path}: obs stats must be finite with std > 0")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std >= OBS_STD_MIN)):
+        raise PortError(f"{path}: obs stats must be finite with std >= {OBS_STD_MIN:g} (CORL divides by the data's std "
+                        f"+ 1e-3); got std min {float(np.min(std)):g}")
     return nets.ObsNorm(jnp.asarray(mean), jnp.asarray(std), 0.0)
 
 

@@ -66,7 +66,7 @@ def _aggregate_section(df: pd.DataFrame, cells: pd.DataFrame, figdir: Path) -> t
     if runs.empty or runs["rule"].nunique() < 2:
         return [], None
     agg = stats.aggregate(runs)
-    agg.to_csv(figdir.parent / "aggregate.csv", index=False)
+    _csv(agg, figdir.parent / "aggregate.csv")
     lines = ["", "## Across cells, per prior quality: IQM, mean and P(improvement) (95% stratified bootstrap CIs)", "",
              "Each rule at its KL-budget selector's coefficient (what a deployment without hindsight would pick), per "
              "prior quality and execution mode (a broken prior is never pooled with the trained one, nor sampled "
@@ -104,7 +104,7 @@ def _aggregate_section(df: pd.DataFrame, cells: pd.DataFrame, figdir: Path) -> t
     ax.legend(fontsize=7)
     fig.tight_layout()
     figdir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(figdir / "performance_profile.png", dpi=100)
+    _png(fig, figdir / "performance_profile.png")
     return lines, "performance_profile.png"
 
 
@@ -136,7 +136,7 @@ def _panel_figure(path: Path, rows: pd.DataFrame, draw, title: str, xlabel: str,
                 ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=13)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _png(fig, path)
     return path.name
 
 
@@ -271,11 +271,11 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
         raise ReportError(f"{out}: the grid has no 'frozen' rule; the report compares every rule with frozen on the "
                           "same seeds (add `frozen = []` to [rules] and run the grid into a new DIR)")
     rows, excluded = stats.row_stats(df, level=level)
-    if not rows["rule"].ne("frozen").any() or not rows["n_pairs"].fillna(0).gt(0).any():
+    if rows.empty or not rows["rule"].ne("frozen").any() or not rows["n_pairs"].fillna(0).gt(0).any():
         return _nothing_to_compare(out, df, summary, incomplete, (recorded, expected), unloaded, excluded)
     cells = stats.label_cells(rows, kl_budget=kl_budget)
-    stats.labels_table(rows, cells).to_csv(out / "labels.csv", index=False)
-    rows.drop(columns=["guarded", "sd_diff"]).to_csv(out / "rows.csv", index=False)
+    _csv(stats.labels_table(rows, cells), out / "labels.csv")
+    _csv(rows.drop(columns=["guarded", "sd_diff"]), out / "rows.csv")
     figs = _figures(rows, cells, out / "figures")
     lines = [f"# poe_jax report: {summary.get('spec', {}).get('name') or out.name}", ""]
     if incomplete:
@@ -316,7 +316,7 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
                   "report again.", ""]
     else:
         claims_table = claims.evaluate(ev)
-        claims_table.to_csv(out / "claims.csv", index=False)
+        _csv(claims_table, out / "claims.csv")
         lines += _claims_lines(claims_table)
         lines += _curve_lines(claims.degradation_curve(ev), out)
         lines += _shift_lines(claims.shift_ratios(ev), out)
@@ -325,7 +325,7 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     figs += [agg_fig] if agg_fig else []
     track = stats.tracking(df, level=level)
     if len(track):
-        track.to_csv(out / "tracking.csv", index=False)
+        _csv(track, out / "tracking.csv")
         lines += _tracking_lines(track, level)
 
     offp, off_notes = (None, [])
@@ -333,7 +333,7 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
         offp, off_notes = offpolicy.score_run(out, states)
     critic = {}
     if offp is not None:
-        offp.to_csv(out / "offpolicy.csv", index=False)
+        _csv(offp, out / "offpolicy.csv")
         critic = {tuple(r[k] for k in ("grid", "goal", "prior", "rule", "param")): r["delta_q"]
                   for _, r in offp.iterrows()}
 
@@ -355,7 +355,7 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     lines += _selector_lines(rows, cells, kl_budget)
     if "delta_pi_upper" in df:
         dev = stats.deviation(df)
-        dev.to_csv(out / "deviation.csv", index=False)
+        _csv(dev, out / "deviation.csv")
         lines += _deviation_lines(dev)
     lines += _offpolicy_lines(df, offp, off_notes, level)
     lines += _success_lines(df)
@@ -371,7 +371,7 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
               "devices": summary.get("devices"), "host": summary.get("host"), "wall_s": summary.get("wall_s")},
               indent=2), "```", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    store.write_file(path, "\n".join(lines), out)
     return path
 
 
@@ -397,7 +397,7 @@ def _nothing_to_compare(out: Path, df: pd.DataFrame, summary: dict, incomplete: 
               + ("Finish the run and report again." if incomplete else
                  "Add rules to the grid (the report compares each with frozen)."), "", _episodes_line(df, excluded), ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    store.write_file(path, "\n".join(lines), out)
     return path
 
 
@@ -413,8 +413,23 @@ def _check_outputs(out: Path) -> None:
                                   f"{out}: remove the link")
 
 
+def _csv(df: pd.DataFrame, path: Path) -> None:
+    """A table of the report, written atomically (a link or hard link at ``path`` is replaced, not written through)."""
+    store.write_file(path, df.to_csv(index=False), path.parent)
+
+
+def _png(fig, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    store.write_file(path, buf.getvalue(), path.parent)
+
+
 def _summary(out: Path) -> dict:
     """``out/summary.json`` (for names, versions and timing only), or ``{}`` when absent or unreadable."""
+    if not (out / "summary.json").is_file():
+        return {}
     try:
         summary = json.loads((out / "summary.json").read_text())
     except (OSError, ValueError):
@@ -516,7 +531,7 @@ def _curve_lines(curve: pd.DataFrame, out: Path) -> list[str]:
     """Claim 2's matched-α curve: J/J_frozen per prior quality, rule and α, with 95% CIs."""
     if curve.empty:
         return []
-    curve.to_csv(out / "degradation.csv", index=False)
+    _csv(curve, out / "degradation.csv")
     lines = ["", "## Claim 2: J/J_frozen under broken priors, per rule and α (95% CI)", "",
              "Mean over cells of each cell's mean goal return divided by frozen's (medium actors, no shift, mean "
              "executed); intervals resample seeds within cells. `poe (selector α)`: poe at each cell's KL-budget "
@@ -533,7 +548,7 @@ def _shift_lines(ratios: pd.DataFrame, out: Path) -> list[str]:
     """Claim 9's per-policy return ratio under each shift."""
     if ratios.empty:
         return []
-    ratios.to_csv(out / "shift_ratios.csv", index=False)
+    _csv(ratios, out / "shift_ratios.csv")
     lines = ["", "## Claim 9: return under shift relative to no shift, per policy (95% CI)", "",
              "J_shift / J_none on the same seeds (trained prior); intervals resample seeds.", "",
              "| grid | goal | shift | rule | coef | J_shift/J_none [95% CI] | seeds |", "|---|---|---|---|---|---|---|"]

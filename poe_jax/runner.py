@@ -173,6 +173,8 @@ def _run_folder(out) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SpecError(f"out: {out} is a file; give a folder for the run")
+    if (out / "card.json").exists():
+        raise SpecError(f"out: {out} is a checkpoint folder (card.json); give a folder for the run")
     if len(str(out.absolute())) + GRID_NAME_MAX + 64 > _PATH_MAX:
         raise SpecError(f"out: {out} is too long a path for the run's files ({_PATH_MAX} characters at most)")
     return out
@@ -514,13 +516,14 @@ def summary_table(df) -> str:
     if df["env"].nunique() > 1 or df["actor"].nunique() > 1:
         return "\n\n".join(f"== {env} / {actor}\n" + summary_table(sub)
                            for (env, actor), sub in df.groupby(["env", "actor"], sort=False))
-    bad = df["nonfinite_actions"].to_numpy() > 0 if "nonfinite_actions" in df else np.zeros(len(df), bool)
+    kept = _acted(df)
     note = ""
-    if bad.any():
-        which = sorted({f"{r}({p:g})" for r, p in zip(df["rule"][bad], df["param"][bad])})
-        note = (f"\nEXCLUDED: {int(bad.sum())} episodes executed a NaN or inf action ({', '.join(which)}); MuJoCo "
+    if len(kept) < len(df):
+        bad = df.loc[df.index.difference(kept.index)]
+        which = sorted({f"{r}({p:g})" for r, p in zip(bad["rule"], bad["param"])})
+        note = (f"\nEXCLUDED: {len(bad)} episodes executed a NaN or inf action ({', '.join(which)}); MuJoCo "
                 "resets its state on one, so their returns mean nothing and are left out of the table above")
-        df = df[~bad]
+        df = kept
         if df.empty:
             return note.strip()
     g = df.groupby(["goal", "prior", "shift", "rule", "param"], sort=False)
@@ -551,9 +554,16 @@ def _kept(df, prior: str) -> dict:
     return means.groupby(["rule", "param"], sort=False)["kept"].mean().to_dict()
 
 
+def _acted(df):
+    """The episodes whose every executed action was finite (the others' returns mean nothing)."""
+    return df[df["nonfinite_actions"].to_numpy() == 0] if "nonfinite_actions" in df else df
+
+
 def headline(df, out: str | os.PathLike) -> str:
     """Two or three lines after the summary table: what steering did to frozen's goal return, and where
-    the tests are. Empty when the grid has no frozen lanes (nothing to compare with)."""
+    the tests are. Empty when the grid has no frozen lanes (nothing to compare with). Episodes that
+    executed a non-finite action are left out, as in the table."""
+    df = _acted(df)
     if "frozen" not in set(df["rule"]) or df["env"].nunique() > 1 or df["actor"].nunique() > 1:
         return f"Paired tests, Holm-corrected labels and the study's claims: poe-jax report {out}"
     lines = []

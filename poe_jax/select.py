@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from poe_jax import compose
 from poe_jax.gaussian import DiagGaussian, kl
@@ -72,6 +73,8 @@ def kl_budget(
     if r.param is None:
         raise ValueError(f"rule {rule!r} has no coefficient to select; give a rule with one (poe, kl_reg, additive)")
     # validated as the rules validate theirs: concrete values raise here, traced ones become NaN (never chosen)
+    if not compose._is_traced(coefficients) and not np.size(coefficients):
+        raise ValueError("coefficients: empty; give the grid of coefficients to choose from")
     coefficients = compose.check_coefficient(r.param, coefficients, r.lo, r.hi, actor.mean.dtype)
     budget = compose.check_coefficient("budget", budget, 0.0, math.inf, actor.mean.dtype)
     return _kl_budget(actor, prior, coefficients, budget, rule)
@@ -85,7 +88,7 @@ def _kl_budget(actor, prior, coefficients, budget, rule: str) -> Selection:
     best_ok = jnp.argmax(jnp.where(ok, coefficients, -jnp.inf))
     # an invalid (NaN) budget or coefficient selects nothing: NaN, never a plausible coefficient
     index = jnp.where(jnp.any(ok), best_ok, jnp.argmin(jnp.where(jnp.isnan(mean_kl), jnp.inf, mean_kl)))
-    valid = ~jnp.isnan(budget) & ~jnp.isnan(coefficients[index])
+    valid = ~jnp.isnan(budget) & ~jnp.isnan(coefficients[index]) & jnp.isfinite(mean_kl[index])  # (NaN actor: none)
     return Selection(index, jnp.where(valid, coefficients[index], jnp.nan), mean_kl, ok)
 
 

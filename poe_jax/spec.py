@@ -134,10 +134,15 @@ class GridSpec:
         return d
 
     def identity(self) -> dict:
-        """What determines the results (chunking and paths' spelling do not)."""
+        """What determines the results (chunking and paths' spelling do not), with numbers in one spelling
+        (``2`` and ``2.0`` are one goal parameter)."""
         d = self.to_dict()
         for k in ("chunk_size", "name", "base_dir", "actor", "prior", "plugins"):
             d.pop(k)
+        d["goal_params"] = {g: {k: float(v) for k, v in p.items()} for g, p in d["goal_params"].items()}
+        d["env_options"] = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                            for k, v in d["env_options"].items()}
+        d["degraded_noise"] = float(d["degraded_noise"])
         return d
 
     def replace(self, **kw) -> "GridSpec":
@@ -166,16 +171,19 @@ def _as_tuple(name: str, value, kind=str) -> tuple:
 # A grid's name names its folder in a multi-grid run: one path component, never '.', '..' or a file of
 # the run folder, and short enough for any filesystem's name limit with the files inside it.
 GRID_NAME_MAX = 96
-RESERVED_NAMES = ("episodes.parquet", "spec.json", "summary.json", "grids.json", "report.md", "figures", "corrupt")
+RESERVED_NAMES = ("figures", "corrupt")  # besides names of files: a grid's name has none of these endings
+_FILE_ENDINGS = (".parquet", ".json", ".md", ".csv", ".png", ".txt", ".tmp")
 
 
 def check_grid_name(field: str, name) -> str:
     """``name`` if it can name a grid's folder inside the run folder, else :class:`SpecError`."""
     ok = (isinstance(name, str) and 0 < len(name) <= GRID_NAME_MAX and not name.startswith(".")
-          and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name) and name not in RESERVED_NAMES)
+          and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name) and name not in RESERVED_NAMES
+          and not name.lower().endswith(_FILE_ENDINGS))
     if not ok:
         raise SpecError(f"{field}: {name!r} cannot name a grid's folder; use 1-{GRID_NAME_MAX} letters, digits, "
-                        f"'-', '_' or '.', not starting with '.', and none of {', '.join(RESERVED_NAMES)}")
+                        f"'-', '_' or '.', not starting with '.', not {' or '.join(RESERVED_NAMES)} and not ending in "
+                        f"a file's extension ({', '.join(_FILE_ENDINGS)})")
     return name
 
 
@@ -329,6 +337,8 @@ def load_plugins(plugins, base_dir: str = ".") -> list:
     plugin again is a no-op. Returns the modules."""
     if isinstance(plugins, str):
         plugins = [plugins]
+    if not isinstance(plugins, (list, tuple)):
+        raise SpecError(f"plugins: expected a list of module names or .py files; got {plugins!r}")
     mods = []
     for ref in plugins:
         if not isinstance(ref, str) or not ref:
@@ -374,12 +384,22 @@ def check(spec: GridSpec) -> None:
         value = getattr(spec, name)
         if not isinstance(value, (list, tuple)):
             raise SpecError(f"{name}: expected a list; got the bare value {value!r} (write [{value!r}])")
+    if not isinstance(spec.rules, dict):
+        raise SpecError(f"rules: expected a table {{rule = [coefficients]}}; got {spec.rules!r}")
+    if not isinstance(spec.goal_params, dict) or not all(
+            isinstance(g, str) and isinstance(p, dict) and all(isinstance(k, str) for k in p)
+            for g, p in spec.goal_params.items()):
+        raise SpecError(f"goal_params: expected tables [goal_params.GOAL] of parameter = value; got "
+                        f"{spec.goal_params!r}")
     load_plugins(spec.plugins, spec.base_dir)
     _check_scalars(spec)
     if spec.env not in envs.names():
         raise SpecError(f"env: unknown env {spec.env!r}; known envs: {', '.join(envs.names())}")
     if not isinstance(spec.env_options, dict):
         raise SpecError(f"env_options: expected a table {{option = value}}; got {spec.env_options!r}")
+    if "max_steps" in spec.env_options:
+        raise SpecError("env_options.max_steps: a grid's horizon is its own max_steps field; set max_steps = N "
+                        "there instead")
     try:
         check_options(spec.env, spec.env_options)
     except ValueError as e:

@@ -247,7 +247,8 @@ def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05,
             if has_len:
                 rec.update(shorter(g.set_index("seed")["length"], base["length"]))
         rows.append(rec)
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=[*ROW, "n", "mean", "se", "ci_low", "ci_high", "kl", "length", "sample",
+                                      "guarded"] if not rows else None)
     for c in ("n_pairs", "frozen_mean", "diff", "diff_low", "diff_high", "p_t", "p_wilcoxon", "p_perm", "sd_diff",
               "frozen_length", "p_shorter"):
         if c not in out:

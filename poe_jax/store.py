@@ -1,7 +1,7 @@
 """The run folder: Parquet parts, resume, the pinned spec, locking, and reading episodes back.
 
-``DIR/episodes.parquet`` is a Parquet dataset (a directory; read it with
-:func:`read_episodes`, or ``pandas.read_parquet(DIR / "episodes.parquet")``) to which each
+``DIR/episodes.parquet`` is a Parquet dataset (a directory; read it with :func:`read_episodes`,
+which checks every part; ``pandas.read_parquet`` reads every file there, checked or not) to which each
 finished chunk adds one file, written to a temporary name and renamed, so a killed run
 loses at most the chunks in flight. Running again on the same DIR resumes: lanes already
 recorded are not recomputed. ``DIR/spec.json`` pins the grid's identity; it is written
@@ -26,7 +26,7 @@ from poe_jax import priors
 from poe_jax.spec import SpecError
 
 __all__ = ["STORE_FORMAT", "Store", "StoreError", "done_lanes", "episodes_dir", "grid_dirs", "identity_hash", "lock",
-           "progress", "read_episodes", "recorded_count", "repair", "write_json", "writing"]
+           "progress", "read_episodes", "recorded_count", "repair", "write_file", "write_json", "writing"]
 
 
 class StoreError(ValueError):
@@ -44,7 +44,12 @@ def identity_hash(identity: dict) -> str:
 
 
 def _parts(out: Path) -> list[Path]:
-    return sorted(episodes_dir(out).glob("part-*.parquet"))
+    """The result parts of ``out`` (``part-*.parquet``); one that is not a regular file is refused."""
+    parts = sorted(episodes_dir(out).glob("part-*.parquet"))
+    for p in parts:
+        if not p.is_file():
+            raise StoreError(f"{p}: not a regular file (a result part is one); move it away")
+    return parts
 
 
 class _Pinned(NamedTuple):
@@ -60,6 +65,8 @@ class _Pinned(NamedTuple):
 def _read_pinned(d: Path) -> _Pinned:
     """``d/spec.json``, checked: it parses, and its recorded hash is its identity's (an edit shows)."""
     path = d / "spec.json"
+    if path.exists() and not path.is_file():
+        raise StoreError(f"{path}: not a regular file; move it away")
     try:
         raw = json.loads(path.read_text())
         identity, spec = raw["identity"], raw["spec"]
@@ -75,13 +82,25 @@ def _read_pinned(d: Path) -> _Pinned:
     sha = raw.get("identity_sha256")
     if sha is None:
         raise StoreError(f"{d}: written by an earlier poe_jax (no spec hash); run the grid into a new --out")
-    if sha != identity_hash(identity):
-        raise StoreError(f"{path}: its identity does not match its recorded hash (edited by hand?); restore it, or run "
+    if sha != identity_hash(identity) or raw.get("sha256") != _seal(raw):
+        raise StoreError(f"{path}: its content does not match its recorded hash (edited by hand?); restore it, or run "
                          "the command that made the folder again with --repair")
+    if not isinstance(identity.get("priors"), list):
+        raise StoreError(f"{path}: its identity has no list of prior qualities; restore it")
     n = raw.get("n_lanes")
     cols = raw.get("columns")
     return _Pinned(identity, sha, n if isinstance(n, int) and not isinstance(n, bool) else None,
                    tuple(cols) if isinstance(cols, list) else None, spec)
+
+
+def _seal(raw: dict) -> str:
+    """The SHA-256 of spec.json's content without its own ``sha256``: any edit (identity, spec, lane count,
+    columns) shows."""
+    return identity_hash({k: v for k, v in raw.items() if k != "sha256"})
+
+
+def _sealed(raw: dict) -> dict:
+    return {**raw, "sha256": _seal(raw)}
 
 
 def _check_part(part: Path, sha: str | None, n_lanes: int | None, columns: tuple | None) -> np.ndarray:
@@ -150,13 +169,33 @@ def _inside(root: Path, path: Path) -> Path:
     return path
 
 
-def write_json(path: Path, obj, root: Path | None = None) -> None:
-    """Write ``obj`` as JSON atomically (temporary file, then rename); with ``root``, only under it."""
+def _create(path: Path):
+    """A new file at ``path`` for writing, never through a link: whatever stands there (a link planted by
+    someone else, a leftover) is removed first, and the file is created exclusively without following
+    links."""
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644), "wb")
+
+
+def write_file(path: Path, data: bytes | str, root: Path | None = None) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file created exclusively (no link followed), synced,
+    then renamed over ``path``, so a link or a hard link at ``path`` is replaced, never written through.
+    With ``root``, only under it."""
+    path = Path(path)
     if root is not None:
-        _inside(root, path)
+        _inside(root, path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    with _create(tmp) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json(path: Path, obj, root: Path | None = None) -> None:
+    """Write ``obj`` as JSON atomically (:func:`write_file`); with ``root``, only under it."""
+    write_file(path, json.dumps(obj, indent=2, default=str) + "\n", root)
 
 
 def done_lanes(out: Path) -> np.ndarray:
@@ -222,8 +261,8 @@ class Store:
             if old is None and repair and all(self._records(p, sha) for p in parts):
                 # every part records this spec's hash: spec.json is rewritten from the spec that made them
                 if self.primary:
-                    write_json(self.spec_path, {**self._pinned, "columns": self._columns()}, self.root)
-            elif old is None or old.identity != identity:
+                    write_json(self.spec_path, _sealed({**self._pinned, "columns": self._columns()}), self.root)
+            elif old is None or old.sha256 != sha:
                 if not force:
                     if old is None:
                         raise StoreError(why)
@@ -286,6 +325,9 @@ class Store:
     def discard(self) -> None:
         """Delete the folder's results (episodes.parquet, spec.json, summary.json), only under the root."""
         d = episodes_dir(self.out)
+        for name in ("spec.json", "summary.json"):  # every path checked before anything is deleted
+            if (self.out / name).is_symlink() or (self.out / name).exists():
+                _inside(self.root, self.out / name)
         if d.is_symlink() or d.exists():
             _inside(self.root, d.parent)
             if d.is_symlink() or not d.is_dir():
@@ -295,7 +337,7 @@ class Store:
                     _inside(self.root, part)
                 shutil.rmtree(d)
         for name in ("spec.json", "summary.json"):
-            _inside(self.root, self.out / name).unlink(missing_ok=True)
+            (self.out / name).unlink(missing_ok=True)
 
     def done(self) -> np.ndarray:
         """The lanes already recorded here (every part checked, see :func:`done_lanes`)."""
@@ -312,7 +354,7 @@ class Store:
         import pyarrow.parquet as pq
 
         if self._pinned is not None and not self.spec_path.exists():
-            write_json(self.spec_path, {**self._pinned, "columns": list(df.columns)}, self.root)
+            write_json(self.spec_path, _sealed({**self._pinned, "columns": list(df.columns)}), self.root)
         d = episodes_dir(self.out)
         d.mkdir(parents=True, exist_ok=True)
         _inside(self.root, d)
@@ -323,8 +365,9 @@ class Store:
         meta = {**(table.schema.metadata or {}),
                 _META: json.dumps({"identity_sha256": (self._pinned or {}).get("identity_sha256")}).encode()}
         try:
-            pq.write_table(table.replace_schema_metadata(meta), tmp)
-            with open(tmp, "rb") as f:
+            with _create(tmp) as f:
+                pq.write_table(table.replace_schema_metadata(meta), f)
+                f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, final)
         except OSError as e:  # the half-written temporary goes; the parts written before stay
@@ -347,7 +390,14 @@ def lock(folder: Path, index: int = 0):
     except ImportError:  # not POSIX: no lock
         yield
         return
-    with open(Path(folder) / f".lock-{index}", "w") as f:
+    path = Path(folder) / f".lock-{index}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        if path.is_symlink():
+            raise StoreError(f"{path}: a link; a run's lock file is never opened through one (remove it)") from None
+        raise
+    with os.fdopen(fd, "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -366,7 +416,7 @@ def writing(folder: str | os.PathLike) -> bool:
     except ImportError:
         return False
     path = Path(folder) / ".lock-0"
-    if not path.is_file():
+    if not path.is_file() or path.is_symlink():
         return False
     with open(path) as f:
         try:
@@ -384,6 +434,8 @@ def grid_dirs(out: str | os.PathLike) -> list[Path]:
 
     out = Path(out)
     index = out / "grids.json"
+    if index.exists() and not index.is_file():
+        raise StoreError(f"{index}: not a regular file; move it away")
     if not index.is_file():
         return [out]
     try:

@@ -142,8 +142,11 @@ ROWS = [
      r"goal_params.G1_speed.v_max: must be a finite number > 0; got True"),
     ("env-option-bool-string", _spec_row({}, extra='[env_options]\nterminate_when_unhealthy = "false"'),
      r"env_options.terminate_when_unhealthy: must be true or false; got 'false'"),
-    ("env-option-max-steps-float", _spec_row({}, extra="[env_options]\nmax_steps = 2.7"),
-     r"env_options.max_steps: must be an integer >= 1 and <= 1000000; got 2.7"),
+    ("env-option-max-steps", _spec_row({}, extra="[env_options]\nmax_steps = 2.7"),
+     r"env_options.max_steps: a grid's horizon is its own max_steps field"),
+    ("goal-params-not-tables", _spec_row({}, extra="goal_params = 3"), r"goal_params: expected tables \[goal_params.GOAL\]"),
+    ("goal-params-not-a-table", _spec_row({}, extra="[goal_params]\nG3_target = 3"), r"goal_params: expected tables"),
+    ("plugins-not-a-list", _spec_row({}, extra="plugins = 3"), r"plugins: expected a list of module names or .py files; got 3"),
     ("env-option-weight-nan", _spec_row({}, extra="[env_options]\nforward_reward_weight = nan"),
      r"env_options.forward_reward_weight: must be a finite number; got nan"),
     ("env-option-not-for-env", _spec_row({}, extra='[env_options]\nmain_body = "torso"'),
@@ -359,7 +362,7 @@ def _rewrite_part(part: Path, change) -> None:
     pq.write_table(new.replace_schema_metadata(table.schema.metadata), part)
 
 
-@pytest.mark.parametrize("name", ["..", ".", "x" * 300, "episodes.parquet", "a/b"])
+@pytest.mark.parametrize("name", ["..", ".", "x" * 300, "episodes.parquet", "a/b", "rows.csv", "figures"])
 def test_a_grid_name_never_reaches_outside_out(work, tmp_path, capsys, name):
     """Finding 1: a grid named '..' with --force wiped a finished run beside --out. Grid names are one folder
     name inside --out (also checked when grids come from Python), refused before any grid runs."""
@@ -452,6 +455,9 @@ def test_report_imports_no_code_named_in_the_run_folder(work, tmp_path, capsys):
     evil.write_text(f"open({str(marker)!r}, 'w').write('code from a run folder ran')\n")
     raw = json.loads((d / "spec.json").read_text())
     raw["spec"]["plugins"] = [str(evil), "evil_module_that_is_not_imported"]
+    from poe_jax import store
+
+    raw["sha256"] = store._seal(raw)  # the seal is a checksum, not a secret: an attacker recomputes it
     (d / "spec.json").write_text(json.dumps(raw))
     assert main(["report", str(d)]) == 0
     assert not marker.exists()
@@ -557,6 +563,7 @@ def test_non_finite_actions_are_counted_and_never_a_plausible_zero(work, tmp_pat
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "EXCLUDED: 2 episodes executed a NaN or inf action (nan_poe(0.5))" in res.stdout
+    assert "nan_poe" not in res.stdout.split("EXCLUDED")[1].split("\n", 1)[1]  # nor in the headline
     df = pd.read_parquet(out / "episodes.parquet")
     bad = df[df.rule == "nan_poe"]
     assert (bad["nonfinite_actions"] == bad["length"]).all() and (bad["length"] > 0).all()
@@ -745,3 +752,106 @@ def test_the_docs_table_lists_every_row():
         "test_concurrent_runs_on_one_dir_end_with_each_lane_once")]
     missing += [n for n in scenarios if f"`{n}`" not in doc]
     assert not missing, missing
+
+
+def test_an_untrusted_folder_cannot_reach_outside_through_links(work, tmp_path, capsys):
+    """A lock file, a temporary name or a report output planted as a link (or a hard link) to a file
+    outside the folder: the file is never written."""
+    from poe_jax import store
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    d = _copy(work, tmp_path)
+    (d / ".lock-0").unlink()
+    (d / ".lock-0").symlink_to(victim)
+    _one_error(capsys, main(["run", str(work / "good.toml"), "--out", str(d), "--quiet"]), r"\.lock-0: a link")
+    assert victim.read_text() == "keep"
+    (d / ".lock-0").unlink()
+    (d / f".summary.json.tmp-{os.getpid()}").symlink_to(victim)  # a planted temporary name
+    store.write_json(d / "summary.json", {"x": 1}, d)
+    assert victim.read_text() == "keep" and not (d / "summary.json").is_symlink()
+    (d / "report.md").unlink(missing_ok=True)
+    os.link(victim, d / "report.md")  # a hard link: replaced, not written through
+    assert main(["report", str(d)]) == 0
+    assert victim.read_text() == "keep" and (d / "report.md").read_text().startswith("# poe_jax report")
+    # --force never deletes episodes before every path it will touch is checked
+    d2 = _copy(work, tmp_path)
+    (d2 / "spec.json").unlink()
+    (d2 / "spec.json").symlink_to(victim)
+    cfg = tmp_path / "other.toml"
+    cfg.write_text(_toml({**GOOD, "max_steps": 6}))
+    before = sorted(p.name for p in (d2 / "episodes.parquet").iterdir())
+    assert main(["run", str(cfg), "--out", str(d2), "--quiet", "--force"]) == 2
+    assert "outside the run folder" in capsys.readouterr().err
+    assert sorted(p.name for p in (d2 / "episodes.parquet").iterdir()) == before and victim.read_text() == "keep"
+
+
+def test_checkpoint_and_run_folders_stay_apart(work, tmp_path, capsys):
+    from poe_jax import checkpoints
+
+    ck = tmp_path / "ck"
+    shutil.copytree(checkpoints.zoo_path("zoo:hopper-prior"), ck)
+    _one_error(capsys, main(["run", str(work / "good.toml"), "--out", str(ck), "--quiet"]),
+               r"is a checkpoint folder \(card.json\); give a folder for the run")
+    (ck / "episodes.parquet").mkdir()  # a checkpoint folder that also holds something else
+    argv = ["port", "corl", str(work / "notatorch.pt"), "--algo", "td3_bc", "--env", "hopper", "--overwrite", "--out"]
+    _one_error(capsys, main(argv + [str(ck)]), r"holds more than a checkpoint \(episodes.parquet\)")
+    assert (ck / "episodes.parquet").is_dir() and (ck / "card.json").is_file()
+
+
+def test_the_store_refuses_tampering_beyond_the_parts(work, tmp_path, capsys):
+    """spec.json is sealed whole (its lane count too); a FIFO where a file belongs is refused, never read."""
+    d = _copy(work, tmp_path)
+    raw = json.loads((d / "spec.json").read_text())
+    raw["n_lanes"] = 2  # would hide two missing episodes
+    (d / "spec.json").write_text(json.dumps(raw))
+    _one_error(capsys, main(["report", str(d)]), r"spec.json: its content does not match its recorded hash")
+    assert main(["run", str(work / "good.toml"), "--out", str(d), "--quiet", "--repair"]) == 0
+    assert main(["report", str(d)]) == 0  # repaired: every part records this spec's hash
+    capsys.readouterr()
+    for victim in ("episodes.parquet/part-x.parquet", "spec.json"):
+        d = _copy(work, tmp_path)
+        (d / victim).unlink(missing_ok=True)
+        os.mkfifo(d / victim)
+        _one_error(capsys, main(["report", str(d)]), r"not a regular file")
+
+
+def test_one_goal_parameter_in_two_spellings_is_one_spec(work, tmp_path, capsys):
+    """target_speed = 2 and = 2.0 are the same grid: a resume with either keeps every episode."""
+    out = tmp_path / "spelling"
+    for value in ("2", "2.0"):
+        cfg = tmp_path / f"g{value}.toml"
+        cfg.write_text(_toml(GOOD, extra=f"[goal_params.G3_target]\ntarget_speed = {value}"))
+        assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+        sorted((out / "episodes.parquet").glob("part-*.parquet"))[-1].unlink()
+    assert main(["run", str(tmp_path / "g2.toml"), "--out", str(out), "--quiet"]) == 0
+    assert main(["report", str(out)]) == 0
+
+
+def test_a_run_whose_every_episode_acted_nan_reports_without_crashing(work, tmp_path, capsys):
+    d = _copy(work, tmp_path)
+    for part in (d / "episodes.parquet").glob("part-*.parquet"):
+        _rewrite_part(part, lambda df: df.assign(nonfinite_actions=df["length"]))
+    assert main(["report", str(d)]) == 0
+    text = (d / "report.md").read_text()
+    assert "Nothing to compare" in text and "4 executed a NaN or inf action" in text
+
+
+def test_kl_budget_gives_nothing_plausible_for_bad_input():
+    import jax.numpy as jnp
+
+    from poe_jax import grid, select
+    from poe_jax.gaussian import DiagGaussian
+
+    g = DiagGaussian(jnp.ones((4, 2)), jnp.ones((4, 2)))
+    nan_actor = DiagGaussian(jnp.full((4, 2), jnp.nan), jnp.ones((4, 2)))
+    assert np.isnan(float(select.kl_budget(nan_actor, g, jnp.linspace(0, 1, 5), 0.2).coefficient))
+    with pytest.raises(ValueError, match="boolean"):
+        select.kl_budget(g, g, jnp.linspace(0, 1, 5), True)
+    with pytest.raises(ValueError, match="coefficients: empty"):
+        select.kl_budget(g, g, jnp.zeros(0), 0.2)
+    spec = grid.load_specs(str(Path(__file__).parent.parent / "examples" / "grid.toml"))[0]
+    with pytest.raises(grid.SpecError, match=r"rules: expected a table"):
+        grid.validate(spec.replace(rules=[("poe", [0.5])]))
+    with pytest.raises(grid.SpecError, match=r"goal_params: expected tables"):
+        grid.validate(spec.replace(goal_params={"G3_target": None}))
