@@ -303,7 +303,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(port.PortError, match="size 5 but the actor takes 11"):
         port.from_corl(path, "td3_bc", obs_stats=tmp_path / "s.npz")
     np.savez(tmp_path / "neg.npz", mean=np.zeros(OBS), std=-np.ones(OBS))
-    with pytest.raises(port.PortError, match="std > 0"):
+    with pytest.raises(port.PortError, match=r"std >= 1e-06"):
         port.from_corl(path, "td3_bc", obs_stats=tmp_path / "neg.npz")
 
 
