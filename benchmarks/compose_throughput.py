@@ -1,25 +1,25 @@
-"""Composition throughput: jitted PoE kernel vs NumPy vs a plain memory copy.
+"""Composition throughput: the jitted PoE kernel against jitted baselines, measured the same way.
 
-Workload: 10^7 action elements (1.25M states x 8 action dims, float32). The
-kernel reads four arrays (actor mean/std, prior mean/std) and writes two, so it
-moves 24 bytes per element. The copy baseline moves the same 24 bytes per
-element (reads 12, writes 12) into preallocated buffers -- the practical limit
-of the memory system -- once with one thread and once split across all cores;
-the faster of the two is the reference.
+Workload: 10^7 action elements (1.25M states x 8 action dims, float32). The kernel reads four
+arrays (actor mean/std, prior mean/std) and writes two: 24 bytes per element.
 
-Variants of the kernel:
-  * ``jax fresh``   -- ``jax.jit(compose.poe)``: outputs are new buffers each call.
-  * ``jax in-place`` -- the same kernel with the actor's buffers donated, so XLA
-    writes the outputs over them (how a rollout loop would call it). New 40 MB
-    buffers cost page faults on every call; donation removes them.
-  * ``numpy``        -- the same formula in NumPy (float32).
+Variants, all jitted, timed in one process with **interleaved** repetitions (round r times every
+variant once, so drift in the machine hits all of them alike), median over rounds:
+  * ``compose.poe``       -- the library kernel (validation, fallback, exact end points);
+  * ``jnp reference``     -- the textbook precision form of the same formula in plain jnp;
+  * ``same bytes``        -- a kernel that reads the same four arrays and writes two (``a + b``,
+    ``c + d``): what moving these bytes costs through XLA;
+  * ``copy``              -- ``jnp.copy`` of two arrays (reads 8, writes 8 bytes per element).
+Ratios are against ``same bytes`` (the memory bound of this kernel shape).
 
-By default the benchmark calls :func:`poe_jax.runtime.keep_large_allocations`
-(as the CLI does): glibc otherwise unmaps every freed 40 MB buffer and each call
-page-faults its outputs in again. ``--glibc-default`` shows that cost.
+The glibc malloc setting (:func:`poe_jax.runtime.keep_large_allocations`, which the CLI applies):
+without it glibc unmaps every freed 40 MB buffer and each call page-faults its outputs in again.
+A process cannot undo it, so the script runs itself twice, in fresh processes: as a library user
+gets it (default), and with the setting. It also times an eager ``compose.poe`` call against the
+jitted one on a small batch (what a Python loop pays).
 
-Usage: ``python benchmarks/compose_throughput.py [--reps 20] [--out benchmarks/results]``.
-Writes ``compose-<host>.json`` with the machine description.
+Usage: ``python benchmarks/compose_throughput.py [--reps 15] [--out DIR]``; writes
+``compose-<host>.json`` (both modes, the machine) to ``--out`` (a scratch folder by default).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import json
 import os
 import platform
 import socket
+import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -78,107 +78,94 @@ def write_record(out: str | Path, name: str, record: dict) -> Path:
     return path
 
 
-def median_time(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
+def interleaved(fns: dict, reps: int) -> dict:
+    """Median seconds of each function over ``reps`` rounds; each round calls every function once, in
+    turn (after one warm-up call each)."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    times = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def numpy_poe(mt, st, mg, sg, alpha):
-    vt, vg = st * st, sg * sg
-    d = (1 - alpha) * vg + alpha * vt
-    r = alpha * vt / d
-    return (1 - r) * mt + r * mg, st * sg / np.sqrt(d)
+def jnp_reference(actor, prior, alpha):
+    """The textbook precision form, in plain jnp."""
+    lt, lg = 1.0 / actor.std**2, 1.0 / prior.std**2
+    lam = (1 - alpha) * lt + alpha * lg
+    return (((1 - alpha) * lt * actor.mean + alpha * lg * prior.mean) / lam), 1.0 / jnp.sqrt(lam)
+
+
+def same_bytes(actor, prior, alpha):
+    return actor.mean + prior.mean, actor.std + prior.std
+
+
+def copy2(actor, prior, alpha):
+    return jnp.copy(actor.mean), jnp.copy(actor.std)
+
+
+def measure(reps: int, malloc: bool) -> dict:
+    tuned = keep_large_allocations() if malloc else False
+    rng = np.random.default_rng(0)
+    actor = DiagGaussian(jnp.asarray(rng.standard_normal((STATES, ACT_DIM), dtype=np.float32)),
+                         jnp.asarray(rng.uniform(0.05, 1.0, (STATES, ACT_DIM)).astype(np.float32)))
+    prior = DiagGaussian(jnp.asarray(rng.standard_normal((STATES, ACT_DIM), dtype=np.float32)),
+                         jnp.asarray(rng.uniform(0.05, 1.0, (STATES, ACT_DIM)).astype(np.float32)))
+    alpha = jnp.float32(0.5)
+    kernels = {"compose.poe": compose.poe, "jnp reference": jnp_reference, "same bytes": same_bytes, "copy": copy2}
+    jitted = {k: jax.jit(f) for k, f in kernels.items()}
+    fns = {k: (lambda f=f: jax.block_until_ready(f(actor, prior, alpha))) for k, f in jitted.items()}
+    times = interleaved(fns, reps)
+    np.testing.assert_allclose(jitted["compose.poe"](actor, prior, alpha).mean,
+                               jitted["jnp reference"](actor, prior, alpha)[0], rtol=1e-5, atol=1e-6)
+    base = times["same bytes"]
+    rows = [{"variant": k, "seconds": t, "actions_per_s": STATES / t, "GB_per_s": BYTES_PER_ELEMENT * ELEMENTS / t / 1e9,
+             "x_same_bytes": base / t} for k, t in times.items()]
+    # eager against jitted, on a batch a Python loop would pass
+    small_a = DiagGaussian(actor.mean[:256, :6], actor.std[:256, :6])
+    small_g = DiagGaussian(prior.mean[:256, :6], prior.std[:256, :6])
+    poe_jit = jax.jit(compose.poe)
+    small = interleaved({"eager": lambda: jax.block_until_ready(compose.poe(small_a, small_g, 0.5)),
+                         "jit": lambda: jax.block_until_ready(poe_jit(small_a, small_g, 0.5))}, max(reps, 50))
+    return {"malloc_tuned": tuned, "results": rows, "eager_seconds": small["eager"], "jit_seconds": small["jit"],
+            "eager_over_jit": small["eager"] / small["jit"]}
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "poe_jax-bench"),
                     help="where the result JSON goes (benchmarks/results/ holds the committed ones)")
-    ap.add_argument("--glibc-default", action="store_true",
-                    help="do not raise glibc's mmap threshold (shows the page-fault cost)")
+    ap.add_argument("--mode", choices=["both", "default", "malloc"], default="both",
+                    help="both: run each mode in a fresh process (the default); one mode: run it here")
     args = ap.parse_args(argv)
-    malloc_tuned = False if args.glibc_default else keep_large_allocations()
-
-    rng = np.random.default_rng(0)
-    mt, mg = (rng.standard_normal((STATES, ACT_DIM), dtype=np.float32) for _ in range(2))
-    st, sg = (rng.uniform(0.05, 1.0, (STATES, ACT_DIM)).astype(np.float32) for _ in range(2))
-    alpha = np.float32(0.5)
-    results = {}
-
-    # Copy baselines: the same 24 bytes/element, into preallocated memory.
-    src = np.concatenate([mt, st, mg]).reshape(-1)  # 12 bytes/element
-    dst = np.empty_like(src)
-    t = median_time(lambda: np.copyto(dst, src), args.reps)
-    results["copy 1 thread"] = t
-    threads = os.cpu_count() or 1
-    pool = ThreadPoolExecutor(threads)
-    bounds = np.linspace(0, src.size, threads + 1).astype(int)
-    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-    t = median_time(lambda: list(pool.map(lambda s: np.copyto(dst[s], src[s]), parts)), args.reps)
-    results[f"copy {threads} threads"] = t
-
-    # NumPy kernel.
-    results["numpy poe"] = median_time(lambda: numpy_poe(mt, st, mg, sg, alpha), max(3, args.reps // 4))
-
-    # JAX kernel, fresh outputs.
-    actor = DiagGaussian(jnp.asarray(mt), jnp.asarray(st))
-    prior = DiagGaussian(jnp.asarray(mg), jnp.asarray(sg))
-    fresh = jax.jit(compose.poe)
-
-    def run_fresh():
-        jax.block_until_ready(fresh(actor, prior, alpha))
-
-    results["jax poe (fresh outputs)"] = median_time(run_fresh, args.reps)
-
-    # JAX kernel, actor buffers donated and overwritten (outputs feed the next call).
-    inplace = jax.jit(compose.poe, donate_argnums=0)
-    state = {"actor": DiagGaussian(jnp.array(mt), jnp.array(st))}
-
-    def run_inplace():
-        state["actor"] = jax.block_until_ready(inplace(state["actor"], prior, alpha))
-
-    results["jax poe (in-place)"] = median_time(run_inplace, args.reps)
-
-    hlo = fresh.lower(actor, prior, alpha).compile().as_text()
-    fusions = hlo.count("fusion(")
-
-    copy_best = min(results["copy 1 thread"], results[f"copy {threads} threads"])
-    rows = []
-    for name, t in results.items():
-        gbs = BYTES_PER_ELEMENT * ELEMENTS / t / 1e9
-        rows.append(
-            {
-                "variant": name,
-                "seconds": t,
-                "elements_per_s": ELEMENTS / t,
-                "actions_per_s": STATES / t,
-                "GB_per_s": gbs,
-                "fraction_of_copy": copy_best / t,
-            }
-        )
-    print(f"compose throughput, {ELEMENTS:.0e} elements ({STATES} states x {ACT_DIM} dims, float32)")
-    print(f"{'variant':28s} {'ms':>8s} {'Melem/s':>9s} {'Mact/s':>8s} {'GB/s':>7s} {'x copy':>7s}")
-    for r in rows:
-        print(
-            f"{r['variant']:28s} {1e3 * r['seconds']:8.2f} {r['elements_per_s'] / 1e6:9.1f} "
-            f"{r['actions_per_s'] / 1e6:8.2f} {r['GB_per_s']:7.2f} {r['fraction_of_copy']:7.2f}"
-        )
-    print(f"XLA fusions in the compiled kernel: {fusions}")
-
+    if args.mode != "both":
+        print(json.dumps(measure(args.reps, args.mode == "malloc")))
+        return {}
+    modes = {}
+    for mode in ("default", "malloc"):
+        res = subprocess.run([sys.executable, __file__, "--reps", str(args.reps), "--mode", mode], capture_output=True,
+                             text=True, check=True)
+        modes[mode] = json.loads(res.stdout.strip().splitlines()[-1])
+    print(f"compose throughput, {ELEMENTS:.0e} elements ({STATES} states x {ACT_DIM} dims, float32), "
+          f"median of {args.reps} interleaved rounds")
+    for mode, m in modes.items():
+        print(f"-- {mode} malloc ({'keep_large_allocations applied' if m['malloc_tuned'] else 'as a library user gets it'})")
+        print(f"{'variant':16s} {'ms':>8s} {'Mact/s':>8s} {'GB/s':>7s} {'x same bytes':>13s}")
+        for r in m["results"]:
+            print(f"{r['variant']:16s} {1e3 * r['seconds']:8.2f} {r['actions_per_s'] / 1e6:8.2f} {r['GB_per_s']:7.2f} "
+                  f"{r['x_same_bytes']:13.2f}")
+        print(f"eager compose.poe on [256, 6]: {1e6 * m['eager_seconds']:.0f} us, jitted {1e6 * m['jit_seconds']:.0f} us "
+              f"({m['eager_over_jit']:.0f}x)")
     record = {
         "benchmark": "compose_throughput",
         "workload": {"states": STATES, "act_dim": ACT_DIM, "elements": ELEMENTS, "dtype": "float32",
                      "bytes_per_element": BYTES_PER_ELEMENT, "rule": "poe", "reps": args.reps},
         "machine": machine(),
-        "results": rows,
-        "kernel_fusions": fusions,
-        "malloc_tuned": malloc_tuned,
+        "modes": modes,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_record(args.out, "compose", record)

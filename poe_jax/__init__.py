@@ -12,12 +12,12 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("checkpoints", "compose", "gaussian", "nets", "select")
+_SUBMODULES = ("checkpoints", "compose", "gaussian", "nets", "policy", "select")
 _NAMES = {"RULES": "compose", "alpha_to_beta": "compose", "beta_to_alpha": "compose", "DiagGaussian": "gaussian",
           "kl": "gaussian"}
 
 __all__ = ["RULES", "DiagGaussian", "__version__", "alpha_to_beta", "beta_to_alpha", "checkpoints", "compose",
-           "gaussian", "kl", "nets", "select"]
+           "gaussian", "kl", "nets", "policy", "select"]
 
 
 def __getattr__(name: str):

@@ -76,6 +76,7 @@ __all__ = [
     "apply",
     "beta_to_alpha",
     "by_index",
+    "BISECTION_STEPS",
     "check_coefficient",
     "checked",
     "checking",
@@ -85,9 +86,11 @@ __all__ = [
     "names",
     "poe",
     "prior_only",
+    "poe_adaptive",
     "prior_valid",
     "register_rule",
     "switch",
+    "unregister_rule",
 ]
 
 
@@ -150,10 +153,20 @@ def _check_shapes(actor: DiagGaussian, prior: DiagGaussian) -> None:
         raise ValueError(f"actor and prior must have the same action size (last axis); got actor.mean of shape {a} "
                          f"and prior.mean of shape {g}")
     try:
-        np.broadcast_shapes(a, g)
-    except ValueError:
+        jnp.broadcast_shapes(a, g)  # jnp's: works on symbolic dimensions (jax.export)
+    except (ValueError, TypeError):
         raise ValueError(f"actor and prior batch shapes do not broadcast; got actor.mean of shape {a} and prior.mean "
                          f"of shape {g} (vmap over the axis they do not share, e.g. in_axes)") from None
+
+
+def _check_param_shape(name: str, value, actor: DiagGaussian) -> None:
+    """A coefficient of the batch's shape (``[B]``, what the selectors return) is refused: it would
+    broadcast against the action axis (per dimension when ``B == act_dim``, an error otherwise). A
+    per-state coefficient is ``[..., 1]``; a per-dimension one ``[act_dim]`` or ``[..., act_dim]``."""
+    shape, batch = tuple(np.shape(value)), tuple(np.shape(actor.mean))[:-1]
+    if shape and shape == batch:
+        raise ValueError(f"{name} has the batch's shape {shape}; for one {name} per state pass {name}[..., None] "
+                         f"(shape {(*shape, 1)}); for one per action dimension, shape [..., act_dim]")
 
 
 def _guard(actor: DiagGaussian, prior: DiagGaussian, param=None):
@@ -230,14 +243,52 @@ def _blend(actor: DiagGaussian, prior: DiagGaussian, w_t, w_g):
     pass over memory with no materialised temporaries (the precision form
     materialises ``1/v`` and the weight; see benchmarks/compose_throughput.py).
     """
-    v_t, v_g = _var(actor.std), _var(prior.std)
+    # An actor entry with std >= STD_FLAT is a flat expert (lam_t = 0), like such a prior entry: its
+    # product is the prior's at weight w_g, N(mu_g, s_g^2 / w_g) (its square would overflow float32).
+    flat = actor.std >= STD_FLAT
+    s_t = jnp.where(flat, 1.0, actor.std)
+    v_t, v_g = _var(s_t), _var(prior.std)
     a_t, a_g = w_t * v_g, w_g * v_t
     d = a_t + a_g
     mean = (a_t * actor.mean + a_g * prior.mean) / d
     # s_t s_g / sqrt(D) as s_t sqrt(v_g / D): a divide and a sqrt are ~2x cheaper than
     # rsqrt on XLA:CPU, and v_g / D <= 1 / w_t stays bounded.
-    std = actor.std * jnp.sqrt(v_g / d)
+    std = s_t * jnp.sqrt(v_g / d)
+    mean = jnp.where(flat, prior.mean, mean)
+    std = jnp.where(flat, prior.std / jnp.sqrt(jnp.where(flat, w_g, 1.0)), std)  # (no inf in the other branch's grad)
     return mean, std
+
+
+def _in_float32(kernel: Callable) -> Callable:
+    """A rule kernel that computes in float32 (or wider) whatever its inputs: integers are promoted to
+    float32 (an integer alpha of 0.5 was 0, and the actor came back), and float16 / bfloat16 are computed
+    in float32 and cast back (their squares under- or overflow: a std of 1e-4 or 300 gave NaN)."""
+
+    @functools.wraps(kernel)
+    def wrapper(actor, prior=None, *rest, **kw):
+        dt = jnp.result_type(actor.mean, actor.std, *(() if prior is None else (prior.mean, prior.std)))
+        if jnp.issubdtype(dt, jnp.floating) and jnp.finfo(dt).bits >= 32:
+            return kernel(actor, prior, *rest, **kw)
+        up = lambda d: None if d is None else DiagGaussian(jnp.asarray(d.mean, jnp.float32),  # noqa: E731
+                                                            jnp.asarray(d.std, jnp.float32))
+        out = kernel(up(actor), up(prior), *rest, **kw)
+        if not jnp.issubdtype(dt, jnp.floating):
+            return out
+        return DiagGaussian(out.mean.astype(dt), out.std.astype(dt))
+
+    return wrapper
+
+
+def _exact_at(exact: jax.Array, smooth: jax.Array, ends: jax.Array) -> jax.Array:
+    """``exact`` where ``ends`` (bit for bit), ``smooth`` elsewhere; the derivative is ``smooth``'s everywhere.
+
+    The smooth formula is exact in value at an end point only up to rounding, and a plain ``jnp.where``
+    takes the end point's derivative from ``exact``, which does not depend on the coefficient (the
+    gradient in alpha was 0 at alpha = 0 and 1). ``smooth - stop_gradient(smooth)`` is 0 in value and
+    ``smooth``'s tangent in every derivative (forward and reverse, any order)."""
+    tangent = smooth - jax.lax.stop_gradient(smooth)
+    tangent = jnp.where(tangent == tangent, tangent, 0.0)  # a NaN smooth value (v_t = 0 at alpha = 1) adds nothing
+    return jnp.where(ends, exact + tangent, smooth)
 
 
 def _lerp(x_t: jax.Array, x_g: jax.Array, w) -> jax.Array:
@@ -245,6 +296,7 @@ def _lerp(x_t: jax.Array, x_g: jax.Array, w) -> jax.Array:
     return (1.0 - w) * x_t + w * x_g
 
 
+@_in_float32
 def frozen(actor: DiagGaussian, prior: DiagGaussian | None = None, param=None) -> DiagGaussian:
     """The frozen actor, unchanged.
 
@@ -259,6 +311,7 @@ def frozen(actor: DiagGaussian, prior: DiagGaussian | None = None, param=None) -
     return _poison_bad_actor(actor, actor) if _is_traced(actor) else actor
 
 
+@_in_float32
 def prior_only(actor: DiagGaussian, prior: DiagGaussian, param=None) -> DiagGaussian:
     """The goal prior alone (the frozen actor's value where a prior entry is invalid).
 
@@ -273,6 +326,7 @@ def prior_only(actor: DiagGaussian, prior: DiagGaussian, param=None) -> DiagGaus
     return _fallback(ok, safe, actor)
 
 
+@_in_float32
 def additive(actor: DiagGaussian, prior: DiagGaussian, alpha) -> DiagGaussian:
     """Precision-blind blend: mean ``(1-a)mu_t + a mu_g``, std ``(1-a)s_t + a s_g``.
 
@@ -290,12 +344,14 @@ def additive(actor: DiagGaussian, prior: DiagGaussian, alpha) -> DiagGaussian:
         [0.5, 0.55]
     """
     alpha = check_coefficient("alpha", alpha, 0.0, 1.0, actor.mean.dtype)
+    _check_param_shape("alpha", alpha, actor)
     safe, ok = _guard(actor, prior)
     mean = _lerp(actor.mean, safe.mean, alpha)
     std = _lerp(actor.std, safe.std, alpha)
     return _fallback(ok, DiagGaussian(mean, std), actor)
 
 
+@_in_float32
 def poe(actor: DiagGaussian, prior: DiagGaussian, alpha) -> DiagGaussian:
     """Product of experts ``pi ∝ pi_t^(1-a) pi_g^a`` in precision form.
 
@@ -317,14 +373,18 @@ def poe(actor: DiagGaussian, prior: DiagGaussian, alpha) -> DiagGaussian:
         [0.5, 1.0]
     """
     alpha = check_coefficient("alpha", alpha, 0.0, 1.0, actor.mean.dtype)
+    _check_param_shape("alpha", alpha, actor)
     safe, ok = _guard(actor, prior)
     mean, std = _blend(actor, safe, 1.0 - alpha, alpha)
-    # Exact end points: alpha = 0 is the actor and alpha = 1 the prior, bit for bit.
-    mean = jnp.where(alpha == 0, actor.mean, jnp.where(alpha == 1, safe.mean, mean))
-    std = jnp.where(alpha == 0, actor.std, jnp.where(alpha == 1, safe.std, std))
+    # Exact end points: alpha = 0 is the actor and alpha = 1 the prior, bit for bit, with the smooth
+    # formula's derivative there.
+    ends = (alpha == 0) | (alpha == 1)
+    mean = _exact_at(jnp.where(alpha == 0, actor.mean, safe.mean), mean, ends)
+    std = _exact_at(jnp.where(alpha == 0, actor.std, safe.std), std, ends)
     return _fallback(ok, DiagGaussian(mean, std), actor)
 
 
+@_in_float32
 def kl_reg(actor: DiagGaussian, prior: DiagGaussian, beta) -> DiagGaussian:
     """KL-regularised adaptation ``argmax_pi b E_pi[log pi_g] - KL(pi || pi_t)``.
 
@@ -346,27 +406,38 @@ def kl_reg(actor: DiagGaussian, prior: DiagGaussian, beta) -> DiagGaussian:
         [0.5, 0.5]
     """
     beta = check_coefficient("beta", beta, 0.0, math.inf, actor.mean.dtype)
+    _check_param_shape("beta", beta, actor)
     safe, ok = _guard(actor, prior)
-    # lam = lam_t + b lam_g = (1 + b) * ((1-a) lam_t + a lam_g) with a = b / (1 + b):
-    # the PoE blend at the equivalent alpha, with variance shrunk by 1 / (1 + b).
+    # lam = lam_t + b lam_g = (1 + b) * (w_t lam_t + w_g lam_g) with w_t = 1 / (1 + b), w_g = b / (1 + b):
+    # the PoE blend at the equivalent alpha, with variance shrunk by 1 / (1 + b). Both weights are formed
+    # directly: 1 - b / (1 + b) would lose the actor's weight to rounding at large b.
     infinite = jnp.isinf(beta)
-    one_plus = 1.0 + jnp.where(infinite, 0.0, beta)
-    a = jnp.where(infinite, 1.0, beta / one_plus)
-    mean, std = _blend(actor, safe, 1.0 - a, a)
-    std = std * jnp.where(infinite, 0.0, jax.lax.rsqrt(one_plus))
-    mean = jnp.where(beta == 0, actor.mean, jnp.where(infinite, safe.mean, mean))
-    std = jnp.where(beta == 0, actor.std, std)
+    b = jnp.where(infinite, 0.0, beta)
+    w_t = 1.0 / (1.0 + b)
+    mean, std = _blend(actor, safe, w_t, b * w_t)
+    std = std * jnp.sqrt(w_t)
+    zero = beta == 0
+    mean = jnp.where(infinite, safe.mean, _exact_at(actor.mean, mean, zero))
+    std = jnp.where(infinite, 0.0, _exact_at(actor.std, std, zero))
     return _fallback(ok, DiagGaussian(mean, std), actor)
 
 
+BISECTION_STEPS = 24  # the per-state alpha's bisection: within 2**-24 (float32's resolution near 1)
+
+
 def adaptive_alpha(actor: DiagGaussian, prior: DiagGaussian, budget, rule: str = "poe",
-                   num_iters: int = 20) -> jax.Array:
+                   num_iters: int = BISECTION_STEPS) -> jax.Array:
     """Per state, the largest ``alpha`` in [0, 1] with ``KL(rule(alpha)(s) || actor(s)) <= budget``.
 
     For ``poe`` (and ``additive``) the KL is nondecreasing in ``alpha``: the composed
     policies lie on a line in natural parameters that starts at the actor. Bisection
     then finds the boundary to within ``2**-num_iters``; the returned ``alpha`` is
     always within budget (``alpha = 1`` when the whole prior is).
+
+    Gradients: exact to first order by the implicit-function theorem. Inside (0, 1) the
+    alpha solves ``F = KL(alpha) - budget = 0``, so ``d alpha = -dF / (dF/d alpha)`` for a
+    change of the budget, the actor or the prior; at 0 and 1 it is locally constant
+    (derivative 0). The bisection itself is not differentiated.
 
     Args:
         actor, prior: ``[..., act_dim]``.
@@ -381,33 +452,45 @@ def adaptive_alpha(actor: DiagGaussian, prior: DiagGaussian, budget, rule: str =
         raise ValueError(f"adaptive_alpha needs a monotone alpha rule ('poe', 'additive'); got rule={rule!r}")
     fn = poe if rule == "poe" else additive
     dtype = actor.mean.dtype
-    batch = actor.mean.shape[:-1]
+    # Every array of the bisection comes from the data (not jnp.zeros(shape)): under shard_map it then
+    # varies over the manual axes as the data do.
+    zeros = jnp.zeros_like(actor.mean[..., 0] + prior.mean[..., 0])
     budget = jnp.asarray(budget, dtype)
-    if budget.ndim == len(batch) + 1:  # a per-state [..., 1] (or per-dim) budget: one value per state
+    if budget.ndim == zeros.ndim + 1:  # a per-state [..., 1] (or per-dim) budget: one value per state
         budget = budget[..., 0]
-    budget = jnp.broadcast_to(budget, batch)
+    budget = budget + zeros
+    sg = jax.lax.stop_gradient
+    a0, g0, b0 = sg(actor), sg(prior), sg(budget)
 
-    def kl_at(alpha):
-        return kl(fn(actor, prior, alpha[..., None]), actor)
+    def kl_at(alpha, a=a0, g=g0):
+        return kl(fn(a, g, alpha[..., None]), a)
 
     def body(_, bounds):
         lo, hi = bounds
         mid = 0.5 * (lo + hi)
-        inside = kl_at(mid) <= budget
+        inside = kl_at(mid) <= b0
         return jnp.where(inside, mid, lo), jnp.where(inside, hi, mid)
 
-    one = jnp.ones(batch, dtype)
-    lo, _ = jax.lax.fori_loop(0, num_iters, body, (jnp.zeros(batch, dtype), one))
-    return jnp.where(kl_at(one) <= budget, one, lo)
+    one = zeros + 1.0
+    lo, _ = jax.lax.fori_loop(0, num_iters, body, (zeros, one))
+    alpha = sg(jnp.where(kl_at(one) <= b0, one, lo))
+    # Implicit-function gradients: one Newton step whose value is 0 and whose derivative is -dF / F_alpha.
+    interior = (alpha > 0) & (alpha < 1)
+    f = kl(fn(actor, prior, alpha[..., None]), actor) - budget
+    f_alpha = jax.jvp(kl_at, (alpha,), (jnp.ones_like(alpha),))[1]
+    f_alpha = jnp.where(interior & (f_alpha > 0), f_alpha, 1.0)
+    step = jnp.where(interior, (f - sg(f)) / sg(f_alpha), 0.0)
+    return alpha - step
 
 
+@_in_float32
 def poe_adaptive(actor: DiagGaussian, prior: DiagGaussian, budget) -> DiagGaussian:
     """``poe`` at a per-state ``alpha(s)``: the largest alpha whose KL to the actor is within ``budget``.
 
     A trust region instead of a fixed coefficient: where the prior agrees with the
     actor, alpha goes up to 1; where it disagrees (or is confidently wrong), alpha
     shrinks so that the composed policy moves at most ``budget`` nats from the
-    frozen actor (:func:`adaptive_alpha`, 20 bisection steps).
+    frozen actor (:func:`adaptive_alpha`: bisection, with implicit-function gradients).
 
     Args:
         actor, prior: ``[..., act_dim]``.
@@ -586,10 +669,14 @@ class _Registry(Mapping[str, Rule]):
     def __repr__(self) -> str:
         return f"RULES({', '.join(self._rules)})"
 
-    def _add(self, rule: Rule) -> None:
-        if rule.name in self._rules:
-            raise ValueError(f"rule {rule.name!r} is already registered")
+    def _add(self, rule: Rule, overwrite: bool = False) -> None:
+        if rule.name in self._rules and not overwrite:
+            raise ValueError(f"rule {rule.name!r} is already registered; pass overwrite=True to replace it (e.g. when "
+                             "a notebook cell that registers it runs again)")
         self._rules[rule.name] = rule
+
+    def _remove(self, name: str) -> None:
+        self._rules.pop(name, None)
 
 
 RULES = _Registry()
@@ -598,8 +685,11 @@ RULES = _Registry()
 def register_rule(name: str, *, param: str | None = None, bounds: tuple[float, float] = (0.0, 1.0),
                   alpha_equiv: float | Callable | None = None, default: float = 0.0, needs_critic: bool = False,
                   uses_prior: bool = True, alpha_fn: Callable | None = None,
-                  style: tuple[str, str] = ("o", "-"), mean_of: str | None = None):
+                  style: tuple[str, str] = ("o", "-"), mean_of: str | None = None, overwrite: bool = False):
     """Decorator: register ``fn(actor, prior, param) -> DiagGaussian`` as rule ``name``.
+
+    ``overwrite``: replace a rule of that name (re-running the cell that defines it); otherwise a second
+    registration of one name is an error.
 
     With ``needs_critic=True`` the function takes a fourth argument, :class:`CriticInputs`.
     The rule is then usable everywhere a built-in one is: ``compose.RULES``, grids (TOML
@@ -621,10 +711,15 @@ def register_rule(name: str, *, param: str | None = None, bounds: tuple[float, f
     def deco(fn):
         doc = (fn.__doc__ or "").strip().splitlines()
         RULES._add(Rule(name, fn, param, lo, hi, alpha_equiv, float(default), needs_critic, uses_prior, alpha_fn,
-                        tuple(style), doc[0] if doc else "", mean_of))
+                        tuple(style), doc[0] if doc else "", mean_of), overwrite)
         return fn
 
     return deco
+
+
+def unregister_rule(name: str) -> None:
+    """Remove rule ``name`` from :data:`RULES` (a user's rule, e.g. in a test); unknown names are ignored."""
+    RULES._remove(name)
 
 
 def _identity(a):

@@ -15,6 +15,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 __all__ = [
@@ -54,6 +55,48 @@ class DiagGaussian:
     mean: jax.Array
     std: jax.Array
 
+    def __post_init__(self):
+        """Built eagerly from arrays, the fields must be numbers of broadcastable shapes, with an action axis.
+        (Traced values, and the ints, Nones and shapes of pytree plumbing such as ``in_axes``, pass as they
+        are.)"""
+        m, s = self.mean, self.std
+        if not (_concrete(m) and _concrete(s)):
+            return
+        for name, x in (("mean", m), ("std", s)):  # metadata only: nothing is copied from the device
+            if not (jnp.issubdtype(x.dtype, jnp.number) or jnp.issubdtype(x.dtype, jnp.bool_)):
+                raise TypeError(f"DiagGaussian: {name} must hold numbers; got dtype {x.dtype}")
+        if not np.ndim(m) and not np.ndim(s):
+            raise ValueError("DiagGaussian: mean and std need an action axis (shape [..., act_dim]); got scalars")
+        try:
+            np.broadcast_shapes(np.shape(m), np.shape(s))
+        except ValueError:
+            raise ValueError(f"DiagGaussian: mean and std shapes do not broadcast; got {np.shape(m)} and "
+                             f"{np.shape(s)}") from None
+
+    # ---- the distribution interface of distrax / TFP (names kept beside poe_jax's own)
+    @property
+    def batch_shape(self) -> tuple:
+        """The shape of the states: ``mean.shape[:-1]`` (broadcast with the std's)."""
+        return tuple(jnp.broadcast_shapes(jnp.shape(self.mean), jnp.shape(self.std))[:-1])
+
+    @property
+    def event_shape(self) -> tuple:
+        """``(act_dim,)``: one draw is an action."""
+        return tuple(jnp.broadcast_shapes(jnp.shape(self.mean), jnp.shape(self.std))[-1:])
+
+    def stddev(self) -> jax.Array:
+        return jnp.broadcast_to(self.std, jnp.broadcast_shapes(jnp.shape(self.mean), jnp.shape(self.std)))
+
+    def variance(self) -> jax.Array:
+        return self.stddev() ** 2
+
+    def kl_divergence(self, other: "DiagGaussian") -> jax.Array:
+        """``KL(self || other)`` over the action axis (:func:`kl`)."""
+        return kl(self, other)
+
+    def cross_entropy(self, other: "DiagGaussian") -> jax.Array:
+        return kl(self, other) + entropy(self)
+
     @property
     def var(self) -> jax.Array:
         return self.std * self.std
@@ -72,11 +115,22 @@ class DiagGaussian:
     def entropy(self) -> jax.Array:
         return entropy(self)
 
-    def sample(self, key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
-        return sample(self, key, shape)
+    def sample(self, key: jax.Array | None = None, shape: tuple[int, ...] = (), *, seed: jax.Array | None = None,
+               sample_shape: tuple[int, ...] | int | None = None) -> jax.Array:
+        """Reparameterised draws of shape ``shape + mean.shape``: ``sample(key, shape)``, or distrax's
+        ``sample(seed=key, sample_shape=shape)``."""
+        if (key is None) == (seed is None):
+            raise TypeError("DiagGaussian.sample: give the PRNG key once, as key or as seed=")
+        shape = shape if sample_shape is None else ((sample_shape,) if isinstance(sample_shape, int) else sample_shape)
+        return sample(self, key if key is not None else seed, tuple(shape))
 
     def mode(self) -> jax.Array:
         return self.mean
+
+
+def _concrete(x) -> bool:
+    """An array with values here (numpy or a committed jax array), not a tracer or pytree plumbing."""
+    return isinstance(x, (np.ndarray, jax.Array)) and not isinstance(x, jax.core.Tracer)
 
 
 def precision(std: jax.Array) -> jax.Array:

@@ -10,11 +10,10 @@ what ``poe`` costs (under ``vmap`` a switch evaluates every branch it has).
 Per lane and step (``o`` the observation):
 
 0. shift of the model: the lane's body-mass and friction scales (``State.scales``);
-1. shift: ``o += obs_noise * N(0, I)``;
-2. ``actor.distribution(o)``, ``prior.distribution(o, goal, goal parameter)``, then the
-   lane's prior quality (:mod:`poe_jax.priors`);
-3. the lane's rule (:func:`poe_jax.compose.switch`); the executed action is the
-   composed mean (``sample``: a sample), plus ``action_noise * N(0, I)``;
+1.-3. the lane's steered policy, :func:`poe_jax.policy.steer` (the function a user's own loop
+   calls): ``o += obs_noise * N(0, I)``; the actor's and the prior's distributions at ``o``,
+   then the lane's prior quality (:mod:`poe_jax.priors`); the lane's rule; the executed action
+   is the composed mean (``sample``: a sample), plus ``action_noise * N(0, I)``;
 4. every registered metric (:mod:`poe_jax.metrics`), and for rules whose alpha varies
    per state (``Rule.alpha_fn``) the alpha they used.
 
@@ -46,11 +45,11 @@ import numpy as np
 
 from poe_jax import compose, metrics, nets, priors
 from poe_jax import rollout as ro
+from poe_jax.policy import CRITIC_TAG, steer
 
 __all__ = ["Lanes", "Totals", "build_program"]
 
 _RESET_TAG = 0x5EED  # folded into a seed's key for the initial states
-_CRITIC_TAG = 11  # folded into a step's key for the critic rules' own draws
 
 
 class Lanes(NamedTuple):
@@ -148,23 +147,23 @@ def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), 
 
         def policy(obs, key, data):
             lane, u_params = data
-            k_obs, k_prior, k_act, k_sample = jax.random.split(key, 4)
-            o = obs + lane.obs_noise * jax.random.normal(k_obs, obs.shape) if obs_noise else obs
-            a = actor.distribution(o)
-            g = prior.distribution(o, lane.prior_goal, lane.prior_param)
-            if qualities != ("trained",):
+
+            def quality(g, o, k_prior):  # the lane's prior quality (poe_jax.priors)
                 u = prior.replace(params=u_params).distribution(o, lane.prior_goal, lane.prior_param) if untrained else g
-                g = priors.apply(lane.quality, qualities, priors.QualityInputs(g, u, k_prior, m, degraded_noise))
-            crit = (compose.CriticInputs(lambda act: actor.critic.q(o, act), -m, m, jax.random.fold_in(key, _CRITIC_TAG))
-                    if critic else None)
-            x = compose.RuleInputs(a, g, lane.param, crit)
-            c = compose.switch(rules, lane.rule, x)
-            action = c.sample(k_sample) if sample else c.mean
-            if act_noise:
-                action = action + lane.act_noise * jax.random.normal(k_act, action.shape)
+                return priors.apply(lane.quality, qualities, priors.QualityInputs(g, u, k_prior, m, degraded_noise))
+
+            # the lane's steered policy: the same function a user's own loop calls (poe_jax.policy.steer)
+            act = steer(actor, prior, rules, lane.param, goal=lane.prior_goal, goal_param=lane.prior_param,
+                        rule_index=lane.rule, sample=sample, obs_noise=lane.obs_noise if obs_noise else None,
+                        act_noise=lane.act_noise if act_noise else None,
+                        prior_quality=quality if qualities != ("trained",) else None, max_action=m)
+            action, info = act(obs, key)
+            o, a, g, c = info
             step = metrics.evaluate(metrics.StepInputs(o, a, g, c, action, a.log_prob(action)))
             if adaptive:
-                step["__alpha"] = _alpha_used(rules, lane.rule, x)
+                crit = (compose.CriticInputs(lambda q_act: actor.critic.q(o, q_act), -m, m,
+                                             jax.random.fold_in(key, CRITIC_TAG)) if critic else None)
+                step["__alpha"] = _alpha_used(rules, lane.rule, compose.RuleInputs(a, g, lane.param, crit))
             step["__nonfinite"] = jnp.any(~jnp.isfinite(action)).astype(action.dtype)
             return action, step
 

@@ -46,6 +46,7 @@ def kl_budget(
     coefficients: jax.Array,
     budget,
     rule: str = "poe",
+    axis_name: str | None = None,
 ) -> Selection:
     """Largest coefficient whose mean KL(rule(c) || actor) is within ``budget``.
 
@@ -55,7 +56,10 @@ def kl_budget(
         coefficients: ``[num_coefficients]`` grid (any order).
         budget: scalar KL budget in nats (summed over action dims, averaged
             over states).
-        rule: name of a registered rule with a coefficient.
+        rule: name of a registered rule with a coefficient (not a critic rule).
+        axis_name: inside ``shard_map`` (or ``pmap``) over the states, the mapped axis: the mean KL is
+            then over every shard's states (``pmean``), so each shard selects the same coefficient as
+            the whole batch would. Without it each shard selects from its own states.
 
     Returns:
         :class:`Selection`. If no coefficient is within budget, the one with the
@@ -72,18 +76,23 @@ def kl_budget(
     r = compose.get(rule)
     if r.param is None:
         raise ValueError(f"rule {rule!r} has no coefficient to select; give a rule with one (poe, kl_reg, additive)")
+    if r.needs_critic:
+        raise ValueError(f"rule {rule!r} needs the actor's critic, which kl_budget does not take; select poe, kl_reg "
+                         "or additive")
     # validated as the rules validate theirs: concrete values raise here, traced ones become NaN (never chosen)
     if not compose._is_traced(coefficients) and not np.size(coefficients):
         raise ValueError("coefficients: empty; give the grid of coefficients to choose from")
     coefficients = compose.check_coefficient(r.param, coefficients, r.lo, r.hi, actor.mean.dtype)
     budget = compose.check_coefficient("budget", budget, 0.0, math.inf, actor.mean.dtype)
-    return _kl_budget(actor, prior, coefficients, budget, rule)
+    return _kl_budget(actor, prior, coefficients, budget, rule, axis_name)
 
 
-@functools.partial(jax.jit, static_argnames=("rule",))
-def _kl_budget(actor, prior, coefficients, budget, rule: str) -> Selection:
+@functools.partial(jax.jit, static_argnames=("rule", "axis_name"))
+def _kl_budget(actor, prior, coefficients, budget, rule: str, axis_name) -> Selection:
     fn = compose.get(rule).fn
     mean_kl = jax.vmap(lambda c: jnp.mean(kl(fn(actor, prior, c), actor)))(coefficients)
+    if axis_name is not None:  # shards of equal size: the mean of their means is the mean over all states
+        mean_kl = jax.lax.pmean(mean_kl, axis_name)
     ok = mean_kl <= budget
     best_ok = jnp.argmax(jnp.where(ok, coefficients, -jnp.inf))
     # an invalid (NaN) budget or coefficient selects nothing: NaN, never a plausible coefficient
@@ -97,7 +106,7 @@ def adaptive_alpha(
     prior: DiagGaussian,
     budget,
     rule: str = "poe",
-    num_iters: int = 24,
+    num_iters: int = compose.BISECTION_STEPS,
 ) -> jax.Array:
     """Per-state largest ``alpha`` with ``KL(rule(alpha)(s) || actor(s)) <= budget``.
 
