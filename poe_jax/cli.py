@@ -164,9 +164,9 @@ def _data(args) -> int:
         folder = minari_io.export(raw, args.dataset_id, args.env, root=args.root, **refs)
         print(f"wrote Minari dataset {args.dataset_id} in {folder}")
         return 0
-    if args.env.startswith("antmaze"):  # scripted navigator, no SAC (poe_jax.data.antmaze)
-        from poe_jax.data import antmaze
+    from poe_jax.data import antmaze
 
+    if args.env in antmaze.MAZES:  # the mazes' data come from a scripted navigator, not SAC
         antmaze.generate(args.env, args.out, size=args.size, seed=args.seed)
         return 0
     if args.phase == "tracking-policy":

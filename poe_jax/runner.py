@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from poe_jax import metrics
+from poe_jax.envs.registry import has_success
 from poe_jax.plan import MIN_BATCH, Plan, resolve
 from poe_jax.program import Totals
 from poe_jax.spec import GRID_NAME_MAX, GridSpec, SpecError, check_grid_name
@@ -117,8 +118,8 @@ def records(plan: Plan, cell_ids: np.ndarray, lanes, lane_ids: np.ndarray, tot: 
         if m.discounted:
             rec[m.discounted] = (1 - metrics.GAMMA) * f64(tot.discounted[name])
     rec.update({
-        # AntMaze: reaching the goal is its termination; locomotion envs have no success notion.
-        "success": (pd.array(terminated, dtype="boolean") if spec.env.startswith("antmaze")
+        # envs whose goal is their termination (AntMaze: registry.has_success) record it; others have none
+        "success": (pd.array(terminated, dtype="boolean") if has_success(spec.env)
                     else pd.array([pd.NA] * len(lane_ids), dtype="boolean")),
         "backend": plan.backend,
         "cell": np.asarray(cell_ids, np.int64),

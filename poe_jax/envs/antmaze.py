@@ -159,6 +159,6 @@ class AntMaze(Env):
 
 
 for _maze in MAZES:
-    register_env(_maze, options=("max_steps", "forward_reward_weight"))(functools.partial(AntMaze, _maze))
+    register_env(_maze, options=("max_steps", "forward_reward_weight"), success=True)(functools.partial(AntMaze, _maze))
 
 __all__ = ["MAZES", "AntMaze", "build_model", "goal_cell_xy"]

@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 from poe_jax.domain import FINITE, Domain
 
-__all__ = ["ENVS", "MAX_STEPS", "OPTIONS", "EnvEntry", "check_options", "goal_defaults", "names", "register_env"]
+__all__ = ["ENVS", "MAX_STEPS", "OPTIONS", "EnvEntry", "check_options", "goal_defaults", "has_success", "names",
+           "register_env"]
 
 MAX_STEPS = 1_000_000  # the longest episode a grid or an env option may ask for
 # The env options a grid may set (``env_options``), each with its type and range. An env declares
@@ -31,16 +32,20 @@ class EnvEntry(NamedTuple):
     factory: Callable  # factory(backend="auto", **options) -> Env
     goal_defaults: dict
     options: tuple[str, ...]  # the names in OPTIONS that apply to this env
+    success: bool = False  # reaching the env's goal is its termination: an episode's success is recorded
 
 
 ENVS: dict[str, EnvEntry] = {}
 
 
-def register_env(name: str, *, goal_defaults: dict | None = None, options: tuple[str, ...] | None = None):
+def register_env(name: str, *, goal_defaults: dict | None = None, options: tuple[str, ...] | None = None,
+                 success: bool = False):
     """Decorator: register ``factory(backend="auto", **options) -> Env`` as env ``name``.
 
     ``goal_defaults``: ``{goal: {param: value}}``, the env's defaults for goal parameters.
-    ``options``: the names in :data:`OPTIONS` a grid may set for it (default: all of them)."""
+    ``options``: the names in :data:`OPTIONS` a grid may set for it (default: all of them).
+    ``success``: the env terminates when its goal is reached (AntMaze), so a grid records each episode's
+    success (its termination)."""
     options = tuple(OPTIONS) if options is None else tuple(options)
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
@@ -49,7 +54,8 @@ def register_env(name: str, *, goal_defaults: dict | None = None, options: tuple
     def deco(factory):
         if name in ENVS:
             raise ValueError(f"env {name!r} is already registered")
-        ENVS[name] = EnvEntry(name, factory, {g: dict(p) for g, p in (goal_defaults or {}).items()}, options)
+        ENVS[name] = EnvEntry(name, factory, {g: dict(p) for g, p in (goal_defaults or {}).items()}, options,
+                              success)
         return factory
 
     return deco
@@ -76,3 +82,9 @@ def check_options(env: str, options: dict) -> dict:
     if wrong:
         raise ValueError(f"env_options: {wrong} do not apply to env {env!r}; its options: {', '.join(allowed)}")
     return {k: OPTIONS[k].check(f"env_options.{k}", v) for k, v in options.items()}
+
+
+def has_success(env: str) -> bool:
+    """Whether ``env`` terminates at its goal, so its episodes have a success (False for an unknown env)."""
+    entry = ENVS.get(env)
+    return bool(entry is not None and entry.success)
