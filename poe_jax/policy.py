@@ -50,12 +50,14 @@ CRITIC_TAG = 11  # folded into a step's key for the critic rules' own draws
 
 class Info(NamedTuple):
     """What one call saw and composed: the observation the policy saw (after ``obs_noise``), the
-    actor's and the prior's distributions there, and the composed one."""
+    actor's and the prior's distributions there, the composed one, and the critic the critic rules
+    used (None for the others)."""
 
     obs: jax.Array
     actor: DiagGaussian
     prior: DiagGaussian
     composed: DiagGaussian
+    critic: compose.CriticInputs | None = None
 
 
 def steer(actor, prior, rule: str | compose.Rule | Sequence = "poe", param=0.0, *, goal: int | str = 0,
@@ -107,6 +109,6 @@ def steer(actor, prior, rule: str | compose.Rule | Sequence = "poe", param=0.0, 
         action = c.sample(k_sample) if sample else c.mean
         if act_noise is not None:
             action = action + act_noise * jax.random.normal(k_act, action.shape)
-        return action, Info(o, a, g, c)
+        return action, Info(o, a, g, c, crit)
 
     return policy

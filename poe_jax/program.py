@@ -45,7 +45,7 @@ import numpy as np
 
 from poe_jax import compose, metrics, nets, priors
 from poe_jax import rollout as ro
-from poe_jax.policy import CRITIC_TAG, steer
+from poe_jax.policy import steer
 
 __all__ = ["Lanes", "Totals", "build_program"]
 
@@ -135,7 +135,6 @@ def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), 
     if not rules:
         raise ValueError("build_program: rules is empty")
     m = float(np.asarray(env.action_high)[0])
-    critic = any(r.needs_critic for r in rules)
     adaptive = any(r.alpha_fn is not None for r in rules)
     untrained = any(priors.get(q).needs_untrained for q in qualities)
     metric_set = metrics.METRICS
@@ -158,11 +157,9 @@ def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), 
                         act_noise=lane.act_noise if act_noise else None,
                         prior_quality=quality if qualities != ("trained",) else None, max_action=m)
             action, info = act(obs, key)
-            o, a, g, c = info
+            o, a, g, c, crit = info
             step = metrics.evaluate(metrics.StepInputs(o, a, g, c, action, a.log_prob(action)))
             if adaptive:
-                crit = (compose.CriticInputs(lambda q_act: actor.critic.q(o, q_act), -m, m,
-                                             jax.random.fold_in(key, CRITIC_TAG)) if critic else None)
                 step["__alpha"] = _alpha_used(rules, lane.rule, compose.RuleInputs(a, g, lane.param, crit))
             step["__nonfinite"] = jnp.any(~jnp.isfinite(action)).astype(action.dtype)
             return action, step

@@ -257,7 +257,7 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
             raise ReportError(f"states (--states): {e}") from None
     _check_outputs(out)
     load_plugins(plugins)  # the caller's, never the run folder's
-    running = store.writing(out) or any(store.writing(d) for d in store.grid_dirs(out))
+    running = any(store.writing(d) for d in {out, *store.grid_dirs(out)})
     recorded, expected = store.progress(out)
     incomplete = running or recorded < expected
     if incomplete and not partial:
@@ -271,21 +271,14 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
         raise ReportError(f"{out}: the grid has no 'frozen' rule; the report compares every rule with frozen on the "
                           "same seeds (add `frozen = []` to [rules] and run the grid into a new DIR)")
     rows, excluded = stats.row_stats(df, level=level)
+    head = _head_lines(out, summary, incomplete, running, (recorded, expected), unloaded)
     if rows.empty or not rows["rule"].ne("frozen").any() or not rows["n_pairs"].fillna(0).gt(0).any():
-        return _nothing_to_compare(out, df, summary, incomplete, (recorded, expected), unloaded, excluded)
+        return _nothing_to_compare(out, df, head, incomplete, excluded)
     cells = stats.label_cells(rows, kl_budget=kl_budget)
     _csv(stats.labels_table(rows, cells), out / "labels.csv")
     _csv(rows.drop(columns=["guarded", "sd_diff"]), out / "rows.csv")
     figs = _figures(rows, cells, out / "figures")
-    lines = [f"# poe_jax report: {summary.get('spec', {}).get('name') or out.name}", ""]
-    if incomplete:
-        lines += [f"**INCOMPLETE: {recorded} of {expected} episodes"
-                  + (", and a run was writing into the folder" if running else "")
-                  + ".** Every number below is of the episodes recorded so far; no claim is decided.", ""]
-    if unloaded:
-        lines += [f"**Plugins not loaded:** the run was made with {unloaded}; the report imports nothing named in a "
-                  "run folder. Rules, goals and metrics of these plugins are reported by name only; pass them with "
-                  "`poe-jax report DIR --plugin ...` to load them.", ""]
+    lines = list(head)
     lines += [_RULES_TEXT.format(level=level, budget=kl_budget, effect=stats.EFFECT), ""]
     for point, col in (("cross-fitted oracle", "oracle_label"), ("KL-budget selector", "selector_label")):
         counts = cells[col].value_counts()
@@ -383,16 +376,25 @@ def _episodes_line(df: pd.DataFrame, excluded: dict) -> str:
             "on one, so their returns mean nothing)" + (": " + ", ".join(rows[:20]) if rows else "") + ".")
 
 
-def _nothing_to_compare(out: Path, df: pd.DataFrame, summary: dict, incomplete: bool, counts, unloaded,
-                        excluded: dict) -> Path:
+def _head_lines(out: Path, summary: dict, incomplete: bool, running: bool, counts, unloaded) -> list[str]:
+    """The report's title, and what the reader must know first: an unfinished run, plugins not loaded."""
+    lines = [f"# poe_jax report: {summary.get('spec', {}).get('name') or out.name}", ""]
+    if incomplete:
+        lines += [f"**INCOMPLETE: {counts[0]} of {counts[1]} episodes"
+                  + (", and a run was writing into the folder" if running else "")
+                  + ".** Every number below is of the episodes recorded so far; no claim is decided.", ""]
+    if unloaded:
+        lines += [f"**Plugins not loaded:** the run was made with {unloaded}; the report imports nothing named in a "
+                  "run folder. Rules, goals and metrics of these plugins are reported by name only; pass them with "
+                  "`poe-jax report DIR --plugin ...` to load them.", ""]
+    return lines
+
+
+def _nothing_to_compare(out: Path, df: pd.DataFrame, head: list[str], incomplete: bool, excluded: dict) -> Path:
     """The report of a run in which no rule has episodes beside frozen's on the same cell and seed (yet)."""
     for stale in ("claims.csv", "labels.csv", "rows.csv"):
         (out / stale).unlink(missing_ok=True)
-    lines = [f"# poe_jax report: {summary.get('spec', {}).get('name') or out.name}", ""]
-    if incomplete:
-        lines += [f"**INCOMPLETE: {counts[0]} of {counts[1]} episodes.** No claim is decided.", ""]
-    if unloaded:
-        lines += [f"**Plugins not loaded:** the run was made with {unloaded}.", ""]
+    lines = list(head)
     lines += ["Nothing to compare: no rule has episodes beside frozen's on the same cell and seed. "
               + ("Finish the run and report again." if incomplete else
                  "Add rules to the grid (the report compares each with frozen)."), "", _episodes_line(df, excluded), ""]

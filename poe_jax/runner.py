@@ -36,7 +36,7 @@ from poe_jax.envs.registry import has_success
 from poe_jax.plan import MIN_BATCH, Plan, resolve
 from poe_jax.program import Totals
 from poe_jax.spec import GRID_NAME_MAX, GridSpec, SpecError, check_grid_name
-from poe_jax.store import Store, done_lanes, episodes_dir, lock, recorded_count, write_json
+from poe_jax.store import Store, acted, done_lanes, episodes_dir, lock, recorded_count, write_json
 
 __all__ = ["Estimate", "RunInterrupted", "RunResult", "estimate", "headline", "records", "run", "run_many",
            "summary_table", "versions"]
@@ -517,7 +517,7 @@ def summary_table(df) -> str:
     if df["env"].nunique() > 1 or df["actor"].nunique() > 1:
         return "\n\n".join(f"== {env} / {actor}\n" + summary_table(sub)
                            for (env, actor), sub in df.groupby(["env", "actor"], sort=False))
-    kept = _acted(df)
+    kept = df[acted(df)]
     note = ""
     if len(kept) < len(df):
         bad = df.loc[df.index.difference(kept.index)]
@@ -555,16 +555,11 @@ def _kept(df, prior: str) -> dict:
     return means.groupby(["rule", "param"], sort=False)["kept"].mean().to_dict()
 
 
-def _acted(df):
-    """The episodes whose every executed action was finite (the others' returns mean nothing)."""
-    return df[df["nonfinite_actions"].to_numpy() == 0] if "nonfinite_actions" in df else df
-
-
 def headline(df, out: str | os.PathLike) -> str:
     """Two or three lines after the summary table: what steering did to frozen's goal return, and where
     the tests are. Empty when the grid has no frozen lanes (nothing to compare with). Episodes that
     executed a non-finite action are left out, as in the table."""
-    df = _acted(df)
+    df = df[acted(df)]
     if "frozen" not in set(df["rule"]) or df["env"].nunique() > 1 or df["actor"].nunique() > 1:
         return f"Paired tests, Holm-corrected labels and the study's claims: poe-jax report {out}"
     lines = []

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from poe_jax import compose
+from poe_jax import compose, store
 from poe_jax.metrics import GAMMA  # the discount the grid recorded delta_pi with (defined once)
 
 __all__ = ["CELL", "EFFECT", "FALL_RATIO", "FAMILY", "GAMMA", "LABELS", "aggregate", "crossfit", "deviation",
@@ -94,7 +94,7 @@ def seed_means(df: pd.DataFrame, value: str = "return_goal") -> tuple[pd.DataFra
     df = _with_grid(df)
     finite = np.isfinite(df[value].to_numpy(dtype=float))
     # an episode that executed a NaN or inf action: MuJoCo reset its state, so its returns mean nothing
-    acted = (df["nonfinite_actions"].to_numpy() == 0) if "nonfinite_actions" in df else np.ones(len(df), bool)
+    acted = store.acted(df)
     bad = df[finite & ~acted]
     excluded = {"non_finite_episodes": int((~finite).sum()), "episodes": int(len(df)),
                 "nonfinite_action_episodes": int(len(bad)),

@@ -25,7 +25,7 @@ import numpy as np
 from poe_jax import priors
 from poe_jax.spec import SpecError
 
-__all__ = ["STORE_FORMAT", "Store", "StoreError", "done_lanes", "episodes_dir", "grid_dirs", "identity_hash", "lock",
+__all__ = ["STORE_FORMAT", "Store", "acted", "StoreError", "done_lanes", "episodes_dir", "grid_dirs", "identity_hash", "lock",
            "progress", "read_episodes", "recorded_count", "repair", "write_file", "write_json", "writing"]
 
 
@@ -103,6 +103,14 @@ def _sealed(raw: dict) -> dict:
     return {**raw, "sha256": _seal(raw)}
 
 
+def _recorded_sha(schema) -> str | None:
+    """The spec hash a part's Parquet schema records (None when it records none)."""
+    try:
+        return json.loads((schema.metadata or {}).get(_META, b"{}")).get("identity_sha256")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
 def _check_part(part: Path, sha: str | None, n_lanes: int | None, columns: tuple | None) -> np.ndarray:
     """The lanes of one result part, after checking it: readable, written for this spec (its recorded hash),
     with the run's columns and lanes in ``[0, n_lanes)``. Anything else is a :class:`StoreError` naming the
@@ -120,11 +128,7 @@ def _check_part(part: Path, sha: str | None, n_lanes: int | None, columns: tuple
         raise bad(f"unreadable result part ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
     if lanes is None:
         raise bad("a result part without a 'lane' column (not written by poe-jax run, or edited)")
-    try:
-        meta = json.loads((schema.metadata or {}).get(_META, b"{}"))
-    except json.JSONDecodeError:
-        meta = {}
-    if sha is not None and meta.get("identity_sha256") != sha:
+    if sha is not None and _recorded_sha(schema) != sha:
         raise bad("a result part of another spec, or without a spec hash (its recorded hash differs from spec.json's)")
     if columns is not None and tuple(schema.names) != columns:
         missing = sorted(set(columns) - set(schema.names))
@@ -300,10 +304,10 @@ class Store:
         import pyarrow.parquet as pq
 
         try:
-            meta = json.loads((pq.read_schema(part).metadata or {}).get(_META, b"{}"))
+            schema = pq.read_schema(part)
         except Exception:  # noqa: BLE001 - a part that cannot say
             return None
-        return meta.get("identity_sha256") == sha
+        return _recorded_sha(schema) == sha
 
     def _columns(self) -> list[str] | None:
         import pyarrow.parquet as pq
@@ -341,10 +345,6 @@ class Store:
 
     def done(self) -> np.ndarray:
         """The lanes already recorded here (every part checked, see :func:`done_lanes`)."""
-        if not _parts(self.out):
-            return np.zeros(0, np.int64)
-        if self._pinned is not None and not self.spec_path.exists():
-            raise StoreError(f"{self.out}: has result parts but no spec.json; use another --out")
         return done_lanes(self.out)
 
     def write(self, df) -> Path:
@@ -377,7 +377,9 @@ class Store:
 
     @contextlib.contextmanager
     def locked(self, index: int = 0):
-        """An exclusive lock on the folder (one per process index) for as long as a run writes there."""
+        """An exclusive lock on the folder (one per process index) for as long as a run writes there; a folder
+        that resolves outside the run's root (a linked grid folder) is refused before its lock file is made."""
+        _inside(self.root, self.out)
         with lock(self.out, index):
             yield
 
@@ -499,6 +501,12 @@ def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
     out.attrs["duplicate_lanes_dropped"] = duplicates
     out.attrs["lanes"] = counts
     return out
+
+
+def acted(df) -> np.ndarray:
+    """``[len(df)]`` bool: the episode's every executed action was finite (``nonfinite_actions == 0``).
+    MuJoCo resets its state on a NaN control, so the others' returns mean nothing."""
+    return df["nonfinite_actions"].to_numpy() == 0 if "nonfinite_actions" in df else np.ones(len(df), bool)
 
 
 def progress(out: str | os.PathLike) -> tuple[int, int]:
