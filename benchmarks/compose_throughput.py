@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from poe_jax import compose
-from poe_jax.gaussian import DiagGaussian
+from poe_jax.kernels.gaussian import DiagGaussian
 from poe_jax.runtime import keep_large_allocations
 
 STATES, ACT_DIM = 1_250_000, 8

@@ -3,7 +3,7 @@
 Both step the same model and frame skip; ``ant-v5`` also keeps every batch row's ``MjData``
 (``mujoco.batch.Batch(persistent=True)``) and runs ``mj_rnePostConstraint`` on each stepped row
 for ``cfrc_ext`` (its observation and contact cost). A jitted 2x256 tanh MLP drives every lane
-for ``--steps`` control steps with termination off, in one compiled ``poe_jax.rollout`` per env;
+for ``--steps`` control steps with termination off, in one compiled ``poe_jax.grid.rollout`` per env;
 the two are timed interleaved ``--repeats`` times and the medians compared. Writes
 ``contact-forces-<host>.json``.
 """
@@ -19,7 +19,8 @@ import jax
 import numpy as np
 
 from compose_throughput import machine, write_record
-from poe_jax import envs, rollout
+from poe_jax import envs
+from poe_jax.grid import rollout
 from poe_jax.physics.native import default_threads
 from poe_jax.runtime import keep_large_allocations
 from rollout_throughput import mlp, mlp_params, timed

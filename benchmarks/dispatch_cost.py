@@ -10,7 +10,7 @@ A grid's program switches over rules per lane (``compose.switch``); under ``vmap
 * ``legacy``    -- every built-in closed-form rule, including poe_adaptive's 20-step bisection:
   what each grid's program evaluated before dispatch was limited to the grid's rules.
 
-Then a whole grid program (``poe_jax.program.build_program``) on hopper, native backend,
+Then a whole grid program (``poe_jax.grid.program.build_program``) on hopper, native backend,
 ``--lanes`` lanes x ``--steps`` steps, poe-only lanes, built with the grid's own rules vs the
 legacy table: env-steps/s of each (compile excluded). Ratios are against the baseline of the
 same process. Writes ``dispatch-<host>.json`` (``--out``, default a scratch folder).
@@ -29,8 +29,10 @@ import numpy as np
 from compose_throughput import machine, median_time, write_record
 from poe_jax import compose, envs, nets
 from poe_jax.envs.goals import make_goal
-from poe_jax.gaussian import DiagGaussian
-from poe_jax.program import Lanes, build_program
+from poe_jax.kernels.gaussian import DiagGaussian
+from poe_jax.grid.program import Lanes, build_program
+
+ALL_CLOSED = ("frozen", "prior_only", "additive", "poe", "kl_reg", "poe_adaptive")  # every rule without a critic
 
 
 def kernel_costs(batch: int, reps: int) -> dict:
@@ -47,7 +49,7 @@ def kernel_costs(batch: int, reps: int) -> dict:
     poe = jax.jit(jax.vmap(compose.poe))
     mix = ("frozen", "poe", "kl_reg", "additive", "prior_only")
     fns = {"poe": lambda: poe(a, g, alpha), "spec": switched(("poe",), 0), "spec_mix": switched(mix, 1),
-           "legacy": switched(compose.RULE_NAMES, compose.RULE_NAMES.index("poe"))}
+           "legacy": switched(ALL_CLOSED, ALL_CLOSED.index("poe"))}
     out = {}
     for name, fn in fns.items():
         jax.block_until_ready(fn())
@@ -69,7 +71,7 @@ def program_rates(lanes: int, steps: int) -> dict:
                      seed=np.arange(lanes, dtype=np.uint32), episode=z32)
 
     out = {}
-    for name, rules in (("spec", ("poe",)), ("legacy", compose.RULE_NAMES)):
+    for name, rules in (("spec", ("poe",)), ("legacy", ALL_CLOSED)):
         prog = jax.jit(build_program(env, goals, rules, max_steps=steps, obs_noise=False, act_noise=False))
         ln = lanes_for(list(rules).index("poe"))
         t0 = time.perf_counter()

@@ -4,7 +4,7 @@ For hopper and halfcheetah with 256 and 1024 lanes, a 2x256 tanh MLP policy
 (jitted) drives every lane for ``--steps`` control steps (termination off, so
 all three variants do the same physics work):
 
-* ``native``     -- ``poe_jax.rollout`` on the native backend: policy, env logic and
+* ``native``     -- ``poe_jax.grid.rollout`` on the native backend: policy, env logic and
   ``mujoco.rollout`` stepping inside one jitted ``while_loop``.
 * ``open-loop``  -- ``mujoco.rollout`` alone on the same batch and step count with
   precomputed controls: no policy, no Python, no JAX (the CPU limit the issue
@@ -36,7 +36,8 @@ import numpy as np
 from mujoco import rollout as mj_rollout
 
 from compose_throughput import machine, write_record
-from poe_jax import envs, rollout
+from poe_jax import envs
+from poe_jax.grid import rollout
 from poe_jax.physics.native import default_threads, mj_batch
 from poe_jax.runtime import keep_large_allocations
 

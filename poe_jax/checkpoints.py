@@ -296,13 +296,23 @@ def _compare_shapes(what: str, got: dict, want: dict, path) -> None:
         raise CheckpointError(f"{path}: {what} do not match the card's architecture: " + "; ".join(parts))
 
 
-ZOO = Path(__file__).resolve().parent / "zoo"  # the shipped checkpoints and probe states
+
+
+def _shipped_zoo() -> Path:
+    """The shipped checkpoints and probe states: ``poe_jax/zoo/`` in an installed wheel (``checkpoints/``
+    mapped there as package data by ``pyproject.toml``), else ``checkpoints/`` at the root of a source checkout."""
+    here = Path(__file__).resolve().parent
+    installed = here / "zoo"
+    return installed if installed.is_dir() else here.parent / "checkpoints"
+
+
+ZOO = _shipped_zoo()
 
 
 def zoo_dirs() -> list[Path]:
     """Folders searched for ``zoo:NAME``: those in ``POE_JAX_ZOO`` (``os.pathsep``-separated),
-    then the shipped zoo, ``poe_jax/zoo/`` (package data: a wheel or a plain ``pip install .``
-    carries it)."""
+    then the shipped zoo (:data:`ZOO`: ``checkpoints/`` of a source checkout, which a wheel or a plain
+    ``pip install .`` carries as ``poe_jax/zoo/``)."""
     dirs = [Path(p) for p in os.environ.get("POE_JAX_ZOO", "").split(os.pathsep) if p]
     return dirs + [ZOO]
 

@@ -24,7 +24,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", help="a shipped preset instead of a config (poe-jax run --list-presets)")
     run.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     run.add_argument("--out", help="results directory (episodes.parquet, summary.json)")
-    run.add_argument("--backend", choices=["auto", "native", "mjx"])
+    run.add_argument("--backend", help="physics backend: auto (mjx with an accelerator, else native), native, mjx, or one a plugin registers (checked with the spec)")
     run.add_argument("--chunk-size", type=int, help="lanes per compiled call")
     run.add_argument("--actor", help="override the spec's actor checkpoint")
     run.add_argument("--prior", help="override the spec's prior checkpoint")
@@ -79,6 +79,14 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                      help="import a module or .py file first (the run's own plugins are never imported from its "
                           "folder: a run folder is data); repeatable")
+    sco = sub.add_parser("score", formatter_class=_Formatter,
+                         help="off-policy scores of a finished run with the actor's critic (run does this at its end); "
+                              "stored in each grid's folder for the report")
+    sco.add_argument("dir")
+    sco.add_argument("--states", help="dataset states (.npz with 'observations' or D4RL .hdf5; default: the shipped "
+                     "probe states of each actor's dataset)")
+    sco.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                     help="import a module or .py file first (the run's rules, goals, qualities); repeatable")
     sub.add_parser("zoo", formatter_class=_Formatter, help="list the shipped checkpoints (and POE_JAX_ZOO folders) with their scores")
     tr = sub.add_parser("train", formatter_class=_Formatter, help="offline training of frozen actors and goal priors")
     tr_sub = tr.add_subparsers(dest="algo", required=True)
@@ -238,9 +246,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from poe_jax.checkpoints import CheckpointError
     from poe_jax.data import DatasetError
     from poe_jax.port import PortError
-    from poe_jax.report import ReportError
-    from poe_jax.spec import SpecError
-    from poe_jax.store import StoreError
+    from poe_jax.analysis.report import ReportError
+    from poe_jax.grid.spec import SpecError
+    from poe_jax.grid.store import StoreError
     from poe_jax.train.offline import TrainDiverged
 
     return (UsageError, SpecError, CheckpointError, DatasetError, PortError, ReportError, StoreError, TrainDiverged,
@@ -414,9 +422,9 @@ def _dispatch(args) -> int:
 
         return demo_main()
     if args.command == "rules":
-        from poe_jax import compose
+        from poe_jax.kernels import rules as kernels
 
-        for r in compose.RULES.values():
+        for r in kernels.RULES.values():
             rng = f"{r.param} in [{r.lo}, {r.hi}]" if r.param else "no coefficient"
             needs = "  (needs the actor's critic)" if r.needs_critic else ""
             print(f"{r.name:14s} {rng}{needs}")
@@ -424,9 +432,9 @@ def _dispatch(args) -> int:
     if args.command == "envs":
         from poe_jax import envs
         from poe_jax.envs.goals import goal_params
-        from poe_jax.physics import resolve_backend
+        from poe_jax.physics import backend_names, resolve_backend
 
-        print(f"backends: native (MuJoCo C, CPU), mjx (MuJoCo in JAX); auto -> {resolve_backend('auto')}")
+        print(f"backends: {', '.join(b for b in backend_names() if b != 'auto')}; auto -> {resolve_backend('auto')}")
         print(f"{'env':12s} {'obs':>4s} {'act':>4s} {'frame_skip':>10s} {'max_steps':>9s}  goals")
         for name in envs.names():
             env = envs.make(name, backend="native", nthread=1)
@@ -437,7 +445,7 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "report":
         from poe_jax import grid
-        from poe_jax.report import write_report
+        from poe_jax.analysis.report import write_report
 
         if not Path(args.dir).is_dir():
             raise UsageError(f"report: {args.dir} is not a run folder (poe-jax run --out DIR writes one)")
@@ -446,6 +454,23 @@ def _dispatch(args) -> int:
             raise UsageError(f"report: {missing[0]} has no episodes.parquet (run poe-jax run first)")
         plugins = [str(Path(p).absolute()) if p.endswith(".py") else p for p in args.plugin]
         print(f"wrote {write_report(args.dir, kl_budget=args.kl_budget, states=args.states, partial=args.partial, plugins=plugins)}")
+        return 0
+    if args.command == "score":
+        from poe_jax.analysis import offpolicy
+        from poe_jax.grid.spec import load_plugins
+
+        if not Path(args.dir).is_dir():
+            raise UsageError(f"score: {args.dir} is not a run folder (poe-jax run --out DIR writes one)")
+        if args.states is not None:
+            try:
+                offpolicy.load_states(args.states)
+            except (ValueError, OSError) as e:
+                raise UsageError(f"states (--states): {e}") from None
+        load_plugins([str(Path(p).absolute()) if p.endswith(".py") else p for p in args.plugin])
+        df, notes = offpolicy.score_run(args.dir, args.states)
+        for note in notes:
+            print(note)
+        print(f"scored {0 if df is None else len(df)} rows in {args.dir}")
         return 0
     if args.command == "zoo":
         return _zoo()

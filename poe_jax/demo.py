@@ -8,11 +8,43 @@ stays anchored when the prior is replaced by a vague random one.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
-from poe_jax import compose, select
-from poe_jax.gaussian import DiagGaussian, kl
+from poe_jax.kernels import policy
+from poe_jax.kernels import rules as kernels
+from poe_jax.kernels import selectors as select
+from poe_jax.kernels.gaussian import DiagGaussian, kl
+
+
+class _Table(NamedTuple):
+    """A stand-in for a network: its distribution at state ``i`` (the observation ``[i]``) is row ``i``."""
+
+    mean: jax.Array
+    std: jax.Array
+
+    @property
+    def spec(self):
+        return SimpleNamespace(max_action=1.0, goals=("demo",))
+
+    def distribution(self, obs, goal=None, goal_param=None) -> DiagGaussian:
+        i = obs[0].astype(jnp.int32)
+        return DiagGaussian(self.mean[i], self.std[i])
+
+
+def _composed(actor: DiagGaussian, prior: DiagGaussian, rule: str, params) -> DiagGaussian:
+    """``[params, states, act]``: the steered policy (:func:`poe_jax.kernels.policy.steer`, the one policy
+    step of grids and user code) at every state, for each coefficient."""
+    states = jnp.arange(actor.mean.shape[0], dtype=jnp.float32)[:, None]
+
+    def at(param):
+        act = policy.steer(_Table(actor.mean, actor.std), _Table(prior.mean, prior.std), rule, param)
+        return jax.vmap(lambda o: act(o, jax.random.key(0))[1].composed)(states)
+
+    return jax.jit(jax.vmap(at))(params)
 
 
 def demo_table(batch: int = 4096, act_dim: int = 6, seed: int = 0) -> list[dict]:
@@ -35,9 +67,8 @@ def demo_table(batch: int = 4096, act_dim: int = 6, seed: int = 0) -> list[dict]
     rows = []
     for prior_name, prior in (("trained", trained), ("random", vague)):
         for rule in ("poe", "kl_reg", "additive"):
-            fn = compose.RULES[rule].fn
-            params = compose.alpha_to_beta(alphas) if rule == "kl_reg" else alphas
-            dists = jax.jit(jax.vmap(fn, in_axes=(None, None, 0)))(actor, prior, params)
+            params = kernels.alpha_to_beta(alphas) if rule == "kl_reg" else alphas
+            dists = _composed(actor, prior, rule, params)
             kls = jnp.mean(kl(dists, actor), axis=-1)
             shift = jnp.mean(jnp.abs(dists.mean - actor.mean), axis=(-2, -1))
             for a, k, s in zip(alphas.tolist(), kls.tolist(), shift.tolist()):

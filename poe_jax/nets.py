@@ -29,7 +29,7 @@ Three views of an actor:
   ``max_action``). Used to check ports.
 * :meth:`Actor.act` -- the deterministic evaluation action CORL's ``act`` returns
   in eval mode.
-* :meth:`Actor.distribution` -- a :class:`~poe_jax.gaussian.DiagGaussian` in
+* :meth:`Actor.distribution` -- a :class:`~poe_jax.kernels.gaussian.DiagGaussian` in
   action units, what the composition rules combine with a prior. Its mean is
   always ``act(obs)`` (before the env's clipping). Squashed actors (``cql``,
   ``sac_n``) are linearised at the mean: ``std = max_action * (1 - tanh(mu)^2) *
@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from poe_jax.gaussian import DiagGaussian
+from poe_jax.kernels.gaussian import DiagGaussian
 
 __all__ = [
     "ALGOS",

@@ -56,7 +56,7 @@ def test_success_on_scripted_trajectories(umaze):
     assert float(s1.reward) == 1.0 and bool(s1.terminated) and bool(s1.done) and not bool(s1.truncated)
     assert float(s1.metrics["success"]) == 1.0
     # Standing still at the start: no success, 0 reward, truncated at max_steps.
-    from poe_jax import rollout
+    from poe_jax.grid import rollout
 
     ep = jax.jit(lambda k: rollout.rollout(env, rollout.deterministic(lambda o: jnp.zeros(8)), k))(
         jax.random.split(jax.random.key(1), 3))
@@ -126,7 +126,7 @@ def test_grid_reports_success_rate(tmp_path):
     df = grid.read_episodes(grid.run(spec, tmp_path / "run", progress=False).out)
     assert df["success"].dtype == "boolean" and not df["success"].any()  # 5 steps cannot reach the goal
     assert (df["success"] == df["terminated"]).all()
-    from poe_jax.report import write_report
+    from poe_jax.analysis.report import write_report
 
     text = write_report(tmp_path / "run").read_text()
     assert "## Success rate (AntMaze" in text and "| antmaze-umaze | G1_speed | trained | none | poe | 0.5 | 2 | 0.00 |" in text

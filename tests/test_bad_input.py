@@ -101,7 +101,7 @@ ROWS = [
     ("goals-unknown", _spec_row({"goals": ["G9"]}), r"goals: unknown goal 'G9'; known goals: G1_speed"),
     ("goals-empty", _spec_row({"goals": []}), r"goals: empty"),
     ("goals-wrong-env", _spec_row({"goals": ["G4_reach"]}),
-     r"goals: goal 'G4_reach' does not apply to env 'hopper'; it applies to antmaze-umaze, antmaze-medium"),
+     r"goals: goal 'G4_reach' does not apply to env 'hopper'; it applies to the envs that publish success: antmaze-umaze, antmaze-medium"),
     ("goals-duplicate", _spec_row({"goals": ["G1_speed", "G1_speed"]}), r"goals: duplicate entries"),
     ("goals-type", _spec_row({"goals": 3}), r"goals: expected a list of strings; got the bare value 3"),
     ("priors-unknown", _spec_row({"priors": ["trainedd"]}), r"priors: unknown prior quality 'trainedd'; known: trained"),
@@ -273,7 +273,7 @@ def test_repair_moves_a_corrupt_part_aside_and_recomputes_its_lanes(work, tmp_pa
 
 
 def test_ctrl_c_in_run_keeps_what_was_written_and_says_how_to_resume(work, tmp_path, monkeypatch, capsys):
-    from poe_jax import runner
+    from poe_jax.grid import runner
 
     real, calls = runner.records, []
 
@@ -427,7 +427,7 @@ def test_port_overwrite_replaces_only_a_checkpoint(work, tmp_path, capsys):
 def test_a_run_folder_holds_one_kind_of_run(work, tmp_path, capsys):
     """Finding 3: a single-grid run into a multi-grid run's folder was accepted (and the other way), also
     when both started together."""
-    from poe_jax import store
+    from poe_jax.grid import store
 
     multi = tmp_path / "multi"
     cfg = tmp_path / "grids.toml"
@@ -455,7 +455,7 @@ def test_report_imports_no_code_named_in_the_run_folder(work, tmp_path, capsys):
     evil.write_text(f"open({str(marker)!r}, 'w').write('code from a run folder ran')\n")
     raw = json.loads((d / "spec.json").read_text())
     raw["spec"]["plugins"] = [str(evil), "evil_module_that_is_not_imported"]
-    from poe_jax import store
+    from poe_jax.grid import store
 
     raw["sha256"] = store._seal(raw)  # the seal is a checksum, not a secret: an attacker recomputes it
     (d / "spec.json").write_text(json.dumps(raw))
@@ -468,7 +468,7 @@ def test_report_imports_no_code_named_in_the_run_folder(work, tmp_path, capsys):
 
 def test_report_on_an_unfinished_run_refuses_or_says_incomplete(work, tmp_path, capsys):
     """Finding 7: at 20 of 30 episodes report wrote verdicts with no word; at 8 of 30 it crashed."""
-    from poe_jax import store
+    from poe_jax.grid import store
 
     d = _copy(work, tmp_path)
     parts = sorted((d / "episodes.parquet").glob("part-*.parquet"))
@@ -547,7 +547,7 @@ def test_non_finite_actions_are_counted_and_never_a_plausible_zero(work, tmp_pat
     state on a NaN control. The store counts such steps per episode; the first screen and the report exclude
     those episodes and name them."""
     plugin = tmp_path / "nan_rule.py"
-    plugin.write_text("import jax.numpy as jnp\nfrom poe_jax import compose\nfrom poe_jax.gaussian import DiagGaussian\n"
+    plugin.write_text("import jax.numpy as jnp\nfrom poe_jax import compose\nfrom poe_jax.kernels.gaussian import DiagGaussian\n"
                       "@compose.register_rule('nan_poe', param='alpha', bounds=(0.0, 1.0))\n"
                       "def nan_poe(actor, prior, alpha):\n"
                       "    c = compose.poe(actor, prior, alpha)\n"
@@ -615,8 +615,9 @@ def test_library_checks_coefficients_budgets_and_lists():
     import jax
     import jax.numpy as jnp
 
-    from poe_jax import compose, grid, select
-    from poe_jax.gaussian import DiagGaussian
+    from poe_jax import compose, grid
+    from poe_jax.kernels import selectors as select
+    from poe_jax.kernels.gaussian import DiagGaussian
 
     a = DiagGaussian(jnp.zeros((4, 2)), jnp.ones((4, 2)))
     g = DiagGaussian(jnp.ones((4, 2)), jnp.ones((4, 2)))
@@ -757,7 +758,7 @@ def test_the_docs_table_lists_every_row():
 def test_an_untrusted_folder_cannot_reach_outside_through_links(work, tmp_path, capsys):
     """A lock file, a temporary name or a report output planted as a link (or a hard link) to a file
     outside the folder: the file is never written."""
-    from poe_jax import store
+    from poe_jax.grid import store
 
     victim = tmp_path / "victim.txt"
     victim.write_text("keep")
@@ -840,8 +841,9 @@ def test_a_run_whose_every_episode_acted_nan_reports_without_crashing(work, tmp_
 def test_kl_budget_gives_nothing_plausible_for_bad_input():
     import jax.numpy as jnp
 
-    from poe_jax import grid, select
-    from poe_jax.gaussian import DiagGaussian
+    from poe_jax import grid
+    from poe_jax.kernels import selectors as select
+    from poe_jax.kernels.gaussian import DiagGaussian
 
     g = DiagGaussian(jnp.ones((4, 2)), jnp.ones((4, 2)))
     nan_actor = DiagGaussian(jnp.full((4, 2), jnp.nan), jnp.ones((4, 2)))

@@ -166,7 +166,7 @@ def test_update_card(saved):
 
 
 def test_every_shipped_checkpoint_loads_for_its_env():
-    """poe_jax/zoo/: each folder loads (hashes checked) against its env's observation size, and each
+    """checkpoints/: each folder loads (hashes checked) against its env's observation size, and each
     actor's card carries a 20-episode score."""
 
     from poe_jax import envs
@@ -197,7 +197,7 @@ def test_saved_checkpoints_name_no_path_of_this_machine(tmp_path):
 
 @pytest.mark.parametrize("env_name", ["hopper", "walker2d", "halfcheetah", "ant"])
 def test_shipped_iql_actors_meet_the_zoo_targets_and_reproduce_their_cards(env_name, get_env):
-    """The zoo's contract (poe_jax/zoo/README.md): each env's medium IQL actor scores >= 40 D4RL-normalised,
+    """The zoo's contract (checkpoints/README.md): each env's medium IQL actor scores >= 40 D4RL-normalised,
     frozen and deterministic over 20 episodes on the native backend, and its medium-expert sibling at least
     as much; re-running the card's evaluation (same episode seeds) gives the card's score."""
     from poe_jax.train.zoo import evaluate_scores

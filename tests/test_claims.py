@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poe_jax import claims, compose, stats
+from poe_jax.analysis import claims, stats
+from poe_jax import compose
 
 ALPHAS = (0.1, 0.25, 0.5, 0.75, 0.9)
 GOALS = ("G1_speed", "G2_balanced", "G3_target")
@@ -18,7 +19,7 @@ ENVS = ("hopper", "halfcheetah", "walker2d", "ant")
 
 
 class Run:
-    """A planted run: rows as poe_jax.store.read_episodes gives them (frozen served once per quality)."""
+    """A planted run: rows as poe_jax.grid.store.read_episodes gives them (frozen served once per quality)."""
 
     def __init__(self, seed: int = 0):
         self.rng = np.random.default_rng(seed)
@@ -93,8 +94,10 @@ def test_claim1_independent_references_and_a_wrong_kernel(monkeypatch):
     df = Run().grid("g", "hopper", "hopper-medium-iql", effects=steer(1.0), seeds=4).frame()
     c = verdict(df, 1)
     assert c.verdict == "reproduced" and "quadrature" in c.test and "0.75" in c.population
-    real = compose.kl_reg
-    monkeypatch.setattr(compose, "kl_reg", lambda a, g, b: real(a, g, 2 * b))  # the wrong β
+    from poe_jax.kernels import rules
+
+    real = rules.kl_reg
+    monkeypatch.setattr(rules, "kl_reg", lambda a, g, b: real(a, g, 2 * b))  # the wrong β in the kernel claim 1 reads
     assert verdict(df, 1).verdict == "not reproduced"
 
 

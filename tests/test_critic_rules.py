@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from poe_jax import compose, critic_rules
-from poe_jax.gaussian import DiagGaussian
+from poe_jax import compose
+from poe_jax.kernels import critic_rules
+from poe_jax.kernels.gaussian import DiagGaussian
 
 TARGET = jnp.array([0.3, -0.6, 2.0])  # the toy critic's maximiser; the last entry is out of bounds
 LOW, HIGH = -1.0, 1.0

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import integrate, stats
 
-from poe_jax.gaussian import DiagGaussian, entropy, from_natural, kl, log_prob, to_natural
-from poe_jax.gaussian import total_variation, tv_lower_bound, tv_upper_bound
+from poe_jax.kernels.gaussian import DiagGaussian, entropy, from_natural, kl, log_prob, to_natural
+from poe_jax.kernels.gaussian import total_variation, tv_lower_bound, tv_upper_bound
 
 RNG = np.random.default_rng(0)
 M = RNG.normal(size=(5, 3))

@@ -216,7 +216,7 @@ def test_different_spec_is_refused_unless_forced(smoke, reference, tmp_path):
 def test_a_failed_start_leaves_nothing_that_blocks_the_fixed_spec(smoke, monkeypatch, tmp_path):
     """spec.json is written with the first result part: a run that fails before any result (here the
     program raises) leaves no pinned spec, so the corrected spec runs into the same DIR."""
-    from poe_jax import runner
+    from poe_jax.grid import runner
 
     out = tmp_path / "failed"
     broken = smoke.replace(max_steps=5, seeds=(0,), episodes=1, rules={"frozen": [], "poe": [0.5]}, priors=("trained",))
@@ -334,7 +334,7 @@ def test_several_grids_in_one_spec(ckpts, tmp_path, capsys):
     """[[grids]]: shared fields on top, one table per env; each grid runs into its own folder,
     read_episodes and the report read them together."""
     from poe_jax.cli import main
-    from poe_jax.report import write_report
+    from poe_jax.analysis.report import write_report
 
     cheetah = tmp_path / "cheetah"
     checkpoints.save(cheetah / "actor", nets.init_actor(nets.ActorSpec("iql", 17, 6), jax.random.key(2)), env="halfcheetah")

@@ -16,8 +16,9 @@ import mpmath
 import numpy as np
 import pytest
 
-from poe_jax import compose, select
-from poe_jax.gaussian import DiagGaussian, kl
+from poe_jax import compose
+from poe_jax.kernels import selectors as select
+from poe_jax.kernels.gaussian import DiagGaussian, kl
 
 ALPHAS = (0.0, 1e-6, 0.5, 1 - 1e-6, 1.0)
 BETAS = (0.0, 1.0, 1e3, 1e8, np.inf)
@@ -271,8 +272,9 @@ _SHARD = textwrap.dedent("""
     import json
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh, PartitionSpec as P
-    from poe_jax import compose, select
-    from poe_jax.gaussian import DiagGaussian
+    from poe_jax import compose
+    from poe_jax.kernels import selectors as select
+    from poe_jax.kernels.gaussian import DiagGaussian
     assert jax.device_count() == 4
     mesh = Mesh(np.array(jax.devices()), ("s",))
     n = 16
@@ -354,7 +356,8 @@ def test_diag_gaussian_speaks_the_distribution_interface(x64):
 
 
 def test_steer_is_the_grids_policy_for_a_users_loop():
-    from poe_jax import checkpoints, policy
+    from poe_jax import checkpoints
+    from poe_jax.kernels import policy
 
     actor, prior = checkpoints.load("zoo:hopper-medium-iql"), checkpoints.load("zoo:hopper-prior")
     obs = jnp.asarray(np.random.default_rng(0).normal(size=(8, actor.spec.obs_size)), jnp.float32)

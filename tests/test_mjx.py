@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from poe_jax import rollout
+from poe_jax.grid import rollout
 from test_envs import GYM_OBS, gym_transitions
 
 pytestmark = pytest.mark.slow

@@ -47,7 +47,7 @@ def test_plugin_through_grid_run_and_write_report(tmp_path):
     code = textwrap.dedent(f"""
         import json, sys
         from poe_jax import grid
-        from poe_jax.report import write_report
+        from poe_jax.analysis.report import write_report
         grid.load_plugins([{str(PLUGIN)!r}])
         spec = grid.load_spec(json.loads(sys.argv[1]))
         grid.run(spec, sys.argv[2], progress=False)

@@ -19,8 +19,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="porting needs the 'port' extra (installed by the dev extra)")
 from torch import nn  # noqa: E402
 
-from poe_jax import checkpoints, compose, nets, port, rollout  # noqa: E402
-from poe_jax.gaussian import DiagGaussian, kl  # noqa: E402
+from poe_jax import checkpoints, compose, nets, port  # noqa: E402
+from poe_jax.grid import rollout  # noqa: E402
+from poe_jax.kernels.gaussian import DiagGaussian, kl  # noqa: E402
 
 OBS, ACT = 11, 3
 N_OBS = 1000

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from poe_jax import DiagGaussian, nets, priors
+from poe_jax import DiagGaussian, nets
+from poe_jax.kernels import priors
 
 M = 1.0
 

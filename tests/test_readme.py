@@ -76,7 +76,7 @@ def test_readme_shell_commands_run(cmd, tmp_path_factory):
 
 def test_readme_toml_snippets_are_the_examples_and_valid():
     from poe_jax import grid
-    from poe_jax import spec as spec_module
+    from poe_jax.grid import spec as spec_module
 
     examples = {p.name: p.read_text() for p in (ROOT / "examples").glob("*.toml")}
     for body in _blocks("toml"):

@@ -4,8 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from poe_jax import compose, select
-from poe_jax.gaussian import DiagGaussian, kl
+from poe_jax import compose
+from poe_jax.kernels import selectors as select
+from poe_jax.kernels.gaussian import DiagGaussian, kl
 
 
 def _pair(seed, batch=64, act=3):

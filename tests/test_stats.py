@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from poe_jax import stats
+from poe_jax.analysis import stats
 
 SEEDS = range(8)
 EPISODES = 3
@@ -198,7 +198,7 @@ def test_aggregates_iqm_bootstrap_and_probability_of_improvement():
     improvement is the Mann-Whitney U / (n m), averaged over cells."""
     from scipy import stats as sps
 
-    from poe_jax import stats
+    from poe_jax.analysis import stats
 
     rng = np.random.default_rng(0)
     x = rng.normal(1.0, 0.5, 40)
@@ -221,7 +221,7 @@ def test_aggregates_iqm_bootstrap_and_probability_of_improvement():
 def test_normalized_runs_and_aggregate_on_a_grid():
     """frozen's normalised score averages 1 per cell; a rule that doubles the goal return scores ~2,
     with probability of improvement 1; a cell where frozen earns nothing is left out and counted."""
-    from poe_jax import stats
+    from poe_jax.analysis import stats
 
     rows = []
     for goal, base in (("G1_speed", 100.0), ("G3_target", 0.0)):
@@ -247,7 +247,7 @@ def test_normalized_runs_and_aggregate_on_a_grid():
 def test_claims_say_what_a_grid_does_not_cover():
     """A grid with only frozen and additive covers no claim about poe/kl_reg, antmaze or shifts, and
     says what each would need instead of guessing."""
-    from poe_jax import claims
+    from poe_jax.analysis import claims
 
     rows = []
     for seed in range(4):

@@ -26,7 +26,7 @@ Phase 2 (``datasets``), in D4RL layout under ``DIR/ENV-KIND.hdf5``:
 
 Phase 3 (``probe``): ``DIR/probe-states/ENV-medium.npz``, 1,000 observations of the
 medium behaviour policy (the medium dataset's state distribution), small enough
-to ship beside the checkpoints for :mod:`poe_jax.offpolicy`.
+to ship beside the checkpoints for :mod:`poe_jax.analysis.offpolicy`.
 
 Sizes default to 200,000 transitions each (D4RL: 1M; 2M for medium-expert), a
 budget choice recorded in each file's metadata.
@@ -43,8 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from poe_jax import checkpoints, data, envs, nets
+from poe_jax.envs import registry
 
-__all__ = ["KINDS", "PRIOR_DATA_ACTORS", "PRIOR_DATA_STD", "TRACKING_SPEEDS", "Tracking", "datasets", "prior_data", "pick_policies", "policies", "probe_states", "sac_config", "score_snapshots", "tracking_name", "tracking_policy"]
+__all__ = ["KINDS", "PRIOR_DATA_ACTORS", "PRIOR_DATA_STD", "tracking_speeds", "Tracking", "datasets", "prior_data", "pick_policies", "policies", "probe_states", "sac_config", "score_snapshots", "tracking_name", "tracking_policy"]
 
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 
@@ -59,11 +60,12 @@ def sac_config(env_name: str, steps: int = 1_000_000, seed: int = 0):
     speed 0.015 m/s), a known SAC outcome on Ant; CleanRL's SAC, whose critics learn at 1e-3,
     reaches 4,600-6,000 on Ant-v4 at 1M steps (its published models on Hugging Face). At 1e-3
     ours left the plateau between 125k and 225k steps and its best snapshot scored 126.5
-    (poe_jax/zoo/README.md)."""
+    (checkpoints/README.md)."""
     from poe_jax.train import sac
 
-    return sac.SACConfig(steps=steps, seed=seed, warmup=10_000 if env_name in ("halfcheetah", "ant") else 5_000,
-                         critic_lr=1e-3 if env_name == "ant" else None)
+    recipe = registry.recipe(env_name)  # each env declares its settings (envs.locomotion.RECIPES)
+    return sac.SACConfig(steps=steps, seed=seed, warmup=recipe.get("sac_warmup", 5_000),
+                         critic_lr=recipe.get("sac_critic_lr"))
 
 
 def policies(env_name: str, out: str | Path, steps: int = 1_000_000, time_budget: float | None = None,
@@ -108,7 +110,7 @@ def score_snapshots(env_name: str, out: str | Path, episodes: int = 20, seed: in
     deterministic / stochastic policy, native backend, the same episode seeds for every
     snapshot) and their D4RL-normalised ``det_normalized`` / ``sto_normalized`` to each
     record of ``out/policies/index.json`` that lacks them; returns the records."""
-    from poe_jax import rollout
+    from poe_jax.grid import rollout
 
     out = Path(out)
     index = out / "policies" / "index.json"
@@ -142,7 +144,7 @@ D4RL's paper describes its medium policies as reaching about a third of the expe
 medium datasets it released are stronger: behaviour cloning on them scores 42.6 (halfcheetah),
 52.9 (hopper) and 75.3 (walker2d) D4RL-normalised (Kostrikov et al. 2021, IQL, table 1), i.e.
 about half of an expert or more. Half matches the data offline-RL results are reported on; a
-third of our hopper expert (27) gave IQL nothing to improve on (28.0, see poe_jax/zoo/README.md)."""
+third of our hopper expert (27) gave IQL nothing to improve on (28.0, see checkpoints/README.md)."""
 
 
 def _check_fraction(medium_fraction: float) -> None:
@@ -179,7 +181,7 @@ def _stochastic(actor: nets.Actor):
 
 MIN_EXPERT_SCORE = 50.0
 """The least D4RL-normalised (stochastic) score an expert snapshot needs before datasets are built
-from it. Every expert this package trained scores 80-120 (poe_jax/zoo/README.md); an expert below 50
+from it. Every expert this package trained scores 80-120 (checkpoints/README.md); an expert below 50
 is an interrupted or failed SAC run, whose "expert" and "medium" datasets would be mislabelled."""
 
 
@@ -256,7 +258,9 @@ PRIOR_DATA_STD = (1.0, 2.0, 4.0)
 # actors of an env run at one or two speeds (hopper: all three at 2.25-2.35 m/s). Per speed, the
 # slope of the tracking reward's linear term (0: the kernel alone, enough where falling ends the
 # episode; halfcheetah never terminates and needs a gradient far from the target).
-TRACKING_SPEEDS = {"hopper": {1.2: 0.0}, "walker2d": {1.5: 0.0}, "halfcheetah": {3.0: 1.0}}
+def tracking_speeds(env_name: str) -> dict[float, float]:
+    """``{speed: slope}`` of the speed-tracking policies made for ``env_name`` (its registered recipe)."""
+    return dict(registry.recipe(env_name).get("tracking_speeds", {}))
 TRACKING_WIDTH = 0.3  # m/s, width of the tracking reward's kernel
 TRACKING_WEIGHT = 2.0  # its weight against the healthy reward (1 per live step)
 
@@ -298,10 +302,10 @@ def _speed_and_length(env, actor, episodes: int = 10, seed: int = 10_000) -> tup
 def tracking_policy(env_name: str, speed: float, out: str | Path, steps: int = 300_000, seed: int = 0,
                     eval_every: int = 20_000, slope: float | None = None, log=print) -> Path:
     """``out/ENV-track{speed}-sac``: SAC (:mod:`poe_jax.train.sac`, one lane) on :class:`Tracking`
-    (``slope`` default: :data:`TRACKING_SPEEDS`, else 1); the snapshot with the best evaluation
+    (``slope`` default: :func:`tracking_speeds`, else 1); the snapshot with the best evaluation
     return, its speed and length recorded on its card."""
     if slope is None:
-        slope = TRACKING_SPEEDS.get(env_name, {}).get(speed, 1.0)
+        slope = tracking_speeds(env_name).get(speed, 1.0)
     from poe_jax.train import sac
     from poe_jax.train.zoo import evaluate_scores
 
@@ -330,7 +334,7 @@ def prior_data(env_name: str, out: str | Path, zoo: str | Path | None = None, si
 
     The zoo's SAC snapshots and datasets are not shipped, so the priors are trained on fresh
     rollouts of the three shipped IQL actors (:data:`PRIOR_DATA_ACTORS`) and of the env's
-    speed-tracking SAC policies (:data:`TRACKING_SPEEDS`, ``ENV-trackV-sac``), each with its
+    speed-tracking SAC policies (:func:`tracking_speeds`, ``ENV-trackV-sac``), each with its
     Gaussian's std scaled by 1, 2 and 4 (:data:`PRIOR_DATA_STD`; clipped at the action bounds), the
     same number of steps each (in an env that never terminates, the IQL actors only with std × 1:
     see the comment below). Checkpoints come from ``zoo`` when given, else by name from the
@@ -341,7 +345,7 @@ def prior_data(env_name: str, out: str | Path, zoo: str | Path | None = None, si
     hi = float(np.asarray(env.action_high)[0])
     parts = []
     iql = [f"{env_name}-{k}-iql" for k in PRIOR_DATA_ACTORS]
-    tracking = [tracking_name(env_name, v) for v in TRACKING_SPEEDS.get(env_name, ())]
+    tracking = [tracking_name(env_name, v) for v in tracking_speeds(env_name)]
     names = iql + tracking
     # Where nothing terminates (halfcheetah), an IQL actor with widened noise runs slowly and lives,
     # so AWR credits its fast gait's mean action with a slow speed: measured, the G3 prior then ran

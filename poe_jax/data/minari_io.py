@@ -27,14 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from poe_jax.data import DatasetError
+from poe_jax.envs import registry
 
 PREFIX = "minari:"
 
-# Gymnasium ids of the envs poe_jax models -> poe_jax env names.
-GYM_TO_POE = {
-    "Hopper-v4": "hopper", "HalfCheetah-v4": "halfcheetah", "Walker2d-v4": "walker2d", "Ant-v4": "ant",
-    "Hopper-v5": "hopper-v5", "HalfCheetah-v5": "halfcheetah-v5", "Walker2d-v5": "walker2d-v5", "Ant-v5": "ant-v5",
-}
+# Gymnasium ids of the envs poe_jax models -> poe_jax env names (each env declares its id: register_env(gym_id=)).
+GYM_TO_POE = {e.gym_id: name for name, e in registry.ENVS.items() if e.gym_id}
 POE_TO_GYM = {v: k for k, v in GYM_TO_POE.items()}
 
 

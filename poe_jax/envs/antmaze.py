@@ -159,6 +159,7 @@ class AntMaze(Env):
 
 
 for _maze in MAZES:
-    register_env(_maze, options=("max_steps", "forward_reward_weight"), success=True)(functools.partial(AntMaze, _maze))
+    register_env(_maze, options=("max_steps", "forward_reward_weight"), success=True, tracked_body="torso",
+                 metrics=("x_velocity", "ctrl_cost", "tilt", "goal", "distance", "success"))(functools.partial(AntMaze, _maze))
 
 __all__ = ["MAZES", "AntMaze", "build_model", "goal_cell_xy"]

@@ -19,7 +19,7 @@ goal            per-step reward on a live step                                  
                 registration in ``envs.locomotion``): hopper 1.2, walker2d 1.5,
                 halfcheetah 3.0, ant 2.5 -- speeds the shipped medium actors do not
                 run at (2.3, 2.5, 5.7, 3.5) but a behaviour in the priors' data does
-                (``poe_jax/zoo/README.md``, "Goal priors")
+                (``checkpoints/README.md``, "Goal priors")
 ``G4_reach``    AntMaze only: 1 within 0.5 of the maze's goal, else 0 (D4RL's        ``{0, 1}``
                 reward; the episode ends there, so the return is the success)
 ==============  ===================================================================  ==============
@@ -44,7 +44,7 @@ from poe_jax.domain import FINITE, NONNEGATIVE, POSITIVE, Domain
 from poe_jax.envs import registry
 from poe_jax.envs.base import State
 
-__all__ = ["GOALS", "Goal", "GoalDef", "bound_params", "g1_speed", "g2_balanced", "g3_target", "goal_names",
+__all__ = ["DEFAULT_GOAL", "GOALS", "Goal", "GoalDef", "bound_params", "g1_speed", "g2_balanced", "g3_target", "goal_names",
            "goal_params", "make_goal", "prior_head", "register_goal"]
 
 
@@ -59,15 +59,18 @@ class GoalDef:
     defaults: dict
     bounds: tuple
     prior_goal: str | None = None
-    envs: tuple[str, ...] | None = None  # the envs it applies to; None: every env
+    envs: tuple[str, ...] | None = None  # the envs it applies to; None: every env that publishes what it needs
     domains: dict | None = None  # {param: Domain}; a parameter without one is any finite number
+    tracks: tuple[str, str] | None = None  # (signal, param): the goal tracks a continuous target
+    needs: tuple[str, ...] = ()  # the state metrics it reads, which an env must publish (EnvEntry.metrics)
 
 
 GOALS: dict[str, GoalDef] = {}
 
 
 def register_goal(name: str, *, bounds: tuple, prior_goal: str | None = None, envs: tuple[str, ...] | None = None,
-                  domains: dict[str, Domain] | None = None, **defaults):
+                  domains: dict[str, Domain] | None = None, tracks: tuple[str, str] | None = None,
+                  needs: tuple[str, ...] = (), **defaults):
     """Decorator: register ``fn(env, state, action, next_state, **params)`` as goal ``name``.
 
     ``bounds``: the per-step reward range on a live step, ``(lo, hi)`` with ``lo >= 0``; a
@@ -79,6 +82,11 @@ def register_goal(name: str, *, bounds: tuple, prior_goal: str | None = None, en
     ``domains``: ``{param: poe_jax.domain.Domain}``, each parameter's type and range (checked for every
     bound value, overrides and env defaults alike); a parameter without one may be any finite number.
     A bound that names a parameter (``hi = "v_max"``) needs that parameter's domain to keep it > 0.
+    ``tracks``: ``(signal, param)`` for a goal that tracks a continuous target: the episode signal it
+    steers (a column of :mod:`poe_jax.grid.metrics`, e.g. ``"x_velocity"``) and the parameter holding the
+    target; the grid records the target in a column of the parameter's name, the report the tracking
+    error, and a goal prior is trained on a range of targets. ``needs``: the state metrics the goal reads
+    (``next_state.metrics``); it applies only to envs that publish them (``register_env(metrics=...)``).
     """
     lo = bounds[0]
     if not isinstance(lo, str) and lo < 0:
@@ -90,14 +98,16 @@ def register_goal(name: str, *, bounds: tuple, prior_goal: str | None = None, en
         unknown = sorted(set(domains or {}) - set(defaults))
         if unknown:
             raise ValueError(f"goal {name!r}: domains for parameters {unknown} it does not have")
+        if tracks is not None and (len(tracks) != 2 or tracks[1] not in defaults):
+            raise ValueError(f"goal {name!r}: tracks must be (signal, one of its parameters); got {tracks!r}")
         GOALS[name] = GoalDef(name, fn, dict(defaults), tuple(bounds), prior_goal, None if envs is None else tuple(envs),
-                              dict(domains or {}))
+                              dict(domains or {}), None if tracks is None else tuple(tracks), tuple(needs))
         return fn
 
     return deco
 
 
-@register_goal("G1_speed", bounds=(0.0, "v_max"), domains={"v_max": POSITIVE}, v_max=20.0)
+@register_goal("G1_speed", bounds=(0.0, "v_max"), domains={"v_max": POSITIVE}, needs=("x_velocity",), v_max=20.0)
 def g1_speed(env: str, state: State, action, next_state: State, v_max=20.0) -> jax.Array:
     """``r = clip(v, 0, v_max)``."""
     return jnp.clip(next_state.metrics["x_velocity"], 0.0, v_max)
@@ -105,7 +115,7 @@ def g1_speed(env: str, state: State, action, next_state: State, v_max=20.0) -> j
 
 @register_goal("G2_balanced", bounds=(0.0, "v_max"),
                domains={"v_max": POSITIVE, "ctrl_weight": NONNEGATIVE, "upright_weight": NONNEGATIVE},
-               v_max=20.0, ctrl_weight=0.1, upright_weight=1.0)
+               needs=("x_velocity", "tilt"), v_max=20.0, ctrl_weight=0.1, upright_weight=1.0)
 def g2_balanced(env: str, state: State, action, next_state: State, v_max=20.0, ctrl_weight=0.1,
                 upright_weight=1.0) -> jax.Array:
     """``r = clip(v, 0, v_max) * exp(-ctrl_weight |a|^2 - upright_weight tilt^2)``."""
@@ -116,14 +126,14 @@ def g2_balanced(env: str, state: State, action, next_state: State, v_max=20.0, c
 
 
 @register_goal("G3_target", bounds=(0.0, 1.0), domains={"target_speed": FINITE, "width": POSITIVE},
-               target_speed=1.0, width=0.5)  # per-env targets: envs.locomotion
+               tracks=("x_velocity", "target_speed"), needs=("x_velocity",), target_speed=1.0, width=0.5)  # per-env targets: envs.locomotion
 def g3_target(env: str, state: State, action, next_state: State, target_speed=1.0, width=0.5) -> jax.Array:
     """``r = exp(-(v - target_speed)^2 / (2 width^2))``."""
     d = (next_state.metrics["x_velocity"] - target_speed) / width
     return jnp.exp(-0.5 * d * d)
 
 
-@register_goal("G4_reach", bounds=(0.0, 1.0), envs=("antmaze-umaze", "antmaze-medium"))
+@register_goal("G4_reach", bounds=(0.0, 1.0), needs=("success",))
 def g4_reach(env: str, state: State, action, next_state: State) -> jax.Array:
     """``r = 1`` within 0.5 of the maze's goal, else 0 (D4RL's AntMaze reward; the episode ends there)."""
     return next_state.metrics["success"]
@@ -157,9 +167,20 @@ def prior_head(goal: str, prior_goals) -> str | None:
     return fallback if fallback in prior_goals else None
 
 
+def _applies(d: GoalDef, env: str) -> bool:
+    """Goal ``d`` applies to ``env``: listed in its ``envs``, or (without a list) the env publishes what it needs."""
+    if d.envs is not None:
+        return env in d.envs
+    entry = registry.ENVS.get(env)
+    return entry is None or set(d.needs) <= set(entry.metrics)
+
+
 def goal_names(env: str | None = None) -> tuple[str, ...]:
     """The registered goals; with ``env``, those that apply to it."""
-    return tuple(g for g, d in GOALS.items() if env is None or d.envs is None or env in d.envs)
+    return tuple(g for g, d in GOALS.items() if env is None or _applies(d, env))
+
+
+DEFAULT_GOAL = "G1_speed"  # a grid's goal when it names none
 
 
 def make_goal(name: str, env: str, **params) -> Goal:
@@ -167,8 +188,11 @@ def make_goal(name: str, env: str, **params) -> Goal:
     if name not in GOALS:
         raise KeyError(f"unknown goal {name!r}; known goals: {', '.join(GOALS)}")
     d = GOALS[name]
-    if d.envs is not None and env not in d.envs:
-        raise ValueError(f"goal {name!r} does not apply to env {env!r}; it applies to {', '.join(d.envs)}")
+    if not _applies(d, env):
+        where = (f"it applies to {', '.join(d.envs)}" if d.envs is not None else
+                 f"it applies to the envs that publish {', '.join(d.needs)}: "
+                 f"{', '.join(e for e in registry.ENVS if _applies(d, e))}")
+        raise ValueError(f"goal {name!r} does not apply to env {env!r}; {where}")
     unknown = set(params) - set(d.defaults)
     if unknown:
         raise ValueError(

@@ -90,7 +90,7 @@ SPECS: dict[str, EnvSpec] = {
 }
 
 # G3's default target speeds (m/s): speeds the shipped medium actors do not run at (2.3, 2.5, 5.7,
-# 3.5) but a behaviour in the priors' data does (poe_jax/zoo/README.md, "Goal priors").
+# 3.5) but a behaviour in the priors' data does (checkpoints/README.md, "Goal priors").
 GOAL_DEFAULTS = {
     "hopper": {"G3_target": {"target_speed": 1.2}},
     "walker2d": {"G3_target": {"target_speed": 1.5}},
@@ -113,7 +113,22 @@ SPECS["ant-v5"] = dataclasses.replace(
     contact_cost_weight=5e-4, notes="obs: qpos[2:], qvel, clip(cfrc_ext[1:], -1, 1) (13 + 14 + 78 = 105); contact cost "
                                     "5e-4 * sum(clip(cfrc_ext)^2)")
 GOAL_DEFAULTS.update({f"{name}-v5": GOAL_DEFAULTS[name] for name in ("hopper", "halfcheetah", "walker2d", "ant")})
+# The Gymnasium ids of the same models (Minari's datasets name them).
+GYM_IDS = {"hopper": "Hopper-v4", "halfcheetah": "HalfCheetah-v4", "walker2d": "Walker2d-v4", "ant": "Ant-v4",
+           "hopper-v5": "Hopper-v5", "halfcheetah-v5": "HalfCheetah-v5", "walker2d-v5": "Walker2d-v5", "ant-v5": "Ant-v5"}
+# The data generator's per-env settings (poe_jax.data.generate): SAC's random warm-up steps (10k for the
+# envs that need more exploration), ant's critic learning rate (CleanRL's q_lr, see sac_config), and the
+# speeds of the speed-tracking SAC policies of the goal priors' data with their reward's slope.
+RECIPES = {
+    "hopper": {"sac_warmup": 5_000, "tracking_speeds": {1.2: 0.0}},
+    "walker2d": {"sac_warmup": 5_000, "tracking_speeds": {1.5: 0.0}},
+    "halfcheetah": {"sac_warmup": 10_000, "tracking_speeds": {3.0: 1.0}},
+    "ant": {"sac_warmup": 10_000, "sac_critic_lr": 1e-3},
+}
 for _name, _spec in SPECS.items():
     _options = ("terminate_when_unhealthy", "max_steps", "forward_reward_weight") + (
         ("main_body",) if _spec.forward_body is not None else ())
-    register_env(_name, goal_defaults=GOAL_DEFAULTS.get(_name), options=_options)(functools.partial(Env, _spec))
+    register_env(_name, goal_defaults=GOAL_DEFAULTS.get(_name), options=_options,
+                 metrics=("x_velocity", "ctrl_cost", "tilt") + (("contact_cost",) if _spec.contact_forces else ()),
+                 gym_id=GYM_IDS[_name], tracked_body=_spec.forward_body, contact_forces=_spec.contact_forces,
+                 recipe=RECIPES.get(_name))(functools.partial(Env, _spec))

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from poe_jax.domain import FINITE, Domain
 
-__all__ = ["ENVS", "MAX_STEPS", "OPTIONS", "EnvEntry", "check_options", "goal_defaults", "has_success", "names",
+__all__ = ["ENVS", "MAX_STEPS", "OPTIONS", "EnvEntry", "check_options", "goal_defaults", "has_success", "names", "recipe",
            "register_env"]
 
 MAX_STEPS = 1_000_000  # the longest episode a grid or an env option may ask for
@@ -33,19 +33,29 @@ class EnvEntry(NamedTuple):
     goal_defaults: dict
     options: tuple[str, ...]  # the names in OPTIONS that apply to this env
     success: bool = False  # reaching the env's goal is its termination: an episode's success is recorded
+    metrics: tuple[str, ...] = ("x_velocity",)  # what its State.metrics publishes (goals read them: GoalDef.needs)
+    gym_id: str | None = None  # the Gymnasium id of the same model (Minari datasets name it)
+    tracked_body: str | None = None  # the body whose velocity is the forward velocity
+    contact_forces: bool = False  # the observation ends with the clipped contact forces (Gymnasium's Ant-v5)
+    recipe: dict | None = None  # how the zoo's data were made on it (poe_jax.data.generate): SAC settings, tracking speeds
 
 
 ENVS: dict[str, EnvEntry] = {}
 
 
 def register_env(name: str, *, goal_defaults: dict | None = None, options: tuple[str, ...] | None = None,
-                 success: bool = False):
+                 success: bool = False, metrics: tuple[str, ...] = ("x_velocity",), gym_id: str | None = None,
+                 tracked_body: str | None = None, contact_forces: bool = False, recipe: dict | None = None):
     """Decorator: register ``factory(backend="auto", **options) -> Env`` as env ``name``.
 
     ``goal_defaults``: ``{goal: {param: value}}``, the env's defaults for goal parameters.
     ``options``: the names in :data:`OPTIONS` a grid may set for it (default: all of them).
     ``success``: the env terminates when its goal is reached (AntMaze), so a grid records each episode's
-    success (its termination)."""
+    success (its termination). ``metrics``: the state metrics it publishes (``State.metrics``), which
+    decide the goals that apply to it. ``gym_id``: the Gymnasium id of the same model. ``tracked_body``: the
+    body whose velocity is the forward velocity. ``contact_forces``: its observation ends with the clipped
+    contact forces. ``recipe``: the settings the data generator uses on it (``sac_warmup``, ``sac_critic_lr``,
+    ``tracking_speeds``: ``{speed: slope}``; see :mod:`poe_jax.data.generate`)."""
     options = tuple(OPTIONS) if options is None else tuple(options)
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
@@ -55,7 +65,8 @@ def register_env(name: str, *, goal_defaults: dict | None = None, options: tuple
         if name in ENVS:
             raise ValueError(f"env {name!r} is already registered")
         ENVS[name] = EnvEntry(name, factory, {g: dict(p) for g, p in (goal_defaults or {}).items()}, options,
-                              success)
+                              success, tuple(metrics) + (("success",) if success and "success" not in metrics else ()),
+                              gym_id, tracked_body, contact_forces, dict(recipe or {}))
         return factory
 
     return deco
@@ -82,6 +93,12 @@ def check_options(env: str, options: dict) -> dict:
     if wrong:
         raise ValueError(f"env_options: {wrong} do not apply to env {env!r}; its options: {', '.join(allowed)}")
     return {k: OPTIONS[k].check(f"env_options.{k}", v) for k, v in options.items()}
+
+
+def recipe(env: str) -> dict:
+    """The data generator's settings for ``env`` (empty for an env without any)."""
+    entry = ENVS.get(env)
+    return dict(entry.recipe or {}) if entry is not None else {}
 
 
 def has_success(env: str) -> bool:

@@ -10,9 +10,6 @@ import mujoco
 import numpy as np
 from flax import struct
 
-BACKENDS = ("auto", "native", "mjx")
-
-
 @struct.dataclass
 class Coords:
     """Generalised coordinates of one lane, float64-faithful in float32 storage.
@@ -149,8 +146,6 @@ def backend_names() -> tuple[str, ...]:
     """``auto`` and every known backend (built-in or registered)."""
     return ("auto", *dict.fromkeys([*BUILTIN_MODULES, *BACKEND_FACTORIES]))
 
-
-BACKENDS = ("auto", *BUILTIN_MODULES)  # the built-in names (backend_names() includes registered ones)
 
 
 def resolve_backend(backend: str) -> str:

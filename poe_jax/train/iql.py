@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from poe_jax import nets
-from poe_jax.gaussian import DiagGaussian
+from poe_jax.kernels.gaussian import DiagGaussian
 from poe_jax.train import offline
 from poe_jax.train.offline import fingerprint as _fingerprint
 

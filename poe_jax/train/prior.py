@@ -26,7 +26,7 @@ or beyond it. The likelihood treats such actions as *censored* (Tobit):
 plain Gaussian density on clipped actions (the first zoo's priors) collapses σ to its
 floor wherever the data saturate (hopper push-off: about 18% of states).
 
-``beta`` (default 0.5) was chosen by a measurement (``poe_jax/zoo/README.md``): the
+``beta`` (default 0.5) was chosen by a measurement (``checkpoints/README.md``): the
 effective sample size of the weights per task and how far the priors' means for
 different goals move apart on the probe states.
 """
@@ -43,6 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.scipy.special import log_ndtr
+
+from poe_jax.envs.goals import GOALS
 
 from poe_jax import nets
 from poe_jax.train.offline import check_losses
@@ -110,17 +112,18 @@ def _replay(env, data: dict, fn: Callable, batch: int = 20_000) -> np.ndarray:
 
 
 def tasks_for(goals: Sequence, speeds: np.ndarray, cfg: PriorConfig) -> Tasks:
-    """One task per goal without a continuous parameter; ``cfg.n_params`` tasks for G3_target,
-    at target speeds spread evenly between the quantiles ``cfg.param_quantiles`` of ``speeds``."""
+    """One task per goal without a continuous parameter; ``cfg.n_params`` tasks for a goal that tracks a
+    target (``GoalDef.tracks``, e.g. G3's target speed), at targets spread evenly between the quantiles ``cfg.param_quantiles`` of ``speeds``."""
     goal, value, entries = [], [], []
     for i, g in enumerate(goals):
-        if "target_speed" in g.params:
+        tracks = GOALS[g.name].tracks  # (signal, param) of a goal that tracks a continuous target
+        if tracks is not None:
             lo, hi = (float(np.quantile(speeds, q)) for q in cfg.param_quantiles)
             lo = max(lo, 0.0)
             grid = np.linspace(lo, hi, cfg.n_params)
             goal += [i] * len(grid)
             value += list(grid)
-            entries.append((g.name, "target_speed", lo, hi, float(g.params["target_speed"])))
+            entries.append((g.name, tracks[1], lo, hi, float(g.params[tracks[1]])))
         else:
             goal.append(i)
             value.append(0.0)

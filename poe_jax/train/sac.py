@@ -30,7 +30,7 @@ import optax
 
 from poe_jax import nets
 from poe_jax.train.resume import TrainInterrupted
-from poe_jax.gaussian import DiagGaussian
+from poe_jax.kernels.gaussian import DiagGaussian
 
 __all__ = ["SACConfig", "SACState", "evaluate", "init", "load_state", "save_state", "train"]
 
@@ -207,7 +207,7 @@ def init(env, cfg: SACConfig) -> tuple[SACState, Callable]:
 
 def evaluate(env, actor: nets.Actor, episodes: int, seed: int = 10_000) -> np.ndarray:
     """Deterministic returns of ``actor`` over ``episodes`` episodes (one batched rollout)."""
-    from poe_jax import rollout
+    from poe_jax.grid import rollout
 
     run = jax.jit(lambda k: rollout.rollout(env, rollout.deterministic(actor.act), k).return_task)
     return np.asarray(run(jax.random.split(jax.random.key(seed), episodes)))

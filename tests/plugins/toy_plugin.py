@@ -3,7 +3,9 @@ each a single registration (``poe-jax run --plugin tests/plugins/toy_plugin.py``
 
 import jax.numpy as jnp
 
-from poe_jax import compose, metrics, priors
+from poe_jax import compose
+from poe_jax.grid import metrics
+from poe_jax.kernels import priors
 from poe_jax.envs import goals
 
 

@@ -1,17 +1,17 @@
 """Running a grid: plan, chunks of lanes through the compiled program, records into the store.
 
 Lanes are grouped by the program they run (one per (rule, prior quality, noise switches):
-:class:`poe_jax.plan.ProgramKey`); each group's lanes go through its compiled program in
-chunks (``vmap``, at least :data:`poe_jax.plan.MIN_BATCH` lanes a call). The lane axis of a
+:class:`poe_jax.grid.plan.ProgramKey`); each group's lanes go through its compiled program in
+chunks (``vmap``, at least :data:`poe_jax.grid.plan.MIN_BATCH` lanes a call). The lane axis of a
 chunk is sharded over the local devices (``Mesh`` + ``NamedSharding``); with
 ``jax.distributed`` each process takes every ``process_count``-th chunk. Results do not
 depend on chunking, device count, process count, resumption or on which other cells are in
-the grid (:mod:`poe_jax.program`, "Independence from the rest of the grid"). ``DIR/summary.json`` records the spec, package versions, backend,
+the grid (:mod:`poe_jax.grid.program`, "Independence from the rest of the grid"). ``DIR/summary.json`` records the spec, package versions, backend,
 devices, compile time, wall time and episodes/s.
 
 Records: one row per lane. The episode's totals (returns, length, speed, termination),
 its cell (rule, coefficient, its PoE-equivalent alpha, goal, prior quality, shift), and
-one column per registered metric (:mod:`poe_jax.metrics`: the episode mean, and the
+one column per registered metric (:mod:`poe_jax.grid.metrics`: the episode mean, and the
 discounted mean for metrics that have one).
 """
 
@@ -31,12 +31,11 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from poe_jax import metrics
-from poe_jax.envs.registry import has_success
-from poe_jax.plan import MIN_BATCH, Plan, resolve
-from poe_jax.program import Totals
-from poe_jax.spec import GRID_NAME_MAX, GridSpec, SpecError, check_grid_name
-from poe_jax.store import Store, acted, done_lanes, episodes_dir, lock, recorded_count, write_json
+from poe_jax.grid import metrics
+from poe_jax.grid.plan import MIN_BATCH, Plan, resolve
+from poe_jax.grid.program import Totals
+from poe_jax.grid.spec import GRID_NAME_MAX, GridSpec, SpecError, check_grid_name
+from poe_jax.grid.store import Store, acted, done_lanes, episodes_dir, lock, recorded_count, write_json
 
 __all__ = ["Estimate", "RunInterrupted", "RunResult", "estimate", "headline", "records", "run", "run_many",
            "summary_table", "versions"]
@@ -65,61 +64,53 @@ def versions() -> dict:
     return out
 
 
+# The store's column order: the lane's cell, then the episode's signals (poe_jax.grid.metrics, registration
+# order), each followed by the columns derived from it, then where the episode ran.
+
+
 def records(plan: Plan, cell_ids: np.ndarray, lanes, lane_ids: np.ndarray, tot: Totals):
-    """One row per lane (a DataFrame): the lanes' cells, their episode totals and every metric's columns."""
+    """One row per lane (a DataFrame): the lanes' cells, then one column per declared signal
+    (:func:`poe_jax.grid.metrics.finalize`), the env's normalised score, the goal's tracked target, and
+    where the episode ran."""
     import pandas as pd
 
-    spec, env, cs = plan.spec, plan.env, plan.cells
-    rules = {r.name: r for r in plan.rules}
-    target = {g.name: g.params.get("target_speed", np.nan) for g in plan.goals}
-    per_cell = {  # cell fields once per cell, then indexed per lane
-        "rule": np.asarray([c.rule for c in cs], object),
-        "target_speed": np.asarray([target[c.goal] for c in cs], np.float64),
-        # from the coefficient as the program saw it (float32), like the recorded param
-        "alpha_equiv": np.asarray([rules[c.rule].equiv(float(np.float32(c.param))) for c in cs]),
-        "adaptive": np.asarray([rules[c.rule].alpha_fn is not None for c in cs]),
-        "goal": np.asarray([c.goal for c in cs], object),
-        "prior": np.asarray([c.prior for c in cs], object),
-        "shift": np.asarray([c.shift for c in cs], object),
-    }
+    cells = plan.cell_table
     f64 = lambda x: np.asarray(x, np.float64)  # noqa: E731
     length = np.asarray(tot.length)
-    safe_len = np.maximum(length, 1)
     terminated = np.asarray(tot.terminated, bool)
+    signals = metrics.finalize(tot.values, length)
+    # the per-state alpha's episode mean for rules whose alpha varies per state, else the fixed one
+    signals["alpha_used"] = np.where(cells.adaptive[cell_ids], signals["alpha_used"], cells.alpha_equiv[cell_ids])
+    derived = {
+        "normalized_score": plan.env.spec.normalized_score(signals["return_task"]),
+        "length": length.astype(np.int64),
+        # the target of a goal that tracks one (G3's target_speed), NaN for the other goals
+        **{param: values[cell_ids] for param, values in cells.targets.items()},
+        "terminated": terminated,
+    }
+    follows = {"return_goal": ["normalized_score", "length"]}  # column -> the derived columns placed after it
+    for param, signal in cells.tracked.items():
+        follows.setdefault(signal, []).append(param)
+    follows.setdefault("x_velocity", []).append("terminated")
     rec = {
-        "env": spec.env,
+        "env": plan.spec.env,
         "actor": plan.actor_path.name,
-        "rule": per_cell["rule"][cell_ids],
+        "rule": cells.rule[cell_ids],
         "param": np.asarray(lanes.param, np.float64),
-        "alpha_equiv": per_cell["alpha_equiv"][cell_ids],
-        "goal": per_cell["goal"][cell_ids],
-        "prior": per_cell["prior"][cell_ids],
-        "shift": per_cell["shift"][cell_ids],
+        "alpha_equiv": cells.alpha_equiv[cell_ids],
+        "goal": cells.goal[cell_ids],
+        "prior": cells.prior[cell_ids],
+        "shift": cells.shift[cell_ids],
         "seed": np.asarray(lanes.seed, np.int64),
         "episode": np.asarray(lanes.episode, np.int64),
-        "return_task": f64(tot.return_task),
-        "return_goal": f64(tot.return_goal),
-        "normalized_score": env.spec.normalized_score(f64(tot.return_task)),
-        "length": length.astype(np.int64),
-        "x_velocity": f64(tot.sum_x_velocity) / safe_len,
-        "target_speed": per_cell["target_speed"][cell_ids],  # the goal's target (G3), NaN for goals without one
-        "terminated": terminated,
-        "discounted_goal": f64(tot.discounted_goal),
-        "max_abs_goal_reward": f64(tot.max_abs_goal),
-        # the per-state alpha's episode mean for rules whose alpha varies per state, else the fixed one
-        "alpha_used": np.where(per_cell["adaptive"][cell_ids], f64(tot.sum_alpha) / safe_len,
-                               per_cell["alpha_equiv"][cell_ids]),
-        # steps whose executed action had a NaN or inf: such an episode's returns mean nothing (MuJoCo resets on
-        # a non-finite control) and the report excludes it, by name
-        "nonfinite_actions": np.asarray(tot.nonfinite_actions).astype(np.int64),
     }
-    for name, m in metrics.METRICS.items():
-        rec[name] = f64(tot.metrics[name]) / safe_len
-        if m.discounted:
-            rec[m.discounted] = (1 - metrics.GAMMA) * f64(tot.discounted[name])
+    for col, v in signals.items():
+        rec[col] = v
+        rec.update({d: derived[d] for d in follows.get(col, ())})
+    rec.update({d: v for d, v in derived.items() if d not in rec})
     rec.update({
-        # envs whose goal is their termination (AntMaze: registry.has_success) record it; others have none
-        "success": (pd.array(terminated, dtype="boolean") if has_success(spec.env)
+        # envs whose goal is their termination (AntMaze: EnvSpec.success) record it; others have none
+        "success": (pd.array(terminated, dtype="boolean") if plan.env_info.success
                     else pd.array([pd.NA] * len(lane_ids), dtype="boolean")),
         "backend": plan.backend,
         "cell": np.asarray(cell_ids, np.int64),
@@ -157,12 +148,12 @@ class _Progress:
 
 
 def _barrier(name: str) -> None:
-    """Wait for every process (no-op with one); uses the coordination service, not device collectives."""
+    """Wait for every process (no-op with one): ``jax.experimental.multihost_utils.sync_global_devices``."""
     if jax.process_count() == 1:
         return
-    from jax._src import distributed
+    from jax.experimental import multihost_utils
 
-    distributed.global_state.client.wait_at_barrier(name, 600_000)
+    multihost_utils.sync_global_devices(name)
 
 
 def _with(spec: GridSpec, backend: str | None, chunk_size: int | None) -> GridSpec:
@@ -187,7 +178,7 @@ _PATH_MAX = 4000  # characters a run's file paths may take (Linux: 4096)
 def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: bool = True,
         backend: str | None = None, chunk_size: int | None = None, repair: bool = False,
         yes: bool = False, log=None) -> RunResult:
-    """Evaluate ``spec`` into ``out`` (see :mod:`poe_jax.store` for the folder). Resumable. While it
+    """Evaluate ``spec`` into ``out`` (see :mod:`poe_jax.grid.store` for the folder). Resumable. While it
     runs it holds an exclusive lock on ``out``: a second run into the same folder is refused at once,
     and so is a single-grid run into a multi-grid run's folder.
     ``force``: discard results of another spec in ``out`` (the summary's ``discarded`` says what).
@@ -243,8 +234,8 @@ def _chunks(groups: list[tuple], chunk_of, done: np.ndarray) -> list[tuple]:
 
 
 def _execute(plan: Plan, store: Store, progress: bool, log=None) -> RunResult:
-    actor, prior = plan.load_actor(), plan.load_prior()
-    table = plan.lane_table(prior)
+    actor, prior = plan.actor, plan.prior
+    table = plan.lanes
     n_lanes = len(table)
     done = np.zeros(n_lanes, bool)
     done[store.done()] = True
@@ -289,7 +280,22 @@ def _execute(plan: Plan, store: Store, progress: bool, log=None) -> RunResult:
     }
     if store.primary:
         write_json(store.out / "summary.json", summary, store.root)
+        _score(plan, store, log)
     return RunResult(store.out, computed, skipped, summary)
+
+
+def _score(plan: Plan, store: Store, log=None) -> None:
+    """The off-policy scores of a finished grid with the actor's critic (:mod:`poe_jax.analysis.offpolicy`),
+    stored with the run for the report; a grid that cannot be scored keeps a note saying why."""
+    from poe_jax.analysis import offpolicy
+
+    if done_lanes(store.out).size < plan.n_lanes:
+        return
+    try:
+        df, note = offpolicy.score_grid(plan, store.out)
+    except ValueError as e:  # e.g. a grid without frozen: nothing to score against
+        df, note = None, f"{store.out.name}: skipped ({e})"
+    offpolicy.store_scores(store.out, df, note, store.root)
 
 
 class _Ticker:
@@ -310,13 +316,14 @@ _COMPILED_MAX = 64
 
 def _program_id(plan: Plan, key, batch: int, args) -> tuple:
     """Everything a compiled program depends on: the env and its options, the backend, the bound goals, the
-    program key, the horizon, the prior-quality noise, the execution mode, the batch, and the structure,
-    shapes and dtypes of its arguments (the actor's and prior's weights are arguments, not constants)."""
+    program key, the horizon, the prior-quality noise, the execution mode, the batch, the declared signals, and
+    the structure, shapes and dtypes of its arguments (the actor's and prior's weights are arguments, not constants)."""
     sp = plan.spec
     leaves, tree = jax.tree_util.tree_flatten(args)
     return (sp.env, plan.backend, tuple(sorted((k, repr(v)) for k, v in sp.env_options.items())),
             tuple((g.name, tuple(sorted((k, repr(v)) for k, v in g.params.items()))) for g in plan.goals),
             key, sp.max_steps, sp.degraded_noise, sp.sample, batch, tree,
+            tuple((name, m.reduce, m.discounted, m.transition, id(m.fn)) for name, m in metrics.METRICS.items()),
             tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x)))) for x in leaves))
 
 
@@ -376,14 +383,14 @@ def _chunk_through(plan: Plan, store: Store, actor, prior, table, key, idx, batc
 def run_many(specs: Sequence[GridSpec], out: str | os.PathLike, name: str = "", force: bool = False,
              progress: bool = True, backend: str | None = None, chunk_size: int | None = None,
              repair: bool = False, yes: bool = False, log=None) -> list[RunResult]:
-    """Run several grids (e.g. one per env, from :func:`poe_jax.spec.load_specs`) into ``out/<grid name>/``.
+    """Run several grids (e.g. one per env, from :func:`poe_jax.grid.spec.load_specs`) into ``out/<grid name>/``.
 
     Every grid is checked and resolved, and the whole run sized (:func:`estimate`), before the first one
-    runs. Grid names are single folder names (:func:`poe_jax.spec.check_grid_name`): nothing is written
+    runs. Grid names are single folder names (:func:`poe_jax.grid.spec.check_grid_name`): nothing is written
     outside ``out``. ``out/grids.json`` lists the grids and pins the folder as a multi-grid run: another
     list on the same ``out`` is refused unless ``force``, a single-grid run into it is refused, and this
     run holds ``out``'s lock throughout. ``out/summary.json`` holds each grid's summary and the total wall
-    time. :func:`poe_jax.store.read_episodes` on ``out`` reads them all. Resumable like :func:`run`.
+    time. :func:`poe_jax.grid.store.read_episodes` on ``out`` reads them all. Resumable like :func:`run`.
     """
     import json
 

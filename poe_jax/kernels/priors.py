@@ -19,7 +19,7 @@ quality         the prior a lane sees
 ==============  ==================================================================================
 
 Results recorded before ``random`` meant an untrained network (when it meant today's
-``adversarial``) are refused by :mod:`poe_jax.report`, never silently reinterpreted.
+``adversarial``) are refused by :mod:`poe_jax.analysis.report`, never silently reinterpreted.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from poe_jax.gaussian import DiagGaussian
+from poe_jax.kernels.gaussian import DiagGaussian
 
 __all__ = ["PRIOR_BLIND", "QUALITIES", "QualityInputs", "apply", "names", "random_prior_key", "register_quality"]
 

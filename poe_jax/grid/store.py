@@ -22,8 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from poe_jax import priors
-from poe_jax.spec import SpecError
+from poe_jax.kernels import priors
+from poe_jax.grid.spec import SpecError
 
 __all__ = ["STORE_FORMAT", "Store", "acted", "StoreError", "done_lanes", "episodes_dir", "grid_dirs", "identity_hash", "lock",
            "progress", "read_episodes", "recorded_count", "repair", "write_file", "write_json", "writing"]
@@ -195,6 +195,13 @@ def write_file(path: Path, data: bytes | str, root: Path | None = None) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def remove_file(path: Path, root: Path) -> None:
+    """Delete the file at ``path`` (no link followed; a missing one is fine), only under ``root``."""
+    path = Path(path)
+    _inside(root, path.parent)
+    path.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj, root: Path | None = None) -> None:
@@ -432,7 +439,7 @@ def writing(folder: str | os.PathLike) -> bool:
 def grid_dirs(out: str | os.PathLike) -> list[Path]:
     """The run folders under ``out``: ``[out]`` for one grid, ``out/<name>`` for each of several (the names
     in ``out/grids.json``, each checked to be one folder inside ``out``)."""
-    from poe_jax.spec import check_grid_name
+    from poe_jax.grid.spec import check_grid_name
 
     out = Path(out)
     index = out / "grids.json"

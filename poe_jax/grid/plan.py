@@ -1,6 +1,6 @@
 """A grid resolved once: its checkpoints, cards, backend, bound goals, cells and lanes.
 
-:func:`resolve` takes a checked :class:`~poe_jax.spec.GridSpec` and reads what the run
+:func:`resolve` takes a checked :class:`~poe_jax.grid.spec.GridSpec` and reads what the run
 needs exactly once: the checkpoints' cards (kind, env, critic, the prior's goals), the
 physics backend, the goals bound to the env and the grid's parameters, the rules from the
 registry. The :class:`Plan` then gives the cells, the lane table, the env (built once) and
@@ -25,9 +25,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from poe_jax import checkpoints, compose, nets, priors
-from poe_jax.program import Lanes, build_program
-from poe_jax.spec import GridSpec, Shift, SpecError, check
+from poe_jax import checkpoints, nets
+from poe_jax.kernels import rules as kernels
+from poe_jax.kernels import priors
+from poe_jax.grid.program import Lanes, build_program
+from poe_jax.grid.spec import GridSpec, Shift, SpecError, check
 
 __all__ = ["LANE_LAYOUT", "MIN_BATCH", "PRIOR_BLIND", "Cell", "LaneTable", "Plan", "ProgramKey", "cells",
            "lane_table", "resolve", "resolve_checkpoint"]
@@ -83,13 +85,29 @@ def cells(spec: GridSpec) -> list[Cell]:
     cell per (coefficient, goal, shift), with prior :data:`PRIOR_BLIND`."""
     out = []
     for rule, params in spec.rules.items():
-        r = compose.RULES[rule]
+        r = kernels.RULES[rule]
         for p in (params if r.param is not None else [r.default]):
             for g in spec.goals:
                 for q in (spec.priors if r.uses_prior else (PRIOR_BLIND,)):
                     for s in spec.shifts:
                         out.append(Cell(rule, float(p), g, q, s))
     return out
+
+
+class CellTable(NamedTuple):
+    """Per cell (in :func:`cells` order), what its episodes' records carry: the rule, its PoE-equivalent
+    alpha (from the coefficient as the program sees it, float32), whether its alpha varies per state, the
+    goal, prior quality and shift, and the targets of goals that track one (``{param: [n_cells]}``, NaN
+    for the goals that do not)."""
+
+    rule: np.ndarray
+    alpha_equiv: np.ndarray
+    adaptive: np.ndarray
+    goal: np.ndarray
+    prior: np.ndarray
+    shift: np.ndarray
+    targets: dict
+    tracked: dict  # {param: the signal its goal tracks}
 
 
 class LaneTable(NamedTuple):
@@ -104,17 +122,19 @@ class LaneTable(NamedTuple):
 
 
 def lane_table(spec: GridSpec, prior_goals: Sequence[str], prior_params: Sequence = (),
-               rules: Sequence[str] | None = None) -> LaneTable:
+               rules: Sequence[str] | None = None, bound: dict | None = None) -> LaneTable:
     """Per-lane arrays, in lane order (cell-major, then seed, then episode).
 
     ``prior_params``: the prior's continuous goal parameters (:attr:`PriorSpec.goal_params`);
     each lane whose goal has one gets the goal's bound value as ``prior_param``. ``rules``: the
-    rules the program switches over, which ``Lanes.rule`` indexes (default: the spec's)."""
+    rules the program switches over, which ``Lanes.rule`` indexes (default: the spec's). ``bound``: the goals'
+    bound parameters (``{goal: params}``, a plan's), bound here when not given."""
     from poe_jax.envs.goals import bound_params, prior_head
 
     cs = cells(spec)
     rules = list(spec.rules if rules is None else rules)
-    pvalue = nets.param_values(prior_params, bound_params(spec.goals, spec.env, spec.goal_params))
+    bound = bound_params(spec.goals, spec.env, spec.goal_params) if bound is None else bound
+    pvalue = nets.param_values(prior_params, bound)
     shifts = {s: Shift.parse(s) for s in spec.shifts}
     n_rep = len(spec.seeds) * spec.episodes
     cell_idx = np.repeat(np.arange(len(cs)), n_rep)
@@ -146,7 +166,7 @@ class Plan:
 
     spec: GridSpec
     backend: str
-    rules: tuple[compose.Rule, ...]
+    rules: tuple[kernels.Rule, ...]
     goals: tuple  # bound goals (poe_jax.envs.goals.Goal), in spec order
     shifts: tuple[Shift, ...]
     actor_path: Path
@@ -186,15 +206,67 @@ class Plan:
 
         return envs.make(self.spec.env, backend=self.backend, **self.spec.env_options)
 
+    @property
+    def env_info(self):
+        """What the env declares it offers (:class:`poe_jax.envs.registry.EnvEntry`: success, metrics, ...)."""
+        from poe_jax.envs import registry
+
+        return registry.ENVS[self.spec.env]
+
+    @functools.cached_property
+    def actor_full(self):
+        """The frozen actor with its critic (when it has one), loaded once."""
+        return checkpoints.load(self.actor_path, env=self.env)
+
+    @functools.cached_property
+    def actor(self):
+        """The frozen actor the grid runs (its critic only when a rule needs it), loaded once."""
+        return self.actor_full if self.needs_critic else self.actor_full.replace(critic=None)
+
+    @functools.cached_property
+    def prior(self):
+        """The goal prior, loaded once."""
+        return checkpoints.load(self.prior_path, env=self.env)
+
     def load_actor(self):
-        actor = checkpoints.load(self.actor_path, env=self.spec.env)
-        return actor if self.needs_critic else actor.replace(critic=None)
+        return self.actor
 
     def load_prior(self):
-        return checkpoints.load(self.prior_path, env=self.spec.env)
+        return self.prior
 
-    def lane_table(self, prior) -> LaneTable:
-        return lane_table(self.spec, prior.spec.goals, prior.spec.goal_params)
+    @functools.cached_property
+    def lanes(self) -> LaneTable:
+        """The grid's lanes (:func:`lane_table`), built once."""
+        return lane_table(self.spec, self.prior.spec.goals, self.prior.spec.goal_params,
+                          bound={g.name: g.params for g in self.goals})
+
+    def lane_table(self, prior=None) -> LaneTable:
+        return self.lanes if prior is None or prior is self.prior else lane_table(
+            self.spec, prior.spec.goals, prior.spec.goal_params)
+
+    @functools.cached_property
+    def cell_table(self) -> CellTable:
+        """What each cell's records carry (:class:`CellTable`), resolved once."""
+        from poe_jax.envs.goals import GOALS
+
+        cs = self.cells
+        rules = {r.name: r for r in self.rules}
+        goals = {g.name: g for g in self.goals}
+        decl = [GOALS[g.name].tracks for g in self.goals if GOALS[g.name].tracks] or \
+            [d.tracks for d in GOALS.values() if d.tracks]  # the column exists (NaN) when no goal of the grid tracks
+        tracked = {param: signal for signal, param in decl}
+        return CellTable(
+            rule=np.asarray([c.rule for c in cs], object),
+            alpha_equiv=np.asarray([rules[c.rule].equiv(float(np.float32(c.param))) for c in cs]),
+            adaptive=np.asarray([rules[c.rule].alpha_fn is not None for c in cs]),
+            goal=np.asarray([c.goal for c in cs], object),
+            prior=np.asarray([c.prior for c in cs], object),
+            shift=np.asarray([c.shift for c in cs], object),
+            targets={p: np.asarray([goals[c.goal].params.get(p, np.nan) if GOALS[c.goal].tracks and
+                                    GOALS[c.goal].tracks[1] == p else np.nan for c in cs], np.float64)
+                     for p in tracked},
+            tracked=tracked,
+        )
 
     def program_keys(self) -> list[ProgramKey]:
         """Per cell (in :attr:`cells` order), the program its lanes run (:class:`ProgramKey`)."""
@@ -206,13 +278,13 @@ class Plan:
         """``program(actor, prior, lanes) -> Totals`` for the lanes of ``key`` (not yet jitted): one rule,
         one prior quality, so ``Lanes.rule`` and ``Lanes.quality`` are 0. ``on_step(t)``: progress."""
         sp = self.spec
-        return build_program(self.env, self.goals, (compose.RULES[key.rule],), (key.quality,),
+        return build_program(self.env, self.goals, (kernels.RULES[key.rule],), (key.quality,),
                              max_steps=sp.max_steps, degraded_noise=sp.degraded_noise, sample=sp.sample,
                              obs_noise=key.obs_noise, act_noise=key.act_noise, on_step=on_step)
 
 
 def resolve(spec: GridSpec, backend: str | None = None) -> Plan:
-    """Check ``spec`` (:func:`poe_jax.spec.check`) and resolve it once (see the module docstring)."""
+    """Check ``spec`` (:func:`poe_jax.grid.spec.check`) and resolve it once (see the module docstring)."""
     from poe_jax.envs.goals import make_goal, prior_head
     from poe_jax.physics import resolve_backend
 
@@ -221,15 +293,13 @@ def resolve(spec: GridSpec, backend: str | None = None) -> Plan:
     prior_path = resolve_checkpoint(spec.prior, spec.base_dir, "prior")
     try:
         actor_card, prior_card = checkpoints.read_card(actor_path), checkpoints.read_card(prior_path)
-        if actor_card["kind"] != "actor":
-            raise SpecError(f"actor: {actor_path} is a {actor_card['kind']} checkpoint, not an actor")
-        if prior_card["kind"] != "prior":
-            raise SpecError(f"prior: {prior_path} is a {prior_card['kind']} checkpoint, not a goal prior")
-        checkpoints.check_env(actor_card, spec.env, actor_path)
-        checkpoints.check_env(prior_card, spec.env, prior_path)
     except checkpoints.CheckpointError as e:
         raise SpecError(str(e)) from None
-    rules = tuple(compose.RULES[r] for r in spec.rules)
+    if actor_card["kind"] != "actor":
+        raise SpecError(f"actor: {actor_path} is a {actor_card['kind']} checkpoint, not an actor")
+    if prior_card["kind"] != "prior":
+        raise SpecError(f"prior: {prior_path} is a {prior_card['kind']} checkpoint, not a goal prior")
+    rules = tuple(kernels.RULES[r] for r in spec.rules)
     needs_critic = sorted(r.name for r in rules if r.needs_critic)
     if needs_critic and not actor_card.get("critic"):
         raise SpecError(f"rules: {needs_critic} need the actor's critic, and {actor_path} has none "
@@ -240,9 +310,13 @@ def resolve(spec: GridSpec, backend: str | None = None) -> Plan:
     goals = tuple(make_goal(g, spec.env, **spec.goal_params.get(g, {})) for g in spec.goals)
     plan = Plan(spec, resolve_backend(backend or spec.backend), rules, goals, tuple(Shift.parse(s) for s in spec.shifts),
                 actor_path, prior_path, actor_card, prior_card)
-    if "main_body" in spec.env_options:  # a body of the model: checked by building the env (kept by the plan)
-        try:
-            plan.env
-        except ValueError as e:
-            raise SpecError(f"env_options.{e}") from None
+    try:  # the env, built once here and kept by the plan: the checkpoints' cards are checked against it
+        env = plan.env
+    except ValueError as e:  # an env option the model refuses (main_body)
+        raise SpecError(f"env_options.{e}") from None
+    try:
+        checkpoints.check_env(actor_card, env, actor_path)
+        checkpoints.check_env(prior_card, env, prior_path)
+    except checkpoints.CheckpointError as e:
+        raise SpecError(str(e)) from None
     return plan

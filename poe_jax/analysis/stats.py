@@ -48,8 +48,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from poe_jax import compose, store
-from poe_jax.metrics import GAMMA  # the discount the grid recorded delta_pi with (defined once)
+from poe_jax.kernels import rules as kernels
+from poe_jax.grid import store
+from poe_jax.grid.metrics import GAMMA  # the discount the grid recorded delta_pi with (defined once)
 
 __all__ = ["CELL", "EFFECT", "FALL_RATIO", "FAMILY", "GAMMA", "LABELS", "aggregate", "crossfit", "deviation",
            "distinct", "holm", "iqm", "label_cells", "label_of", "labels_table", "min_p", "normalized_runs", "paired",
@@ -77,10 +78,10 @@ def _with_grid(df: pd.DataFrame) -> pd.DataFrame:
 
 def distinct(df: pd.DataFrame) -> pd.DataFrame:
     """Each recorded episode once: the episodes of rules that ignore the prior (``frozen``, the critic-only
-    rules), which :func:`poe_jax.store.read_episodes` serves once per prior quality, are kept under the
+    rules), which :func:`poe_jax.grid.store.read_episodes` serves once per prior quality, are kept under the
     first quality only (by ``lane`` where the frame has it)."""
     df = _with_grid(df)
-    blind = df["rule"].map(lambda r: r in compose.RULES and not compose.RULES[r].uses_prior).astype(bool)
+    blind = df["rule"].map(lambda r: r in kernels.RULES and not kernels.RULES[r].uses_prior).astype(bool)
     if not blind.any():
         return df
     key = ["grid", "lane"] if "lane" in df else ["grid", "env", "actor", "goal", "shift", "rule", "param", "seed",
@@ -297,7 +298,7 @@ def _twins(rows: pd.DataFrame) -> np.ndarray:
     pos = {(tuple(r[CELL]), r["rule"], round(float(r["param"]), 6)): i for i, (_, r) in enumerate(rows.iterrows())}
     out = np.full(len(rows), -1)
     for i, (_, r) in enumerate(rows.iterrows()):
-        rule = compose.RULES.get(r["rule"])
+        rule = kernels.RULES.get(r["rule"])
         if rule is not None and rule.mean_of is not None and not r["sample"]:
             out[i] = pos.get((tuple(r[CELL]), rule.mean_of, round(rule.equiv(r["param"]), 6)), -1)
     return out
@@ -470,25 +471,34 @@ def selectors(rows: pd.DataFrame, cells: pd.DataFrame, kl_budget: float = 0.5, r
     return pd.DataFrame(out)
 
 
-def tracking(df: pd.DataFrame, level: float = 0.05) -> pd.DataFrame:
-    """Does steering move the goal's own metric? For goals with a target speed (G3), one row per
-    (cell, rule, coefficient): mean ``x_velocity``, the tracking error ``|x_velocity - target|``
-    (per episode, averaged per seed) and frozen's on the same seeds, the paired tests of the
-    errors (``p_t``, ``p_perm``; Holm within a cell's coefficients of a rule: ``p_holm``), the mean lengths, and ``closer``:
-    significantly smaller error (Holm) with mean length at least ``FALL_RATIO`` x frozen's.
-    Empty when the grid has no such goal (or was recorded before ``target_speed`` was)."""
-    if "target_speed" not in df or not df["target_speed"].notna().any():
+def tracking(df: pd.DataFrame, level: float = 0.05, tracks: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Does steering move the goal's own metric? For goals that track a continuous target (``GoalDef.tracks``
+    = ``(signal, param)``: G3's ``(x_velocity, target_speed)``), one row per (cell, rule, coefficient): the
+    signal's mean, the tracking error ``|signal - target|`` (per episode, averaged per seed) and frozen's on
+    the same seeds, the paired tests of the errors (``p_t``, ``p_perm``; Holm within a cell's coefficients of
+    a rule: ``p_holm``), the mean lengths, and ``closer``: significantly smaller error (Holm) with mean length
+    at least ``FALL_RATIO`` x frozen's. Empty when the grid has no such goal. ``tracks``: which declaration
+    (default: the first registered one whose columns the episodes have)."""
+    from poe_jax.envs.goals import GOALS
+
+    if tracks is None:
+        declared = [d.tracks for d in GOALS.values() if d.tracks and set(d.tracks) <= set(df.columns)]
+        if not declared:
+            return pd.DataFrame()
+        tracks = declared[0]
+    signal, target = tracks
+    if target not in df or not df[target].notna().any():
         return pd.DataFrame()
     df = _with_grid(df)
-    d = df[df["target_speed"].notna()].assign(track_error=lambda x: (x["x_velocity"] - x["target_speed"]).abs())
+    d = df[df[target].notna()].assign(track_error=lambda x: (x[signal] - x[target]).abs())
     rows, _ = row_stats(d, value="track_error", level=level)
-    speed, _ = seed_means(d, value="x_velocity")
-    rows = rows.merge(speed.groupby(ROW, sort=False, dropna=False)["x_velocity"].mean().reset_index(), on=ROW)
-    rows = rows.merge(d.groupby(ROW, sort=False, dropna=False)["target_speed"].first().reset_index(), on=ROW)
+    speed, _ = seed_means(d, value=signal)
+    rows = rows.merge(speed.groupby(ROW, sort=False, dropna=False)[signal].mean().reset_index(), on=ROW)
+    rows = rows.merge(d.groupby(ROW, sort=False, dropna=False)[target].first().reset_index(), on=ROW)
     rows = rows.rename(columns={"mean": "error", "frozen_mean": "frozen_error"})
     rows["closer"] = ((rows["p_holm"] < level) & (rows["diff"] < 0)
                       & (rows["length"] >= FALL_RATIO * rows["frozen_length"]))
-    keep = [*ROW, "target_speed", "n", "x_velocity", "error", "se", "frozen_error", "p_t", "p_perm", "p_holm", "length",
+    keep = [*ROW, target, "n", signal, "error", "se", "frozen_error", "p_t", "p_perm", "p_holm", "length",
             "frozen_length", "closer"]
     return rows[[c for c in keep if c in rows]]
 

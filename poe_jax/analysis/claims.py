@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from poe_jax import compose, stats
+from poe_jax.kernels import rules as kernels
+from poe_jax.analysis import stats
 
 __all__ = ["ANCHORED", "CLAIMS", "COLLAPSE", "Claim", "Evidence", "FIXED_ALPHA", "NEAR_ORACLE", "NOT_COVERED",
            "VERDICTS", "Verdict", "degradation_curve", "evaluate", "register_claim", "shift_ratios"]
@@ -56,7 +57,7 @@ STUDY_SPLIT = (4, 5, 3)  # claim 4: the study's HELP / FROZEN / HURT counts over
 
 class Evidence(NamedTuple):
     """What the claims read: the episodes, the per-row statistics (with ``rows.attrs["seeds"]``, the
-    seed-level means, :func:`poe_jax.stats.seeds_of`) and the per-(cell, rule) operating points (:mod:`poe_jax.stats`)."""
+    seed-level means, :func:`poe_jax.analysis.stats.seeds_of`) and the per-(cell, rule) operating points (:mod:`poe_jax.analysis.stats`)."""
 
     df: pd.DataFrame
     rows: pd.DataFrame
@@ -134,7 +135,7 @@ def _describe(rows: pd.DataFrame, ctx: Evidence, extra: str = "") -> str:
     n_seeds, eps = per_row["n"], per_row["e"] / per_row["n"]
     rules = []
     for rule, g in rows.groupby("rule", sort=False):
-        r = compose.RULES.get(rule)
+        r = kernels.RULES.get(rule)
         ps = sorted(set(g["param"]))
         rules.append(rule if (r is not None and r.param is None) else f"{rule} {{{', '.join(f'{p:g}' for p in ps)}}}")
     execution = sorted(set(np.where(rows["sample"], "sampled", "mean executed")))
@@ -177,7 +178,7 @@ def _select(ctx: Evidence, *, actors=None, priors=None, shift: str | None = "non
 
 
 def _labels(r: pd.DataFrame, p_col: str, level: float) -> list[str]:
-    """Each row's label (:func:`poe_jax.stats.label_of`) with the claim's adjusted p in ``p_col``."""
+    """Each row's label (:func:`poe_jax.analysis.stats.label_of`) with the claim's adjusted p in ``p_col``."""
     return [stats.label_of(p, d, lo, hi, fm, ln, fl, ps, gd, level, stats.EFFECT)
             for p, d, lo, hi, fm, ln, fl, ps, gd in zip(r[p_col], r["diff"], r["diff_low"], r["diff_high"],
                                                         r["frozen_mean"], r["length"], r["frozen_length"],
@@ -211,7 +212,7 @@ def _cell_name(r) -> str:
                 "Gaussians) to 1e-4 relative, and kl_reg's variance is (1−α)·poe's to 1e-4; not reproduced otherwise")
 def _same_mean(ctx: Evidence) -> Verdict:
     grid_alphas = {round(float(a), 6) for a in ctx.rows.loc[ctx.rows.rule == "poe", "param"] if 0 < a < 1}
-    return _closed_forms(tuple(sorted(grid_alphas | {0.1, 0.25, 0.5, 0.75, 0.9})), compose.poe, compose.kl_reg)
+    return _closed_forms(tuple(sorted(grid_alphas | {0.1, 0.25, 0.5, 0.75, 0.9})), kernels.poe, kernels.kl_reg)
 
 
 @functools.lru_cache(maxsize=8)
@@ -219,7 +220,7 @@ def _closed_forms(alphas: tuple[float, ...], poe, kl_reg) -> Verdict:
     """Claim 1's verdict at ``alphas`` for the kernels ``poe`` and ``kl_reg`` (cached: it reads no episodes)."""
     from scipy import optimize
 
-    from poe_jax.gaussian import DiagGaussian
+    from poe_jax.kernels.gaussian import DiagGaussian
 
     rng = np.random.default_rng(0)
     k = 64

@@ -39,10 +39,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from poe_jax import compose
-from poe_jax.gaussian import DiagGaussian
+from poe_jax.kernels import rules
+from poe_jax.kernels.gaussian import DiagGaussian
 
-__all__ = ["CRITIC_RULE_NAMES", "critic_greedy", "critic_prior", "greedy_action", "iql_guided"]
+__all__ = ["critic_greedy", "critic_prior", "greedy_action", "iql_guided"]
 
 GREEDY_STEPS = 16
 GREEDY_LR = 0.25
@@ -62,7 +62,7 @@ def iql_guided(actor: DiagGaussian, q_fn: QFn, eta, low, high, key=None) -> Diag
         >>> iql_guided(a, q, 0.25, -1.0, 1.0).mean.tolist()
         [0.25, -0.25]
     """
-    eta = compose.check_coefficient("eta", eta, 0.0, math.inf, actor.mean.dtype)
+    eta = rules.check_coefficient("eta", eta, 0.0, math.inf, actor.mean.dtype)
     grad = jax.grad(q_fn)(actor.mean)
     return DiagGaussian(jnp.clip(actor.mean + eta * grad, low, high), actor.std)
 
@@ -107,29 +107,26 @@ def critic_greedy(actor: DiagGaussian, q_fn: QFn, param, low, high, key=None) ->
 def critic_prior(actor: DiagGaussian, prior: DiagGaussian, q_fn: QFn, alpha, low, high, key=None) -> DiagGaussian:
     """``poe(actor, N(a*, prior.std), alpha)``: PoE towards the critic-greedy action."""
     a_star = greedy_action(actor, q_fn, low, high, key)
-    return compose.poe(actor, DiagGaussian(a_star, prior.std), alpha)
+    return rules.poe(actor, DiagGaussian(a_star, prior.std), alpha)
 
 
-# Registered in the one rule registry (compose.RULES) with the critic signature
+# Registered in the one rule registry (rules.RULES) with the critic signature
 # ``fn(actor, prior, param, critic: CriticInputs)``.
-@compose.register_rule("iql_guided", param="eta", bounds=(0.0, math.inf), needs_critic=True, uses_prior=False,
-                       style=("v", "-"))
-def _iql_guided(actor: DiagGaussian, prior: DiagGaussian, eta, critic: compose.CriticInputs) -> DiagGaussian:
+@rules.register_rule("iql_guided", param="eta", bounds=(0.0, math.inf), needs_critic=True, uses_prior=False)
+def _iql_guided(actor: DiagGaussian, prior: DiagGaussian, eta, critic: rules.CriticInputs) -> DiagGaussian:
     """Gradient step on the critic from the actor's mean (the actor's std)."""
     return iql_guided(actor, critic.q_fn, eta, critic.low, critic.high)
 
 
-@compose.register_rule("critic_greedy", needs_critic=True, uses_prior=False, style=("P", ""))
-def _critic_greedy(actor: DiagGaussian, prior: DiagGaussian, param, critic: compose.CriticInputs) -> DiagGaussian:
+@rules.register_rule("critic_greedy", needs_critic=True, uses_prior=False)
+def _critic_greedy(actor: DiagGaussian, prior: DiagGaussian, param, critic: rules.CriticInputs) -> DiagGaussian:
     """The critic-greedy action (a local ascent on Q from the actor's mean) with the actor's std."""
     return critic_greedy(actor, critic.q_fn, param, critic.low, critic.high, critic.key)
 
 
-@compose.register_rule("critic_prior", param="alpha", bounds=(0.0, 1.0), alpha_equiv=compose._identity,
-                       needs_critic=True, style=("h", "--"))
-def _critic_prior(actor: DiagGaussian, prior: DiagGaussian, alpha, critic: compose.CriticInputs) -> DiagGaussian:
+@rules.register_rule("critic_prior", param="alpha", bounds=(0.0, 1.0), alpha_equiv=rules._identity,
+                       needs_critic=True)
+def _critic_prior(actor: DiagGaussian, prior: DiagGaussian, alpha, critic: rules.CriticInputs) -> DiagGaussian:
     """PoE with a prior centred at the critic-greedy action."""
     return critic_prior(actor, prior, critic.q_fn, alpha, critic.low, critic.high, critic.key)
 
-
-CRITIC_RULE_NAMES: tuple[str, ...] = compose.names(needs_critic=True)  # the built-in critic rules

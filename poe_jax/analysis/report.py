@@ -1,6 +1,6 @@
 """``poe-jax report DIR``: ``DIR/report.md`` and ``DIR/figures/*.png`` from a grid run.
 
-The statistics and their rules are those of :mod:`poe_jax.stats` (restated in the
+The statistics and their rules are those of :mod:`poe_jax.analysis.stats` (restated in the
 report). Figures: goal return vs coefficient per rule (mean over seeds with a 95%
 band), the KL-vs-return frontier, and prior-quality degradation curves.
 """
@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from poe_jax import claims, compose, metrics, priors, stats, store
-from poe_jax.spec import load_plugins, plugin_key
+from poe_jax.analysis import claims, stats, styles
+from poe_jax.kernels import rules as kernels
+from poe_jax.grid import metrics, store
+from poe_jax.kernels import priors
+from poe_jax.grid.spec import load_plugins, plugin_key
 
-__all__ = ["ReportError", "write_report"]
+__all__ = ["Aggregate", "Analysis", "ReportError", "analyze", "render", "write_report"]
 
 
 class ReportError(ValueError):
@@ -44,7 +48,7 @@ return). Exclusions: episodes with a non-finite goal return are dropped and coun
 
 
 def _claims_lines(table: pd.DataFrame) -> list[str]:
-    """The study's claims, each tested on its own population (``poe_jax.claims``)."""
+    """The study's claims, each tested on its own population (``poe_jax.analysis.claims``)."""
     lines = ["", "## The study's claims, each on its own population", "",
              "Each claim is tested the study's way on the population it is about (second column), with its own "
              "multiple-testing family; its verdict follows the rule in the last column, stated before looking. "
@@ -59,14 +63,35 @@ def _claims_lines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _aggregate_section(df: pd.DataFrame, cells: pd.DataFrame, figdir: Path) -> tuple[list[str], str | None]:
-    """IQM, mean and paired probability of improvement across cells per prior quality (rliable style), and
-    the performance profile of the trained prior (or the first quality)."""
+class Aggregate(NamedTuple):
+    """Across cells, per prior quality (rliable style): the table and the performance profile's data."""
+
+    table: pd.DataFrame
+    dropped: int
+    quality: str
+    profile: pd.DataFrame
+
+
+def _aggregate(df: pd.DataFrame, cells: pd.DataFrame) -> Aggregate | None:
+    """IQM, mean and paired probability of improvement across cells per prior quality, and the performance
+    profile of the trained prior (or the first quality); None when fewer than two rules can be normalised."""
     runs, dropped = stats.normalized_runs(df[df["shift"] == "none"], cells, point="selector")  # frozen once per quality
     if runs.empty or runs["rule"].nunique() < 2:
+        return None
+    quality = "trained" if "trained" in set(runs["prior"]) else runs["prior"].iloc[0]
+    mine = runs[(runs["prior"] == quality) & ~runs["sample"].astype(bool)]
+    mine = mine if len(mine) else runs[runs["prior"] == quality]
+    taus = np.linspace(0.0, max(2.0, float(np.nanquantile(mine["score"], 0.95))), 61)
+    return Aggregate(stats.aggregate(runs), dropped, quality, stats.performance_profile(mine, taus))
+
+
+def _aggregate_section(agg: Aggregate | None, out: Path) -> tuple[list[str], str | None]:
+    """The aggregate's table (``aggregate.csv``), its lines and its figure."""
+    if agg is None:
         return [], None
-    agg = stats.aggregate(runs)
-    _csv(agg, figdir.parent / "aggregate.csv")
+    figdir = out / "figures"
+    _csv(agg.table, out / "aggregate.csv")
+    dropped = agg.dropped
     lines = ["", "## Across cells, per prior quality: IQM, mean and P(improvement) (95% stratified bootstrap CIs)", "",
              "Each rule at its KL-budget selector's coefficient (what a deployment without hindsight would pick), per "
              "prior quality and execution mode (a broken prior is never pooled with the trained one, nor sampled "
@@ -79,28 +104,23 @@ def _aggregate_section(df: pd.DataFrame, cells: pd.DataFrame, figdir: Path) -> t
                                 "left out." if dropped else ""), "",
              "| prior | execution | rule | cells | runs | IQM [95% CI] | mean [95% CI] | P(improve over frozen) [95% CI] |",
              "|---|---|---|---|---|---|---|---|"]
-    for _, r in agg.iterrows():
+    for _, r in agg.table.iterrows():
         pi = ("–" if r["rule"] == "frozen" or not np.isfinite(r.get("p_improve", np.nan)) else
               f"{r['p_improve']:.2f} [{r['p_improve_low']:.2f}, {r['p_improve_high']:.2f}]")
         lines.append(f"| {r['prior']} | {r['execution']} | {r['rule']} | {r['cells']} | {r['runs']} | {r['iqm']:.3f} [{r['iqm_low']:.3f}, "
                      f"{r['iqm_high']:.3f}] | {r['mean']:.3f} [{r['mean_low']:.3f}, {r['mean_high']:.3f}] | {pi} |")
     from matplotlib.figure import Figure
 
-    quality = "trained" if "trained" in set(runs["prior"]) else runs["prior"].iloc[0]
-    mine = runs[(runs["prior"] == quality) & ~runs["sample"].astype(bool)]
-    mine = mine if len(mine) else runs[runs["prior"] == quality]
-    taus = np.linspace(0.0, max(2.0, float(np.nanquantile(mine["score"], 0.95))), 61)
-    prof = stats.performance_profile(mine, taus)
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    for rule, g in prof.groupby("rule", sort=False):
+    for rule, g in agg.profile.groupby("rule", sort=False):
         style = _style(rule)
-        ax.plot(g["tau"], g["fraction"], ls=style["ls"] or "-", label=rule)
-        ax.fill_between(g["tau"], g["low"], g["high"], alpha=0.15)
+        ax.plot(g["tau"], g["fraction"], ls=style["ls"] or "-", color=style["color"], label=rule)
+        ax.fill_between(g["tau"], g["low"], g["high"], alpha=0.15, color=style["color"])
     ax.axvline(1.0, color="k", lw=0.5)
     ax.set_xlabel("τ: goal return / frozen's mean in the cell", fontsize=8)
     ax.set_ylabel("fraction of runs with score > τ (95% CI band)", fontsize=8)
-    ax.set_title(f"Performance profile ({quality} prior, selector coefficient)", fontsize=10)
+    ax.set_title(f"Performance profile ({agg.quality} prior, selector coefficient)", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     figdir.mkdir(parents=True, exist_ok=True)
@@ -141,9 +161,8 @@ def _panel_figure(path: Path, rows: pd.DataFrame, draw, title: str, xlabel: str,
 
 
 def _style(rule: str) -> dict:
-    r = compose.RULES.get(rule)  # a rule of a plugin that is not imported: the default style
-    marker, ls = r.style if r is not None else ("o", "-")
-    return {"marker": marker, "ls": ls, "label": rule}
+    s = styles.style(rule)
+    return {"marker": s.marker, "ls": s.linestyle, "color": s.color, "label": rule}
 
 
 CI_NOTE = "mean ± 95% CI over seeds"  # the one error-bar convention of every figure
@@ -224,16 +243,55 @@ def _figures(rows: pd.DataFrame, cells: pd.DataFrame, figdir: Path) -> list[str]
 
 
 def rows_alpha(r: pd.DataFrame) -> np.ndarray:
-    return np.asarray([compose.RULES[rule].equiv(p) if rule in compose.RULES else np.nan
+    return np.asarray([kernels.RULES[rule].equiv(p) if rule in kernels.RULES else np.nan
                        for rule, p in zip(r["rule"], r["param"])])
+
+
+class Analysis(NamedTuple):
+    """What a run's stored episodes say (:func:`analyze`), before anything is written (:func:`render`).
+
+    Attributes:
+        out: the run folder. kl_budget, level: the selector's budget and the tests' level.
+        df: the recorded episodes. summary: the run's ``summary.json``. head: the report's first lines.
+        incomplete: fewer episodes than the grids have (or a run writing now). excluded: episodes left out.
+        rows: per (cell, rule, coefficient) statistics (None: nothing to compare). cells: the per-cell labels.
+        claims: the study's claims (None while incomplete). curve, ratios: claims 2 and 9's tables.
+        aggregate: across cells (:class:`Aggregate`). tracking: the tracking error of goals with a target.
+        offpolicy, offpolicy_notes: the stored off-policy scores (``poe-jax score``) and why grids lack them.
+        deviation: the performance-difference bound's check. support: support violation per rule.
+        metrics: every registered per-step metric's episode mean per (goal, prior, rule, param).
+    """
+
+    out: Path
+    kl_budget: float
+    level: float
+    df: pd.DataFrame
+    summary: dict
+    head: list
+    incomplete: bool
+    excluded: dict
+    rows: pd.DataFrame | None = None
+    cells: pd.DataFrame | None = None
+    claims: pd.DataFrame | None = None
+    curve: pd.DataFrame | None = None
+    ratios: pd.DataFrame | None = None
+    aggregate: Aggregate | None = None
+    tracking: pd.DataFrame | None = None
+    offpolicy: pd.DataFrame | None = None
+    offpolicy_notes: list = []
+    deviation: pd.DataFrame | None = None
+    support: pd.DataFrame | None = None
+    metrics: pd.DataFrame | None = None
 
 
 def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, states: str | Path | None = None,
                  partial: bool = False, plugins=()) -> Path:
-    """Write ``out/report.md``, ``out/figures/*.png`` (and ``out/offpolicy.csv``) for the run in ``out``.
+    """Write ``out/report.md``, its tables (``*.csv``) and ``out/figures/*.png`` for the run in ``out``:
+    :func:`render` of :func:`analyze`.
 
-    ``states``: dataset states for the off-policy scorer (default: the shipped probe
-    states of each actor's dataset; see :mod:`poe_jax.offpolicy`).
+    ``states``: dataset states for the off-policy scorer; given, the scoring step runs first
+    (:func:`poe_jax.analysis.offpolicy.score_run`, what ``poe-jax score DIR --states F`` does). Otherwise the
+    report shows the scores the run stored.
 
     A run folder is data: nothing named in it is imported. ``plugins`` (module names or ``.py``
     files) are imported first, e.g. the ones the run was made with, so their rules, goals and
@@ -242,19 +300,37 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     An unfinished run (fewer episodes than its grids have, or a run writing into ``out`` now) is
     refused unless ``partial``; a partial report says INCOMPLETE at the top and decides no claim.
     """
-    from poe_jax import offpolicy
+    _check_args(kl_budget, level)
+    out = Path(out)
+    if states is not None:  # a file the caller named must be usable: refused now, not skipped later
+        from poe_jax.analysis import offpolicy
 
+        try:
+            offpolicy.load_states(states)
+        except (ValueError, OSError) as e:
+            raise ReportError(f"states (--states): {e}") from None
+        _check_outputs(out)
+        load_plugins(plugins)
+        offpolicy.score_run(out, states)
+    return render(analyze(out, kl_budget, level, partial, plugins))
+
+
+def _check_args(kl_budget, level) -> None:
     if isinstance(kl_budget, bool) or not isinstance(kl_budget, (int, float)) or not (math.isfinite(kl_budget)
                                                                                       and kl_budget > 0):
         raise ReportError(f"kl_budget (--kl-budget): must be a finite number > 0 (nats per step); got {kl_budget!r}")
     if not 0 < level < 1:
         raise ReportError(f"level: must be in (0, 1); got {level!r}")
+
+
+def analyze(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, partial: bool = False,
+            plugins=()) -> Analysis:
+    """The run's statistics, claims and labels (:class:`Analysis`), from its stored records only: nothing is
+    written and no JAX runs. Refuses an unfinished run unless ``partial`` (see :func:`write_report`)."""
+    from poe_jax.analysis import offpolicy
+
+    _check_args(kl_budget, level)
     out = Path(out)
-    if states is not None:  # a file the caller named must be usable: refused now, not skipped later
-        try:
-            offpolicy.load_states(states)
-        except (ValueError, OSError) as e:
-            raise ReportError(f"states (--states): {e}") from None
     _check_outputs(out)
     load_plugins(plugins)  # the caller's, never the run folder's
     running = any(store.writing(d) for d in {out, *store.grid_dirs(out)})
@@ -272,13 +348,39 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
                           "same seeds (add `frozen = []` to [rules] and run the grid into a new DIR)")
     rows, excluded = stats.row_stats(df, level=level)
     head = _head_lines(out, summary, incomplete, running, (recorded, expected), unloaded)
+    base = Analysis(out, kl_budget, level, df, summary, head, incomplete, excluded)
     if rows.empty or not rows["rule"].ne("frozen").any() or not rows["n_pairs"].fillna(0).gt(0).any():
-        return _nothing_to_compare(out, df, head, incomplete, excluded)
+        return base
     cells = stats.label_cells(rows, kl_budget=kl_budget)
+    ev = claims.Evidence(df, rows, cells, level, kl_budget)
+    decided = {} if incomplete else {"claims": claims.evaluate(ev), "curve": claims.degradation_curve(ev),
+                                     "ratios": claims.shift_ratios(ev)}
+    offp, off_notes = offpolicy.read_scores(out) if "delta_pi_upper" in df else (None, [])
+    return base._replace(
+        rows=rows, cells=cells, aggregate=_aggregate(df, cells), tracking=stats.tracking(df, level=level),
+        offpolicy=offp, offpolicy_notes=off_notes, deviation=stats.deviation(df) if "delta_pi_upper" in df else None,
+        support=df.groupby("rule")[[f"support_violation_{e}" for e in metrics.SUPPORT_EPS]].mean(),
+        metrics=_metric_means(df), **decided)
+
+
+def _metric_means(df: pd.DataFrame) -> pd.DataFrame:
+    """Each registered per-step metric's mean over episodes, per (goal, prior, shift, rule, param): every
+    ``mean`` signal that is not part of the episode's accounting (a user's registered metric included)."""
+    cols = [c for c, r in metrics.columns().items() if r == "mean" and c not in metrics.EPISODE_SIGNALS and c in df]
+    keys = ["goal", "prior", "shift", "rule", "param"]
+    return df.groupby(keys, sort=False)[cols].mean().reset_index()
+
+
+def render(a: Analysis) -> Path:
+    """Write the report of :func:`analyze`'s result: ``report.md``, its tables and figures (only inside the run
+    folder, each file atomically). Returns the path of ``report.md``."""
+    out, df, cells, rows, level, kl_budget = a.out, a.df, a.cells, a.rows, a.level, a.kl_budget
+    if rows is None:
+        return _nothing_to_compare(out, df, a.head, a.incomplete, a.excluded)
     _csv(stats.labels_table(rows, cells), out / "labels.csv")
     _csv(rows.drop(columns=["guarded", "sd_diff"]), out / "rows.csv")
     figs = _figures(rows, cells, out / "figures")
-    lines = list(head)
+    lines = list(a.head)
     lines += [_RULES_TEXT.format(level=level, budget=kl_budget, effect=stats.EFFECT), ""]
     for point, col in (("cross-fitted oracle", "oracle_label"), ("KL-budget selector", "selector_label")):
         counts = cells[col].value_counts()
@@ -299,31 +401,25 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     n_fall = int((cells["oracle_label"] == "FALL").sum())
     lines.append(f"FALL: {n_fall} (cell, rule) pairs at the oracle were significantly better than frozen only with "
                  "shorter episodes; they are not counted as HELP (`labels.csv` has `length` and `frozen_length`).")
-    lines += ["", _episodes_line(df, excluded), ""]
+    lines += ["", _episodes_line(df, a.excluded), ""]
     lines += _split_lines(cells)
     lines += _adversarial_lines(rows)
-    ev = claims.Evidence(df, rows, cells, level, kl_budget)
-    if incomplete:
+    if a.claims is None:
         (out / "claims.csv").unlink(missing_ok=True)  # a verdict from an earlier, complete report would mislead
         lines += ["## The study's claims", "", "Not decided: the run is INCOMPLETE (see the top). Finish it and "
                   "report again.", ""]
     else:
-        claims_table = claims.evaluate(ev)
-        _csv(claims_table, out / "claims.csv")
-        lines += _claims_lines(claims_table)
-        lines += _curve_lines(claims.degradation_curve(ev), out)
-        lines += _shift_lines(claims.shift_ratios(ev), out)
-    agg_lines, agg_fig = _aggregate_section(df, cells, out / "figures")
+        _csv(a.claims, out / "claims.csv")
+        lines += _claims_lines(a.claims)
+        lines += _curve_lines(a.curve, out)
+        lines += _shift_lines(a.ratios, out)
+    agg_lines, agg_fig = _aggregate_section(a.aggregate, out)
     lines += agg_lines
     figs += [agg_fig] if agg_fig else []
-    track = stats.tracking(df, level=level)
-    if len(track):
-        _csv(track, out / "tracking.csv")
-        lines += _tracking_lines(track, level)
-
-    offp, off_notes = (None, [])
-    if "delta_pi_upper" in df:
-        offp, off_notes = offpolicy.score_run(out, states)
+    if a.tracking is not None and len(a.tracking):
+        _csv(a.tracking, out / "tracking.csv")
+        lines += _tracking_lines(a.tracking, level)
+    offp = a.offpolicy
     critic = {}
     if offp is not None:
         _csv(offp, out / "offpolicy.csv")
@@ -346,19 +442,19 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
                      f"{_fmt(c.oracle_mde)} | {_p(c.oracle_p)} | **{c.oracle_label}** | {c.selector_param:g} | "
                      f"{_fmt(c.regret)} | {c.selector_label} | {_fmt(dq, 2)} |")
     lines += _selector_lines(rows, cells, kl_budget)
-    if "delta_pi_upper" in df:
-        dev = stats.deviation(df)
-        _csv(dev, out / "deviation.csv")
-        lines += _deviation_lines(dev)
-    lines += _offpolicy_lines(df, offp, off_notes, level)
+    if a.deviation is not None:
+        _csv(a.deviation, out / "deviation.csv")
+        lines += _deviation_lines(a.deviation)
+    lines += _offpolicy_lines(df, offp, a.offpolicy_notes, level)
     lines += _success_lines(df)
-    sv = df.groupby("rule")[[f"support_violation_{e}" for e in metrics.SUPPORT_EPS]].mean()
     lines += ["", "## Support violation (fraction of executed actions with actor density < ε)", "",
               "| rule | " + " | ".join(f"ε = {e}" for e in metrics.SUPPORT_EPS) + " |",
               "|---|" + "---|" * len(metrics.SUPPORT_EPS)]
-    for rule, r in sv.iterrows():
+    for rule, r in a.support.iterrows():
         lines.append(f"| {rule} | " + " | ".join(f"{v:.3f}" for v in r.to_numpy()) + " |")
+    lines += _metric_lines(a.metrics, out)
     lines += ["", "## Figures", ""] + [f"![{f}](figures/{f})" for f in figs]
+    summary = a.summary
     lines += ["", "## Spec and versions", "", "```json", json.dumps({"spec": _portable(summary.get("spec")),
               "versions": summary.get("versions"), "backend": summary.get("backend"),
               "devices": summary.get("devices"), "host": summary.get("host"), "wall_s": summary.get("wall_s")},
@@ -366,6 +462,20 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
     path = out / "report.md"
     store.write_file(path, "\n".join(lines), out)
     return path
+
+
+def _metric_lines(table: pd.DataFrame | None, out: Path) -> list[str]:
+    """``metrics.csv`` and its section: each registered per-step metric's episode mean per rule."""
+    if table is None or table.empty:
+        return []
+    _csv(table, out / "metrics.csv")
+    cols = [c for c in table.columns if c not in ("goal", "prior", "shift", "rule", "param")]
+    per_rule = table.groupby("rule", sort=False)[cols].mean()
+    lines = ["", "## Per-step metrics (episode means, averaged over cells; `metrics.csv` has every row)", "",
+             "| rule | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for rule, r in per_rule.iterrows():
+        lines.append(f"| {rule} | " + " | ".join(f"{v:.3g}" for v in r.to_numpy()) + " |")
+    return lines
 
 
 def _episodes_line(df: pd.DataFrame, excluded: dict) -> str:
@@ -499,20 +609,23 @@ def _adversarial_lines(rows: pd.DataFrame) -> list[str]:
 
 
 def _tracking_lines(track: pd.DataFrame, level: float) -> list[str]:
-    """Goals with a target speed: does some steering rule move the speed toward the target?"""
-    lines = ["## Goal tracking: does steering move the speed toward the target?", "",
-             "Goals with a target speed (G3). Error: |mean forward speed − target| per episode, averaged per seed; "
+    """Goals that track a target (G3's speed): does some steering rule move the tracked signal toward it?"""
+    cols = list(track.columns)
+    target, signal = cols[cols.index("n") - 1], cols[cols.index("n") + 1]  # stats.tracking's layout
+    lines = [f"## Goal tracking: does steering move `{signal}` toward the target `{target}`?", "",
+             f"Goals that track a target (G3: the forward speed). Error: |mean `{signal}` − target| per episode, "
+             "averaged per seed; "
              f"p: paired permutation test of the seeds' errors against frozen's, Holm within the cell's coefficients of the rule; **closer**: p (Holm) "
              f"< {level}, smaller error, and mean length ≥ {stats.FALL_RATIO:g}× frozen's. Per rule, the coefficient "
              "with the smallest error.", "",
-             "| grid | goal | prior | shift | target | frozen speed | rule | coef | speed | error ± s.e. | frozen error | "
+             f"| grid | goal | prior | shift | target | frozen {signal} | rule | coef | {signal} | error ± s.e. | frozen error | "
              "p (Holm) | length / frozen | closer |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    frozen = track[track.rule == "frozen"].set_index(stats.CELL)["x_velocity"]
+    frozen = track[track.rule == "frozen"].set_index(stats.CELL)[signal]
     for _, g in track[track.rule != "frozen"].groupby([*stats.CELL, "rule"], sort=False):
         b = g.loc[g["error"].idxmin()]
         fv = frozen.get(tuple(b[c] for c in stats.CELL), np.nan)
-        lines.append(f"| {b.grid} | {b.goal} | {b.prior} | {b['shift']} | {b.target_speed:g} | {_fmt(fv, 2)} | {b.rule} | "
-                     f"{b.param:g} | {_fmt(b.x_velocity, 2)} | {_fmt(b.error, 2)} ± {_fmt(b.se, 2)} | "
+        lines.append(f"| {b.grid} | {b.goal} | {b.prior} | {b['shift']} | {b[target]:g} | {_fmt(fv, 2)} | {b.rule} | "
+                     f"{b.param:g} | {_fmt(b[signal], 2)} | {_fmt(b.error, 2)} ± {_fmt(b.se, 2)} | "
                      f"{_fmt(b.frozen_error, 2)} | {_p(b.p_holm)} | {_fmt(b.length / b.frozen_length, 2)} | "
                      f"{'**yes**' if b.closer else 'no'} |")
     return lines + [""]

@@ -4,7 +4,7 @@ A :class:`GridSpec` is the whole question a grid asks (rules × coefficients × 
 prior qualities × shifts × seeds × episodes, on one env, actor and prior). It comes from
 Python, a TOML file or a shipped preset (:func:`load_spec`, :func:`load_specs`).
 :func:`check` validates it against the registries (rules, goals, prior qualities, envs,
-backends) and the fields' types and ranges; :mod:`poe_jax.plan` then resolves the
+backends) and the fields' types and ranges; :mod:`poe_jax.grid.plan` then resolves the
 checkpoints. ``plugins`` (a TOML list, or ``poe-jax run --plugin``) are imported first,
 so names a user module registers are known when the spec is checked.
 """
@@ -22,10 +22,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GRID_NAME_MAX", "GridSpec", "RESERVED_NAMES", "Shift", "SpecError", "check", "check_grid_name", "load_plugins",
-           "load_spec", "load_specs", "plugin_key", "preset_names"]
+from poe_jax.envs.goals import DEFAULT_GOAL
 
-_PRESETS = Path(__file__).parent / "presets"
+__all__ = ["GRID_NAME_MAX", "GridSpec", "RESERVED_NAMES", "Shift", "SpecError", "check", "check_grid_name", "load_plugins",
+           "load_spec", "load_specs", "plugin_key", "preset_names", "spec_from_dict"]
+
+_PRESETS = Path(__file__).resolve().parents[1] / "presets"
 
 
 class SpecError(ValueError):
@@ -110,7 +112,7 @@ class GridSpec:
     actor: str
     prior: str
     rules: dict[str, list[float]]
-    goals: tuple[str, ...] = ("G1_speed",)
+    goals: tuple[str, ...] = (DEFAULT_GOAL,)
     priors: tuple[str, ...] = ("trained",)
     shifts: tuple[str, ...] = ("none",)
     seeds: tuple[int, ...] = (0,)
@@ -260,6 +262,14 @@ def _from_dict(data: dict, base: str, overrides: dict) -> GridSpec:
     return GridSpec(**data)
 
 
+def spec_from_dict(data: dict) -> GridSpec:
+    """The :class:`GridSpec` of a stored spec (a run folder's ``spec.json``), its fields checked like a
+    file's; nothing it names is imported (its plugins are the caller's to load)."""
+    if not isinstance(data, dict):
+        raise SpecError(f"spec: expected a table of fields; got {type(data).__name__}")
+    return _from_dict(data, str(data.get("base_dir", ".")), {})
+
+
 def load_spec(source: str | os.PathLike | dict, **overrides) -> GridSpec:
     """A :class:`GridSpec` from a TOML file, a preset name (``preset:NAME``) or a dict.
 
@@ -332,7 +342,7 @@ def plugin_key(ref: str, base_dir: str = ".") -> str:
 def load_plugins(plugins, base_dir: str = ".") -> list:
     """Import each plugin once: a module name (``pkg.mod``) or a ``.py`` file (relative to ``base_dir``).
 
-    A plugin registers names (``compose.register_rule``, ``goals.register_goal``,
+    A plugin registers names (``kernels.register_rule``, ``goals.register_goal``,
     ``priors.register_quality``, ``metrics.register_metric``) at import. Importing the same
     plugin again is a no-op. Returns the modules."""
     if isinstance(plugins, str):
@@ -375,7 +385,9 @@ def check(spec: GridSpec) -> None:
 
     Touches no env, checkpoint or file (besides importing ``spec.plugins``); raises
     :class:`SpecError` naming the field, the value and what is allowed."""
-    from poe_jax import compose, envs, priors
+    from poe_jax import envs
+    from poe_jax.kernels import rules as kernels
+    from poe_jax.kernels import priors
     from poe_jax.envs.goals import make_goal
     from poe_jax.envs.registry import MAX_STEPS, check_options
     from poe_jax.physics import backend_names
@@ -410,7 +422,7 @@ def check(spec: GridSpec) -> None:
         raise SpecError("rules: empty; give at least one rule, e.g. rules = {frozen = [], poe = [0.5]}")
     for rule, params in spec.rules.items():
         try:
-            r = compose.RULES[rule]
+            r = kernels.RULES[rule]
         except KeyError as e:
             raise SpecError(f"rules: {e.args[0]}") from None
         params = _as_tuple(f"rules.{rule}", params, float)
