@@ -39,7 +39,9 @@ def test_the_env_is_built_once_per_grid(tmp_path, monkeypatch):
     made = []
     real = envs.make
     monkeypatch.setattr(envs, "make", lambda *a, **k: made.append(a) or real(*a, **k))
-    grid.run_many([_tiny(name="a"), _tiny(name="b", goals=("G1_speed",))], tmp_path / "run", progress=False)
+    grid.run_many([_tiny(name="a", priors=("trained", "random")), _tiny(name="b", goals=("G1_speed",), priors=("trained",))],
+                  tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "a" / "offpolicy.csv").is_file()  # the scoring step ran, on the plan's env
     assert len(made) == 2  # one per grid: resolving, running, recording and scoring share the plan's env
 
 

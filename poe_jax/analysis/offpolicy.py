@@ -18,7 +18,6 @@ dataset's behaviour policy, see ``checkpoints/README.md``).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -130,23 +129,33 @@ class _Programs(NamedTuple):
     values: Callable  # (actor, prior, lanes, states [n, obs], base keys [L]) -> Q [n, L]
 
 
-_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_FNS: dict = {}  # the scorer's jitted programs of this process, by what they close over (see _scorer)
+_FNS_MAX = 32
 
 
 def _scorer(plan) -> _Programs:
-    """``plan``'s jitted scorer programs, built once per plan."""
-    if plan in _FNS:
-        return _FNS[plan]
+    """``plan``'s jitted scorer programs. They close over the rules, prior qualities, action bound and
+    degraded noise only (the networks, lanes and states are arguments), so grids that share those share the
+    programs and their compiles."""
+    rules, qualities = _scored_rules(plan), tuple(plan.spec.priors)
+    m = float(np.asarray(plan.env.action_high)[0])
+    key = (tuple((r.name, id(r.fn)) for r in rules), tuple((q, id(priors.get(q).fn)) for q in qualities), m,
+           plan.spec.degraded_noise)
+    if key not in _FNS:
+        if len(_FNS) >= _FNS_MAX:
+            _FNS.pop(next(iter(_FNS)))
+        _FNS[key] = _build_scorer(rules, qualities, m, plan.spec.degraded_noise)
+    return _FNS[key]
+
+
+def _build_scorer(rules, qualities, m: float, degraded_noise: float) -> _Programs:
     from poe_jax.grid.program import lane_policy, untrained_params
 
-    sp = plan.spec
-    rules, qualities = _scored_rules(plan), tuple(sp.priors)
-    m = float(np.asarray(plan.env.action_high)[0])
     untrained = any(priors.get(q).needs_untrained for q in qualities)
 
     def at(actor, prior, lanes, u, obs, keys):  # one observation per lane, as the rollout's step
         def one(lane, u_params, o, k):
-            pi = lane_policy(actor, prior, rules, qualities, lane, u_params, m=m, degraded_noise=sp.degraded_noise,
+            pi = lane_policy(actor, prior, rules, qualities, lane, u_params, m=m, degraded_noise=degraded_noise,
                              sample=False, obs_noise=False, act_noise=False)
             return pi(o, k)[1].composed
 
@@ -168,8 +177,7 @@ def _scorer(plan) -> _Programs:
 
         return jax.lax.map(state, jnp.arange(states.shape[0]))
 
-    _FNS[plan] = _Programs(composed, values)
-    return _FNS[plan]
+    return _Programs(composed, values)
 
 
 def score_plan(plan, states: np.ndarray) -> pd.DataFrame:
@@ -191,12 +199,13 @@ def score_plan(plan, states: np.ndarray) -> pd.DataFrame:
     n, s = len(states), len(plan.spec.seeds)
     obs = jnp.asarray(states, jnp.float32)
     values = []
-    for lo in range(0, len(lane_ids), _LANES_PER_CALL):  # a fixed count of lanes a call: one compile
-        pos = np.minimum(np.arange(lo, lo + _LANES_PER_CALL), len(lane_ids) - 1)
+    per_call = next(k for k in (8, 16, 32, _LANES_PER_CALL) if k >= min(len(lane_ids), _LANES_PER_CALL))
+    for lo in range(0, len(lane_ids), per_call):  # a fixed count of lanes a call: one compile
+        pos = np.minimum(np.arange(lo, lo + per_call), len(lane_ids) - 1)
         lanes, _ = _lanes(plan, lane_ids[pos])
         _, base = step_keys(lanes)
         qs = np.asarray(_scorer(plan).values(actor, plan.prior, lanes, obs, base), np.float64)  # [states, lanes]
-        values += list(qs.mean(axis=0)[: min(_LANES_PER_CALL, len(lane_ids) - lo)])
+        values += list(qs.mean(axis=0)[: min(per_call, len(lane_ids) - lo)])
     per_lane = np.asarray(values).reshape(len(cell_ids), s)  # cells x seeds (lanes_at's order)
     rows = []
     for k, ci in enumerate(cell_ids):
