@@ -195,21 +195,35 @@ def _data(args) -> int:
     return 0
 
 
+ZOO_NOTE = ("Data: self-generated rollouts of policies trained by poe_jax (card field data_source), not the D4RL "
+            "datasets. Scores: D4RL-normalised with D4RL's reference returns (the same dynamics), mean of "
+            "deterministic episodes. Published: the same algorithm's score on the D4RL dataset of that name.")
+
+
 def _zoo() -> int:
     from poe_jax import checkpoints, grid
 
-    print(f"{'name':30s} {'kind':6s} {'algo':10s} {'env':12s} {'dataset':28s} {'score':>14s}  folder")
+    print(ZOO_NOTE)
     for d in grid.zoo_dirs():
+        print(f"\n{d}")
+        rows = []
         for path in sorted(p for p in d.glob("*") if (p / "card.json").is_file()):
             try:
                 card = checkpoints.read_card(path)
             except checkpoints.CheckpointError as e:
-                print(f"{path.name:30s} unreadable: {e}")
+                rows.append((path.name, f"unreadable: {e}"))
                 continue
             sc = card["scores"][0] if card["scores"] else None
             score = f"{sc['normalized_mean']:.1f} ({sc['episodes']} ep)" if sc and "normalized_mean" in sc else "-"
-            print(f"{path.name:30s} {card['kind']:6s} {card['algo']:10s} {card['env'] or '-':12s} "
-                  f"{card['dataset'] or '-':28s} {score:>14s}  {d}")
+            pub = card.get("published") or {}
+            published = f"{pub['algo']} {pub['score']:g} on {pub['dataset']}" if pub else "-"
+            rows.append((path.name, card["kind"], card["algo"], card["env"] or "-", card.get("dataset") or "-", score,
+                         published))
+        widths = [max(len(str(r[i])) for r in rows if len(r) > 2) for i in range(6)] if rows else []
+        print("  ".join(h.ljust(w) for h, w in zip(("name", "kind", "algo", "env", "dataset", "score"), widths))
+              + "  published (D4RL)")
+        for r in rows:
+            print(f"{r[0]}  {r[1]}" if len(r) == 2 else "  ".join(str(v).ljust(w) for v, w in zip(r, widths)) + f"  {r[6]}")
     return 0
 
 

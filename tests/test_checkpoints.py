@@ -227,3 +227,21 @@ def test_load_accepts_zoo_names(tmp_path, monkeypatch):
     assert checkpoints.zoo_dirs()[0] == tmp_path
     with pytest.raises(checkpoints.CheckpointError, match=str(tmp_path)):
         checkpoints.load("zoo:nope")
+
+
+def test_every_shipped_card_says_what_its_data_are(capsys):
+    """The zoo's data are self-generated rollouts, not D4RL's: each card says so (data_source, a poe/ dataset
+    id), the IQL actors carry the published IQL score on the D4RL dataset of that name, and poe-jax zoo says it
+    above the table."""
+    from poe_jax.cli import main
+
+    cards = {p.name: checkpoints.read_card(p) for p in checkpoints.ZOO.iterdir() if (p / "card.json").is_file()}
+    for name, card in cards.items():
+        assert card.get("data_source"), name
+        assert card.get("dataset") is None or card["dataset"].startswith("poe/"), (name, card["dataset"])
+        if card["algo"] == "iql" and not card["env"].startswith("ant"):
+            assert "not the D4RL dataset" in card["data_source"] and card["published"]["dataset"].startswith("D4RL"), name
+    assert cards["hopper-medium-iql"]["published"]["score"] == 66.3  # Kostrikov et al. 2022, table 1
+    assert main(["zoo"]) == 0
+    out = capsys.readouterr().out
+    assert "not the D4RL datasets" in out and "IQL 66.3 on D4RL hopper-medium-v2" in out

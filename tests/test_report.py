@@ -29,6 +29,7 @@ def test_report_on_smoke_run(smoke_run, capsys):
                    "## Off-policy scorer", "hopper-medium.npz"):
         assert needle in text, needle
     assert "base_dir" not in text  # no path of the machine that ran it
+    assert "**Data.**" in text and "not the D4RL dataset hopper-medium-v2" in text and "published IQL" in text
     offp = pd.read_csv(smoke_run / "offpolicy.csv")
     assert (offp.loc[offp.rule == "frozen", "delta_q"] == 0).all()
     assert set(offp["rule"]) == {"frozen", "poe", "additive", "kl_reg", "poe_adaptive"}

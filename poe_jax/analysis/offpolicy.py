@@ -37,11 +37,13 @@ __all__ = ["composed", "find_states", "lanes_at", "load_states", "read_scores", 
 
 
 def find_states(dataset: str | None) -> Path | None:
-    """The shipped probe states of ``dataset`` (e.g. ``hopper-medium``), or None."""
+    """The shipped probe states of ``dataset`` (e.g. ``hopper-medium``; a card's ``probe_states`` file name
+    works too), or None."""
     if not dataset:
         return None
+    name = dataset if dataset.endswith(".npz") else f"{dataset}.npz"
     for d in checkpoints.zoo_dirs():
-        path = d / "probe-states" / f"{dataset}.npz"
+        path = d / "probe-states" / name
         if path.is_file():
             return path
     return None
@@ -256,10 +258,10 @@ def score_grid(plan, d: Path, states=None) -> tuple[pd.DataFrame | None, str | N
     """One grid's off-policy scores ``(frame, None)``, or ``(None, why it was skipped)``."""
     if plan.actor_full.critic is None:
         return None, f"{d.name}: skipped (the actor {plan.actor_path.name} has no critic)"
-    dataset = plan.actor_card.get("dataset")
+    dataset = plan.actor_card.get("probe_states") or plan.actor_card.get("dataset")
     path = Path(states) if states is not None else find_states(dataset)
     if path is None:
-        return None, f"{d.name}: skipped (no dataset states for {dataset!r}; pass --states)"
+        return None, f"{d.name}: skipped (no dataset states for {plan.actor_card.get('dataset')!r}; pass --states)"
     try:
         obs = load_states(path, plan.actor_full.spec.obs_size)
     except ValueError as e:

@@ -493,11 +493,32 @@ def _head_lines(out: Path, summary: dict, incomplete: bool, running: bool, count
         lines += [f"**INCOMPLETE: {counts[0]} of {counts[1]} episodes"
                   + (", and a run was writing into the folder" if running else "")
                   + ".** Every number below is of the episodes recorded so far; no claim is decided.", ""]
+    lines += _provenance_lines(summary)
     if unloaded:
         lines += [f"**Plugins not loaded:** the run was made with {unloaded}; the report imports nothing named in a "
                   "run folder. Rules, goals and metrics of these plugins are reported by name only; pass them with "
                   "`poe-jax report DIR --plugin ...` to load them.", ""]
     return lines
+
+
+def _provenance_lines(summary: dict) -> list[str]:
+    """What the actors were trained on and how they score, beside the published score of the same algorithm on
+    the D4RL dataset of that name (from the run's summary: the cards it ran with)."""
+    subs = summary.get("grids") or {"": summary}
+    seen, lines = set(), []
+    for sub in subs.values():
+        a = sub.get("actor") if isinstance(sub, dict) else None
+        if not isinstance(a, dict) or a.get("name") in seen:
+            continue
+        seen.add(a.get("name"))
+        sc = next((s for s in a.get("scores") or [] if isinstance(s, dict) and "normalized_mean" in s), None)
+        score = (f"; frozen score {sc['normalized_mean']:.1f} ± {sc.get('normalized_se', float('nan')):.1f} "
+                 f"(D4RL-normalised with D4RL's reference returns, the same dynamics)") if sc else ""
+        pub = a.get("published")
+        pub = f"; published {pub['algo']} on {pub['dataset']}: {pub['score']:g}" if isinstance(pub, dict) else ""
+        lines.append(f"- `{a.get('name')}` ({a.get('dataset') or 'no dataset'}): "
+                     f"{a.get('data_source') or 'data source not recorded'}{score}{pub}")
+    return (["**Data.** The actors and what they were trained on (their cards):", "", *lines, ""]) if lines else []
 
 
 def _nothing_to_compare(out: Path, df: pd.DataFrame, head: list[str], incomplete: bool, excluded: dict) -> Path:

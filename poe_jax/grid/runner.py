@@ -270,6 +270,8 @@ def _execute(plan: Plan, store: Store, progress: bool, log=None) -> RunResult:
     rate = lambda x: round(x / max(wall - compile_s, 1e-9), 3) if computed else None  # noqa: E731
     summary = {
         "spec": plan.spec.to_dict(), "identity": plan.identity, "versions": versions(), "backend": plan.backend,
+        "actor": _provenance(plan.actor_path.name, plan.actor_card),
+        "prior": _provenance(plan.prior_path.name, plan.prior_card),
         "devices": [str(d) for d in jax.devices()], "processes": jax.process_count(), "host": socket.gethostname(),
         "lanes": n_lanes, "episodes_recorded": int(done_lanes(store.out).size), "episodes_computed_this_run": computed,
         "episodes_skipped_as_done": skipped, "compile_s": round(compile_s, 3), "wall_s": round(wall, 3),
@@ -296,6 +298,12 @@ def _score(plan: Plan, store: Store, log=None) -> None:
     except ValueError as e:  # e.g. a grid without frozen: nothing to score against
         df, note = None, f"{store.out.name}: skipped ({e})"
     offpolicy.store_scores(store.out, df, note, store.root)
+
+
+def _provenance(name: str, card: dict) -> dict:
+    """What a reader of the results must know of a checkpoint: its data and scores, from its card."""
+    return {"name": name, "algo": card.get("algo"), "dataset": card.get("dataset"),
+            "data_source": card.get("data_source"), "scores": card.get("scores") or [], "published": card.get("published")}
 
 
 class _Ticker:
