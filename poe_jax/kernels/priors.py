@@ -16,6 +16,9 @@ quality         the prior a lane sees
 ``uniform``     uninformative: mean ``U(-max_action, max_action)`` fresh each step, std ``max_action``
 ``adversarial`` confidently wrong: mean ``U(-max_action, max_action)`` fresh each step, with the
                 trained prior's std (so it is confident exactly where the trained prior is)
+``vague``       accurate but imprecise: the trained mean with the trained std times
+                :data:`VAGUE_STD_SCALE` (4): ``degraded`` spoils the mean (accuracy), ``vague`` the
+                std (precision)
 ==============  ==================================================================================
 
 Results recorded before ``random`` meant an untrained network (when it meant today's
@@ -32,7 +35,7 @@ import jax.numpy as jnp
 
 from poe_jax.kernels.gaussian import DiagGaussian
 
-__all__ = ["PRIOR_BLIND", "QUALITIES", "QualityInputs", "apply", "names", "random_prior_key", "register_quality"]
+__all__ = ["PRIOR_BLIND", "QUALITIES", "VAGUE_STD_SCALE", "QualityInputs", "apply", "names", "random_prior_key", "register_quality"]
 
 RANDOM_PRIOR_TAG = 0x7A4D  # folded into the seed's key for the random prior's weights
 
@@ -124,6 +127,15 @@ def adversarial(x: QualityInputs) -> DiagGaussian:
     m = x.max_action
     mean = jax.random.uniform(x.key, x.trained.mean.shape, minval=-m, maxval=m)
     return x.trained.replace(mean=mean)
+
+
+VAGUE_STD_SCALE = 4.0  # the vague prior's std, in units of the trained prior's
+
+
+@register_quality("vague")
+def vague(x: QualityInputs) -> DiagGaussian:
+    """The trained mean with its std times VAGUE_STD_SCALE: accurate but imprecise."""
+    return x.trained.replace(std=x.trained.std * VAGUE_STD_SCALE)
 
 
 def random_prior_key(seed) -> jax.Array:
