@@ -41,15 +41,16 @@ def test_the_env_is_built_once_per_grid(tmp_path, monkeypatch):
     monkeypatch.setattr(envs, "make", lambda *a, **k: made.append(a) or real(*a, **k))
     grid.run_many([_tiny(name="a", priors=("trained", "random")), _tiny(name="b", goals=("G1_speed",), priors=("trained",))],
                   tmp_path / "run", progress=False)
-    assert (tmp_path / "run" / "a" / "offpolicy.csv").is_file()  # the scoring step ran, on the plan's env
+    assert (tmp_path / "run" / "a" / "offpolicy-scores.csv").is_file()  # the scoring step ran, on the plan's env
     assert len(made) == 2  # one per grid: resolving, running, recording and scoring share the plan's env
 
 
 def test_the_scorer_and_the_rollout_compose_the_same_distribution():
     """The off-policy scorer evaluates the policy a grid's rollout runs: at the same state, lane and key the
-    composed distributions are equal bit for bit, for every prior quality (random's untrained network
-    included, which the scorer once seeded differently)."""
-    p = plans.resolve(_tiny(rules={"frozen": [], "poe": [0.5], "additive": [0.3]}))
+    composed distributions agree to the last bit or two (two XLA programs), for every rule and prior quality
+    (random's untrained network included, which the scorer once seeded differently)."""
+    p = plans.resolve(_tiny(rules={"frozen": [], "poe": [0.5], "poe_adaptive": [0.05]},
+                            priors=("trained", "random", "degraded", "uniform", "adversarial")))
     qualities = set()
 
     @metrics.register_metric("test_composed_mean0", reduce="last")
@@ -73,15 +74,19 @@ def test_the_scorer_and_the_rollout_compose_the_same_distribution():
             obs = jax.vmap(p.env.reset)(reset).obs  # the states the rollout acted in at its first step
             keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(step)  # the keys of its first step
             c = offpolicy.composed(p, p.actor, p.prior, obs, ids, keys)
-            np.testing.assert_array_equal(np.asarray(c.mean[:, 0]), np.asarray(tot.values["test_composed_mean0"]),
-                                          err_msg=str(key))
-            np.testing.assert_array_equal(np.asarray(c.std[:, 1]), np.asarray(tot.values["test_composed_std1"]),
-                                          err_msg=str(key))
+            mean, std = np.asarray(c.mean[:, 0]), np.asarray(c.std[:, 1])
+            want_mean = np.asarray(tot.values["test_composed_mean0"])
+            want_std = np.asarray(tot.values["test_composed_std1"])
+            # The same function at the same state, lane and key: equal to float32 rounding. Two XLA programs may
+            # fuse (and contract into FMAs) differently, so a last-bit difference is allowed, no more; another
+            # policy (the old scorer's random prior was another network) differs at O(1).
+            np.testing.assert_array_max_ulp(mean, want_mean, maxulp=8)
+            np.testing.assert_array_max_ulp(std, want_std, maxulp=8)
             qualities.add(key.quality)
     finally:
         metrics.unregister_metric("test_composed_mean0")
         metrics.unregister_metric("test_composed_std1")
-    assert qualities >= {"trained", "random", "degraded", "uniform"}
+    assert qualities >= {"trained", "random", "degraded", "uniform", "adversarial"}
 
 
 def test_a_metric_registered_in_user_code_reaches_the_store_and_the_report(tmp_path):

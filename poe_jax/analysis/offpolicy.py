@@ -33,7 +33,7 @@ from poe_jax.kernels import priors
 from poe_jax.kernels import rules as kernels
 
 __all__ = ["composed", "find_states", "lanes_at", "load_states", "read_scores", "score_grid", "score_plan", "score_run",
-           "store_scores"]
+           "scored", "store_scores"]
 
 
 def find_states(dataset: str | None) -> Path | None:
@@ -75,8 +75,9 @@ _LANES_PER_CALL = 64  # lanes per call of the scorer's program (each over every 
 
 
 def _nominal_cells(plan) -> list[int]:
-    """The cells the scorer evaluates: one per (goal, prior quality, rule, coefficient), at the grid's nominal
-    shift (``none`` when it has one, else its first): the scorer's states are the dataset's, unshifted."""
+    """The cells the scorer evaluates: one per (goal, prior quality, rule, coefficient) of the closed-form
+    rules, at the grid's nominal shift (``none`` when it has one, else its first): the scorer's states are the
+    dataset's, unshifted."""
     shifts = list(plan.spec.shifts)
     nominal = "none" if "none" in shifts else shifts[0]
     return [i for i, c in enumerate(plan.cells) if c.shift == nominal and not kernels.RULES[c.rule].needs_critic]
@@ -92,33 +93,30 @@ def lanes_at(plan, cell_ids: list[int]) -> np.ndarray:
 
 def composed(plan, actor, prior, obs, lane_ids, keys):
     """The composed distribution lane ``lane_ids[j]`` executes at observation ``obs[j]`` with key ``keys[j]``:
-    the grid's own lane policy (:func:`poe_jax.grid.program.lane_policy`), the same function its rollouts run,
-    with the lane's rule, coefficient, goal, prior quality and seed, evaluated as the rollout evaluates it
-    (vmapped over lanes, one observation each, at least :data:`~poe_jax.grid.plan.MIN_BATCH` lanes a call),
-    so the two agree bit for bit."""
-    lanes, n = _lanes(plan, lane_ids)
+    the grid's own lane policy (:func:`poe_jax.grid.program.lane_policy`) in the program of the lane's rule and
+    prior quality (:class:`~poe_jax.grid.plan.ProgramKey`), evaluated as the rollout evaluates it (vmapped
+    over lanes, one observation each, at least :data:`~poe_jax.grid.plan.MIN_BATCH` lanes a call), so the
+    two agree bit for bit. All of ``lane_ids`` must run one program."""
+    lane_ids = np.asarray(lane_ids)
+    key, lanes, n = _lanes(plan, lane_ids)
     obs, keys = _pad(jnp.asarray(obs, jnp.float32), lanes), _pad(keys, lanes)
-    out = _scorer(plan).composed(actor, prior, lanes, obs, keys)
+    out = _scorer(plan, key).composed(actor, prior, lanes, obs, keys)
     return jax.tree_util.tree_map(lambda x: x[:n], out)
 
 
 def _lanes(plan, lane_ids):
-    """The lanes of ``lane_ids`` as the scorer's program takes them (rule index into the plan's rules), padded
-    by repeating the last to :data:`~poe_jax.grid.plan.MIN_BATCH`; and how many were asked for."""
+    """``(program key, lanes, count)``: the lanes of ``lane_ids`` as their program takes them (its one rule
+    and one prior quality at index 0), padded by repeating the last to :data:`~poe_jax.grid.plan.MIN_BATCH`."""
     from poe_jax.grid.plan import MIN_BATCH
 
-    lane_ids = np.asarray(lane_ids)
+    keys = plan.program_keys()
+    which = {keys[c] for c in plan.lanes.cell[lane_ids]}
+    if len(which) != 1:
+        raise ValueError(f"lanes of {len(which)} programs; give lanes of one (rule, prior quality)")
     padded = np.concatenate([lane_ids, np.full(max(0, MIN_BATCH - lane_ids.size), lane_ids[-1])])
     lanes = plan.lanes.lanes.take(padded)
-    index = {r.name: i for i, r in enumerate(_scored_rules(plan))}
-    return lanes._replace(rule=np.asarray([index[plan.cells[c].rule] for c in plan.lanes.cell[padded]],
-                                          np.int32)), lane_ids.size
-
-
-def _scored_rules(plan) -> tuple:
-    """The rules the scorer switches over: the plan's closed-form ones (under ``vmap`` a switch evaluates every
-    branch, and the critic rules' searches would cost more than all the others together)."""
-    return tuple(r for r in plan.rules if not r.needs_critic)
+    zero = np.zeros(padded.size, np.int32)
+    return which.pop(), lanes._replace(rule=zero, quality=zero), lane_ids.size
 
 
 def _pad(x, lanes):
@@ -132,22 +130,21 @@ class _Programs(NamedTuple):
 
 
 _FNS: dict = {}  # the scorer's jitted programs of this process, by what they close over (see _scorer)
-_FNS_MAX = 32
+_FNS_MAX = 64
 
 
-def _scorer(plan) -> _Programs:
-    """``plan``'s jitted scorer programs. They close over the rules, prior qualities, action bound and
-    degraded noise only (the networks, lanes and states are arguments), so grids that share those share the
-    programs and their compiles."""
-    rules, qualities = _scored_rules(plan), tuple(plan.spec.priors)
+def _scorer(plan, key) -> _Programs:
+    """The jitted scorer programs of ``key`` (one rule, one prior quality: the rollout's program). They close
+    over the rule, the quality, the action bound and the degraded noise only (the networks, lanes and states
+    are arguments), so grids that share those share the programs and their compiles."""
+    rule, quality = kernels.RULES[key.rule], priors.get(key.quality)
     m = float(np.asarray(plan.env.action_high)[0])
-    key = (tuple((r.name, id(r.fn)) for r in rules), tuple((q, id(priors.get(q).fn)) for q in qualities), m,
-           plan.spec.degraded_noise)
-    if key not in _FNS:
+    ident = (rule.name, id(rule.fn), quality.name, id(quality.fn), m, plan.spec.degraded_noise)
+    if ident not in _FNS:
         if len(_FNS) >= _FNS_MAX:
             _FNS.pop(next(iter(_FNS)))
-        _FNS[key] = _build_scorer(rules, qualities, m, plan.spec.degraded_noise)
-    return _FNS[key]
+        _FNS[ident] = _build_scorer((rule,), (quality.name,), m, plan.spec.degraded_noise)
+    return _FNS[ident]
 
 
 def _build_scorer(rules, qualities, m: float, degraded_noise: float) -> _Programs:
@@ -186,10 +183,10 @@ def score_plan(plan, states: np.ndarray) -> pd.DataFrame:
     """One row per (goal, prior, rule, param) of ``plan``'s closed-form rules: ``q`` (mean critic value of the
     composed mean action), ``q_frozen``, ``delta_q``, over the dataset ``states`` and the grid's seeds.
 
-    Each (state ``i``, seed) is evaluated with the policy the grid's lane of that seed runs (its prior
-    quality's draws included: the ``random`` prior is that seed's untrained network), keyed like the
-    lane's step ``i``; ``frozen`` on the same states is the baseline. The critic rules are not scored: they
-    choose their actions with this critic.
+    Each (state ``i``, seed) is evaluated with the policy the grid's lane of that seed runs, in its rule's and
+    prior quality's own program (its quality's draws included: the ``random`` prior is that seed's untrained
+    network), keyed like the lane's step ``i``; ``frozen`` on the same states is the baseline. The critic
+    rules are not scored: they choose their actions with this critic.
     """
     from poe_jax.grid.program import step_keys
 
@@ -197,61 +194,80 @@ def score_plan(plan, states: np.ndarray) -> pd.DataFrame:
     if actor.critic is None:
         raise ValueError("the actor has no critic; the off-policy scorer needs the critic that ships with it")
     cell_ids = _nominal_cells(plan)
-    lane_ids = lanes_at(plan, cell_ids)
-    n, s = len(states), len(plan.spec.seeds)
-    obs = jnp.asarray(states, jnp.float32)
-    values = []
-    per_call = next(k for k in (8, 16, 32, _LANES_PER_CALL) if k >= min(len(lane_ids), _LANES_PER_CALL))
-    for lo in range(0, len(lane_ids), per_call):  # a fixed count of lanes a call: one compile
-        pos = np.minimum(np.arange(lo, lo + per_call), len(lane_ids) - 1)
-        lanes, _ = _lanes(plan, lane_ids[pos])
-        _, base = step_keys(lanes)
-        qs = np.asarray(_scorer(plan).values(actor, plan.prior, lanes, obs, base), np.float64)  # [states, lanes]
-        values += list(qs.mean(axis=0)[: min(per_call, len(lane_ids) - lo)])
-    per_lane = np.asarray(values).reshape(len(cell_ids), s)  # cells x seeds (lanes_at's order)
-    rows = []
-    for k, ci in enumerate(cell_ids):
-        c = plan.cells[ci]
-        rows.append({"goal": c.goal, "prior": c.prior, "rule": c.rule, "param": float(np.float32(c.param)),
-                     "q": float(per_lane[k].mean())})
-    out = pd.DataFrame(rows)
-    frozen = out[out["rule"] == "frozen"].set_index("goal")["q"].to_dict()
-    if not frozen:
+    if not cell_ids:
+        raise ValueError("the grid has no closed-form rule to score (the critic rules choose their actions with "
+                         "this critic)")
+    if not any(plan.cells[c].rule == "frozen" for c in cell_ids):
         raise ValueError("the grid has no frozen rule: the off-policy scores are differences from frozen")
-    # the prior-blind frozen baseline serves every prior quality of its goal
-    blind = out[out["rule"] == "frozen"]
-    out = pd.concat([out[out["rule"] != "frozen"], *(blind.assign(prior=q) for q in plan.spec.priors)],
-                    ignore_index=True)
-    order = {r.name: i for i, r in enumerate(plan.rules)}
-    out = out.sort_values(["goal", "prior", "rule", "param"], key=lambda col: col.map(
-        {"goal": {g: i for i, g in enumerate(plan.spec.goals)}, "prior": {q: i for i, q in enumerate(plan.spec.priors)},
-         "rule": order}.get(col.name, {})) if col.name != "param" else col, kind="stable").reset_index(drop=True)
+    n = len(states)
+    obs = jnp.asarray(states, jnp.float32)
+    keys = plan.program_keys()
+    q_of = {}  # cell -> mean Q over states and seeds
+    for key in dict.fromkeys(keys[c] for c in cell_ids):  # one program per (rule, prior quality), as the runner
+        mine = [c for c in cell_ids if keys[c] == key]
+        lane_ids = lanes_at(plan, mine)
+        per_call = next(k for k in (8, 16, 32, _LANES_PER_CALL) if k >= min(len(lane_ids), _LANES_PER_CALL))
+        values = []
+        for lo in range(0, len(lane_ids), per_call):  # a fixed count of lanes a call: one compile
+            pos = np.minimum(np.arange(lo, lo + per_call), len(lane_ids) - 1)
+            _, lanes, _ = _lanes(plan, lane_ids[pos])
+            _, base = step_keys(lanes)
+            qs = np.asarray(_scorer(plan, key).values(actor, plan.prior, lanes, obs, base), np.float64)  # [n, lanes]
+            values += list(qs.mean(axis=0)[: min(per_call, len(lane_ids) - lo)])
+        per_cell = np.asarray(values).reshape(len(mine), -1)  # cells x seeds (lanes_at's order)
+        q_of.update({c: float(v.mean()) for c, v in zip(mine, per_cell)})
+    rows = []
+    for ci in cell_ids:  # cell order: rule, coefficient, goal, prior (the spec's)
+        c = plan.cells[ci]
+        blind = not kernels.RULES[c.rule].uses_prior  # its episodes serve every prior quality of its goal
+        for prior in (plan.spec.priors if blind else (c.prior,)):
+            rows.append({"goal": c.goal, "prior": prior, "rule": c.rule, "param": float(np.float32(c.param)),
+                         "q": q_of[ci], "_cell": ci})
+    out = pd.DataFrame(rows)
+    goal_rank = {g: i for i, g in enumerate(plan.spec.goals)}
+    prior_rank = {q: i for i, q in enumerate(plan.spec.priors)}
+    out = out.assign(_g=out["goal"].map(goal_rank), _p=out["prior"].map(prior_rank))
+    out = out.sort_values(["_g", "_p", "_cell"], kind="stable").drop(columns=["_g", "_p", "_cell"])
+    frozen = {plan.cells[c].goal: q_of[c] for c in cell_ids if plan.cells[c].rule == "frozen"}
     out["q_frozen"] = out["goal"].map(frozen)
     out["delta_q"] = out["q"] - out["q_frozen"]
     out["states"] = n
-    return out
+    return out.reset_index(drop=True)
 
 
 def score_run(out: str | Path, states: str | Path | None = None) -> tuple[pd.DataFrame | None, list[str]]:
-    """Off-policy scores for every grid of the run in ``out`` (resolved from its stored spec, with the
-    registries this process has: a grid of unknown rules, goals or prior qualities is skipped with a note),
-    written into each grid's folder (:func:`store_scores`); returns them with the notes."""
+    """Off-policy scores for every grid of the run in ``out``, written into each grid's folder
+    (:func:`store_scores`); returns them (a ``grid`` column first) with the notes of the grids skipped.
+
+    A run folder is data: each grid's stored spec is resolved with the registries this process has, and the
+    plugins it names are not imported (a grid of unknown rules, goals or prior qualities is skipped with a
+    note; load its plugins first). A grid that cannot be resolved keeps the scores it has."""
     from poe_jax.grid import plan as plans
     from poe_jax.grid.spec import SpecError, spec_from_dict
 
+    dirs = store.grid_dirs(out)
+    if not dirs:
+        raise store.StoreError(f"{out}: not a run folder (no spec.json; poe-jax run --out DIR writes one)")
     frames, notes = [], []
-    for d in store.grid_dirs(out):
-        try:  # spec.json's fields are data: a grid that cannot be resolved or scored is skipped with a note
-            plan = plans.resolve(spec_from_dict(store.read_spec(d)))
-            df, note = score_grid(plan, d, states)
+    for d in dirs:
+        try:  # spec.json's fields are data: a grid that cannot be resolved is skipped with a note
+            plan = plans.resolve(spec_from_dict(store.read_spec(d)).replace(plugins=()))
         except (SpecError, ValueError, TypeError, KeyError, AttributeError, checkpoints.CheckpointError) as e:
+            notes.append(f"{d.name}: skipped ({e}); its stored scores, if any, are kept")
+            continue
+        try:
+            df, note = score_grid(plan, d, states)
+        except ValueError as e:
             df, note = None, f"{d.name}: skipped ({e})"
-        store_scores(d, df, note, Path(out))
+        store_scores(d, df, note, Path(out), states)
         if note:
             notes.append(note)
         if df is not None:
             frames.append(df.assign(grid=d.name))
-    return (pd.concat(frames, ignore_index=True) if frames else None), notes
+    if not frames:
+        return None, notes
+    df = pd.concat(frames, ignore_index=True)
+    return df[["grid", *[c for c in df.columns if c != "grid"]]], notes
 
 
 def score_grid(plan, d: Path, states=None) -> tuple[pd.DataFrame | None, str | None]:
@@ -273,19 +289,25 @@ def score_grid(plan, d: Path, states=None) -> tuple[pd.DataFrame | None, str | N
     return df, None
 
 
-SCORES, SCORE_NOTES = "offpolicy.csv", "offpolicy.json"  # a grid folder's stored off-policy scores
+SCORES, SCORE_NOTES = "offpolicy-scores.csv", "offpolicy-scores.json"  # a grid folder's stored off-policy scores
 
 
-def store_scores(d: Path, df: pd.DataFrame | None, note: str | None, root: Path) -> None:
-    """Write a grid's scores (``d/offpolicy.csv``) and its note (``d/offpolicy.json``), atomically; a grid
-    without scores keeps no stale table."""
+def store_scores(d: Path, df: pd.DataFrame | None, note: str | None, root: Path, states=None) -> None:
+    """Write a grid's scores (``d/offpolicy-scores.csv``) and what they were scored with or why the grid was
+    skipped (``d/offpolicy-scores.json``), atomically; a grid without scores keeps no stale table."""
     import json
 
     if df is not None:
         store.write_file(d / SCORES, df.to_csv(index=False), root)
     elif (d / SCORES).exists():
         store.remove_file(d / SCORES, root)
-    store.write_file(d / SCORE_NOTES, json.dumps({"note": note}), root)
+    store.write_file(d / SCORE_NOTES, json.dumps({"note": note, "states": None if states is None else str(states)}),
+                     root)
+
+
+def scored(d: Path) -> bool:
+    """Whether grid folder ``d`` holds the scoring step's result (scores, or the note of why there are none)."""
+    return (Path(d) / SCORE_NOTES).is_file()
 
 
 def read_scores(out: str | Path) -> tuple[pd.DataFrame | None, list[str]]:

@@ -282,16 +282,18 @@ def _execute(plan: Plan, store: Store, progress: bool, log=None) -> RunResult:
     }
     if store.primary:
         write_json(store.out / "summary.json", summary, store.root)
-        _score(plan, store, log)
+        _score(plan, store, rescore=computed > 0)
     return RunResult(store.out, computed, skipped, summary)
 
 
-def _score(plan: Plan, store: Store, log=None) -> None:
+def _score(plan: Plan, store: Store, rescore: bool = True) -> None:
     """The off-policy scores of a finished grid with the actor's critic (:mod:`poe_jax.analysis.offpolicy`),
-    stored with the run for the report; a grid that cannot be scored keeps a note saying why."""
+    stored with the run for the report; a grid that cannot be scored keeps a note saying why. A finished grid
+    resumed with nothing to compute keeps the scores it has (``rescore`` false), e.g. ones made with
+    ``poe-jax score --states``."""
     from poe_jax.analysis import offpolicy
 
-    if done_lanes(store.out).size < plan.n_lanes:
+    if done_lanes(store.out).size < plan.n_lanes or (not rescore and offpolicy.scored(store.out)):
         return
     try:
         df, note = offpolicy.score_grid(plan, store.out)

@@ -136,9 +136,10 @@ def goal_rewards(env, data: dict, goals: Sequence, tasks: Tasks | None = None, b
     if tasks is None:
         tasks = Tasks(np.arange(len(goals), dtype=np.int32), np.zeros(len(goals), np.float32), ())
     cols = [(goals[g], float(v)) for g, v in zip(tasks.goal, tasks.value)]
+    target = {g.name: GOALS[g.name].tracks[1] for g, _ in cols if GOALS[g.name].tracks}  # the goal's target param
 
     def one(s, a, n):
-        return jnp.stack([g(s, a, n, target_speed=v) if "target_speed" in g.params else g(s, a, n) for g, v in cols])
+        return jnp.stack([g(s, a, n, **{target[g.name]: v}) if g.name in target else g(s, a, n) for g, v in cols])
 
     return _replay(env, data, one, batch)
 
