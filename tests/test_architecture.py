@@ -166,3 +166,11 @@ def test_zoo_names_resolve_from_the_source_checkout():
     assert checkpoints.ZOO == ROOT / "checkpoints"
     assert checkpoints.zoo_path("zoo:hopper-prior") == ROOT / "checkpoints" / "hopper-prior"
     assert not (PACKAGE / "zoo").exists()  # one copy: the wheel maps checkpoints/ (pyproject.toml)
+
+
+def test_score_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from poe_jax.cli import main
+
+    assert main(["score", str(tmp_path)]) != 0
+    assert "not a run folder" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written into it

@@ -245,7 +245,7 @@ def score_run(out: str | Path, states: str | Path | None = None) -> tuple[pd.Dat
     from poe_jax.grid import plan as plans
     from poe_jax.grid.spec import SpecError, spec_from_dict
 
-    dirs = store.grid_dirs(out)
+    dirs = [d for d in store.grid_dirs(out) if (d / "spec.json").is_file()]
     if not dirs:
         raise store.StoreError(f"{out}: not a run folder (no spec.json; poe-jax run --out DIR writes one)")
     frames, notes = [], []
