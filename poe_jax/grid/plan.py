@@ -228,21 +228,11 @@ class Plan:
         """The goal prior, loaded once."""
         return checkpoints.load(self.prior_path, env=self.env)
 
-    def load_actor(self):
-        return self.actor
-
-    def load_prior(self):
-        return self.prior
-
     @functools.cached_property
     def lanes(self) -> LaneTable:
         """The grid's lanes (:func:`lane_table`), built once."""
         return lane_table(self.spec, self.prior.spec.goals, self.prior.spec.goal_params,
                           bound={g.name: g.params for g in self.goals})
-
-    def lane_table(self, prior=None) -> LaneTable:
-        return self.lanes if prior is None or prior is self.prior else lane_table(
-            self.spec, prior.spec.goals, prior.spec.goal_params)
 
     @functools.cached_property
     def cell_table(self) -> CellTable:
