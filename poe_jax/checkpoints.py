@@ -39,7 +39,8 @@ import numpy as np
 
 from poe_jax import nets
 
-__all__ = ["FORMAT", "CheckpointError", "check_env", "load", "read_card", "save", "update_card"]
+__all__ = ["FORMAT", "SET_SUFFIX", "CheckpointError", "check_env", "expand", "load", "read_card", "replicas", "save",
+           "short_name", "update_card"]
 
 FORMAT = "poe_jax.checkpoint/1"
 
@@ -325,6 +326,61 @@ def zoo_path(name: str) -> Path:
             return d / name
     raise CheckpointError(f"no shipped checkpoint {name!r} in {', '.join(str(d) for d in zoo_dirs())} "
                           "(set POE_JAX_ZOO to add a folder)")
+
+
+SET_SUFFIX = "@*"  # zoo:NAME@* names NAME and every shipped replica of it
+
+
+def replicas(name: str) -> list[str]:
+    """``zoo:NAME`` and every zoo checkpoint whose card says ``replica_of: NAME`` (the same method retrained
+    with another seed), as ``zoo:`` names ordered by the card's training seed, then name."""
+    base = name.removeprefix("zoo:")
+    found = {base: read_card(zoo_path(base))}
+    for d in zoo_dirs():
+        for card_file in sorted(d.glob("*/card.json")):
+            try:
+                card = json.loads(card_file.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(card, dict) and card.get("replica_of") == base:
+                found.setdefault(card_file.parent.name, card)
+
+    def seed(item):
+        s = item[1].get("seed", (item[1].get("provenance") or {}).get("seed", 0))
+        return (s if isinstance(s, int) else 0, item[0])
+    return [f"zoo:{n}" for n, _ in sorted(found.items(), key=seed)]
+
+
+def expand(field: str, ref) -> tuple[str, ...]:
+    """The checkpoints a spec's ``actor`` or ``prior`` names: one path or ``zoo:NAME``; a set, ``zoo:NAME@*``
+    (:func:`replicas`); or a list of those. A one-line :class:`CheckpointError` names ``field`` otherwise."""
+    refs = list(ref) if isinstance(ref, (list, tuple)) else [ref]
+    if not refs or not all(isinstance(r, str) and r for r in refs):
+        raise CheckpointError(f"{field}: expected a checkpoint path, 'zoo:NAME', 'zoo:NAME{SET_SUFFIX}' or a "
+                              f"non-empty list of them; got {ref!r}")
+    out = []
+    for r in refs:
+        if r.endswith(SET_SUFFIX):
+            if not r.startswith("zoo:"):
+                raise CheckpointError(f"{field}: {r!r}: a set ('{SET_SUFFIX}') names a shipped checkpoint, "
+                                      f"'zoo:NAME{SET_SUFFIX}'; list paths instead")
+            try:
+                out += replicas(r.removesuffix(SET_SUFFIX))
+            except CheckpointError as e:
+                raise CheckpointError(f"{field}: {r!r}: {e}") from None
+        elif "@" in r and r.startswith("zoo:"):
+            raise CheckpointError(f"{field}: {r!r}: the only set syntax is 'zoo:NAME{SET_SUFFIX}'")
+        else:
+            out.append(r)
+    dup = sorted({r for r in out if out.count(r) > 1})
+    if dup:
+        raise CheckpointError(f"{field}: {dup[0]!r} is named twice; name each checkpoint once")
+    return tuple(out)
+
+
+def short_name(ref: str) -> str:
+    """A checkpoint's name: ``zoo:NAME`` -> NAME, a path -> its folder's name."""
+    return ref.removeprefix("zoo:").rstrip("/").split("/")[-1]
 
 
 _ORBAX_FILES = ("_METADATA", "manifest.ocdbt")  # what every checkpoint's params/ holds (orbax, OCDBT format)

@@ -105,6 +105,9 @@ def _build_parser() -> argparse.ArgumentParser:
     t_pr.add_argument("--steps", type=int, default=100_000)
     t_pr.add_argument("--seed", type=int, default=0)
     t_pr.add_argument("--goals", nargs="+", help="goals to train heads for (default: every goal that applies to the env)")
+    t_pr.add_argument("--fraction", type=float, default=1.0,
+                      help="share of the dataset's training trajectories to train on (whole trajectories, drawn with "
+                           "--seed); the held-out rows are the same as the full prior's")
     port = sub.add_parser("port", formatter_class=_Formatter, help="port an actor trained elsewhere to a poe_jax checkpoint")
     port_sub = port.add_subparsers(dest="source", required=True)
     corl = port_sub.add_parser("corl", formatter_class=_Formatter, help="a CORL (PyTorch) trainer checkpoint; loaded with weights_only=True")
@@ -234,7 +237,8 @@ def _train(args) -> int:
         zoo.train_actors(args.env, [Path(f) for f in args.dataset], Path(args.out), args.steps, args.algo,
                          args.time_budget, args.seed)
     else:
-        zoo.train_prior(args.env, Path(args.dataset), Path(args.out), args.steps, args.seed, goals=args.goals)
+        zoo.train_prior(args.env, Path(args.dataset), Path(args.out), args.steps, args.seed, goals=args.goals,
+                        fraction=args.fraction)
     return 0
 
 
@@ -396,7 +400,8 @@ def _check_env(args) -> None:
 
     numbers = {"steps": Domain(int, lo=1), "sac_steps": Domain(int, lo=1), "time_budget": Domain(float, lo=0, lo_open=True),
                "seed": Domain(int, lo=0, hi=2**32 - 1), "size": Domain(int, lo=1), "eval_every": Domain(int, lo=1),
-               "target_speed": Domain(float), "medium_fraction": Domain(float, lo=0, hi=1, lo_open=True, hi_open=True)}
+               "target_speed": Domain(float), "medium_fraction": Domain(float, lo=0, hi=1, lo_open=True, hi_open=True),
+               "fraction": Domain(float, lo=0, hi=1, lo_open=True)}
     for name, domain in numbers.items():
         value = getattr(args, name, None)
         if value is not None:

@@ -260,6 +260,8 @@ class Analysis(NamedTuple):
         offpolicy, offpolicy_notes: the stored off-policy scores (``poe-jax score``) and why grids lack them.
         deviation: the performance-difference bound's check. support: support violation per rule.
         metrics: every registered per-step metric's episode mean per (goal, prior, rule, param).
+        checkpoints: per row of a checkpoint set, whether its answer holds across the set's checkpoints
+            (:func:`poe_jax.analysis.stats.across_checkpoints`; empty without a set).
     """
 
     out: Path
@@ -282,6 +284,7 @@ class Analysis(NamedTuple):
     deviation: pd.DataFrame | None = None
     support: pd.DataFrame | None = None
     metrics: pd.DataFrame | None = None
+    checkpoints: pd.DataFrame | None = None
 
 
 def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, states: str | Path | None = None,
@@ -360,7 +363,7 @@ def analyze(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, partia
         rows=rows, cells=cells, aggregate=_aggregate(df, cells), tracking=stats.tracking(df, level=level),
         offpolicy=offp, offpolicy_notes=off_notes, deviation=stats.deviation(df) if "delta_pi_upper" in df else None,
         support=df.groupby("rule")[[f"support_violation_{e}" for e in metrics.SUPPORT_EPS]].mean(),
-        metrics=_metric_means(df), **decided)
+        metrics=_metric_means(df), checkpoints=stats.across_checkpoints(df, rows, level), **decided)
 
 
 def _metric_means(df: pd.DataFrame) -> pd.DataFrame:
@@ -413,6 +416,7 @@ def render(a: Analysis) -> Path:
         lines += _claims_lines(a.claims)
         lines += _curve_lines(a.curve, out)
         lines += _shift_lines(a.ratios, out)
+    lines += _checkpoint_lines(a.checkpoints, out)
     agg_lines, agg_fig = _aggregate_section(a.aggregate, out)
     lines += agg_lines
     figs += [agg_fig] if agg_fig else []
@@ -627,6 +631,28 @@ def _adversarial_lines(rows: pd.DataFrame) -> list[str]:
             "prior has low precision everywhere and PoE stays near the actor. Additive blending is "
             "precision-blind and moves by α(μ_g − μ_θ) under all three. In this grid: "
             + ("; ".join(nums) if nums else "no poe rows") + ".", ""]
+
+
+def _checkpoint_lines(t: pd.DataFrame | None, out: Path) -> list[str]:
+    """``checkpoints.csv`` and its section: per row of a checkpoint set, the answer of each checkpoint."""
+    if t is None or t.empty:
+        (out / "checkpoints.csv").unlink(missing_ok=True)
+        return []
+    _csv(t, out / "checkpoints.csv")
+    counts = t["verdict"].str.split(":").str[0].value_counts()
+    lines = ["## Across checkpoints", "",
+             f"{t['family'].nunique()} checkpoint set(s) (`zoo:NAME@*` or a list; one grid per checkpoint). Episodes are "
+             "nested in seeds and seeds in checkpoints: each checkpoint's label is its own grid's (seeds as units), "
+             "`p (nested)` is a t-test of the checkpoints' differences from frozen with the checkpoint as the unit "
+             "(K − 1 degrees of freedom), Holm across a rule's coefficients. With 3 checkpoints only a large, "
+             "consistent effect reaches it. Verdicts: " + ", ".join(f"{k} {int(v)}" for k, v in counts.items()) +
+             f" of {len(t)} rows (`checkpoints.csv`).", "",
+             "| family | goal | prior | shift | rule | coef | labels per checkpoint | Δ per checkpoint | Δ mean | "
+             "SD between | p (nested, Holm) | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in t.iterrows():
+        lines.append(f"| {r.family} | {r.goal} | {r.prior} | {r['shift']} | {r.rule} | {r.param:g} | {r.labels} | "
+                     f"{r.diffs} | {r['diff']:.4g} | {r.sd_between:.4g} | {_p(r.p_nested_holm)} | {r.verdict} |")
+    return lines + [""]
 
 
 def _tracking_lines(track: pd.DataFrame, level: float) -> list[str]:

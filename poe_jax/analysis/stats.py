@@ -52,7 +52,7 @@ from poe_jax.kernels import rules as kernels
 from poe_jax.grid import store
 from poe_jax.grid.metrics import GAMMA  # the discount the grid recorded delta_pi with (defined once)
 
-__all__ = ["CELL", "EFFECT", "FALL_RATIO", "FAMILY", "GAMMA", "LABELS", "aggregate", "crossfit", "deviation",
+__all__ = ["CELL", "CONCLUSIVE", "EFFECT", "across_checkpoints", "FALL_RATIO", "FAMILY", "GAMMA", "LABELS", "aggregate", "crossfit", "deviation",
            "distinct", "holm", "iqm", "label_cells", "label_of", "labels_table", "min_p", "normalized_runs", "paired",
            "performance_profile", "row_stats", "seed_means", "seeds_of", "selectors", "shorter", "sign_flip_p",
            "stratified_bootstrap", "tracking"]
@@ -282,6 +282,57 @@ class _Held:
 
     def __init__(self, frame: pd.DataFrame):
         self.frame = frame
+
+
+CONCLUSIVE = ("HELP", "HURT", "FALL", "FROZEN")
+
+
+def across_checkpoints(df: pd.DataFrame, rows: pd.DataFrame, level: float = 0.05) -> pd.DataFrame:
+    """Whether each row's answer holds across the checkpoints of a set (``zoo:NAME@*``): one row per
+    (family, env, goal, prior, shift, rule, coefficient) of every family with two or more grids.
+
+    Episodes are nested in seeds, seeds in checkpoints: the per-checkpoint answer is that grid's row
+    (:func:`row_stats`: its label and paired difference, seeds as units), and the pooled test takes the
+    **checkpoint** as the unit: a one-sample t-test of the K checkpoints' differences (K − 1 degrees of
+    freedom; ``p_nested``), Holm-adjusted across one (family, cell, rule)'s coefficients (``p_nested_holm``)
+    as :data:`FAMILY` is within a grid. ``sd_between`` is the spread of the differences between checkpoints.
+
+    ``verdict``: ``holds: LABEL`` when every checkpoint has that label; ``differs`` when two checkpoints
+    have different conclusive labels (:data:`CONCLUSIVE`); ``partly: LABEL (k of K)`` when one conclusive
+    label and the rest ``UNDERPOWERED``; ``underpowered`` when none is conclusive."""
+    key = ["family", "env", "goal", "prior", "shift", "rule", "param"]
+    cols = [*key, "checkpoints", "grids", "labels", "diffs", "diff", "sd_between", "p_nested", "p_nested_holm",
+            "verdict"]
+    if "family" not in df or rows.empty:
+        return pd.DataFrame(columns=cols)
+    family = df.drop_duplicates("grid").set_index("grid")["family"]
+    r = rows[rows["rule"].ne("frozen")].assign(family=lambda x: x["grid"].map(family))
+    sizes = r.groupby("family")["grid"].nunique()
+    r = r[r["family"].isin(sizes[sizes >= 2].index)]
+    out = []
+    for k, g in r.groupby(key, sort=False, dropna=False):
+        d = g["diff"].to_numpy(float)
+        labels = list(g["label"])
+        conclusive = sorted({lab for lab in labels if lab in CONCLUSIVE})
+        if len(set(labels)) == 1 and labels[0] in CONCLUSIVE:
+            verdict = f"holds: {labels[0]}"
+        elif len(conclusive) > 1:
+            verdict = "differs"
+        elif conclusive:
+            verdict = f"partly: {conclusive[0]} ({labels.count(conclusive[0])} of {len(labels)})"
+        else:
+            verdict = "underpowered"
+        fin = d[np.isfinite(d)]
+        p = float(sps.ttest_1samp(fin, 0.0).pvalue) if len(fin) >= 2 and np.ptp(fin) > 0 else np.nan
+        out.append(dict(zip(key, k), checkpoints=len(g), grids=" ".join(g["grid"]), labels=" / ".join(labels),
+                        diffs=" / ".join(f"{x:.4g}" for x in d), diff=float(np.mean(fin)) if len(fin) else np.nan,
+                        sd_between=float(np.std(fin, ddof=1)) if len(fin) >= 2 else np.nan, p_nested=p,
+                        verdict=verdict))
+    t = pd.DataFrame(out, columns=[c for c in cols if c != "p_nested_holm"])
+    t["p_nested_holm"] = np.nan
+    for _, idx in t[t["p_nested"].notna()].groupby(key[:-1], sort=False, dropna=False).groups.items():
+        t.loc[idx, "p_nested_holm"] = holm(t.loc[idx, "p_nested"].to_numpy())
+    return t[cols]
 
 
 def seeds_of(rows: pd.DataFrame) -> pd.DataFrame:

@@ -103,6 +103,8 @@ class GridSpec:
         sample: execute a sample of the composed policy instead of its mean.
         chunk_size: lanes per compiled call (memory/batch budget; results do not depend on it).
         name: label.
+        family: the grid's family when its spec named a checkpoint set (``zoo:NAME@*`` or a list, see
+            :func:`load_specs`): the source's name, shared by one grid per checkpoint; empty otherwise.
         plugins: Python modules (``package.module``) or ``.py`` files (relative to the TOML's
             folder) imported before the spec is checked, e.g. to register rules, goals, prior
             qualities or metrics.
@@ -125,6 +127,7 @@ class GridSpec:
     goal_params: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     env_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     name: str = ""
+    family: str = ""
     plugins: tuple[str, ...] = ()
     base_dir: str = "."  # where relative checkpoint paths are resolved (the TOML's folder)
 
@@ -139,7 +142,7 @@ class GridSpec:
         """What determines the results (chunking and paths' spelling do not), with numbers in one spelling
         (``2`` and ``2.0`` are one goal parameter)."""
         d = self.to_dict()
-        for k in ("chunk_size", "name", "base_dir", "actor", "prior", "plugins"):
+        for k in ("chunk_size", "name", "family", "base_dir", "actor", "prior", "plugins"):
             d.pop(k)
         d["goal_params"] = {g: {k: float(v) for k, v in p.items()} for g, p in d["goal_params"].items()}
         d["env_options"] = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
@@ -191,7 +194,7 @@ def check_grid_name(field: str, name) -> str:
 
 # Scalar fields of GridSpec and what each must be (checked by validate, before anything is written).
 _SCALARS = {"env": str, "actor": str, "prior": str, "episodes": int, "max_steps": int, "chunk_size": int,
-            "backend": str, "degraded_noise": float, "sample": bool, "name": str}
+            "backend": str, "degraded_noise": float, "sample": bool, "name": str, "family": str}
 _KIND_TEXT = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
@@ -280,7 +283,42 @@ def load_spec(source: str | os.PathLike | dict, **overrides) -> GridSpec:
     load_plugins(overrides.get("plugins") or (), ".")
     if "grids" in data:
         raise SpecError(f"{data.get('name', 'spec')}: has [[grids]] (several grids); load it with load_specs()")
+    for field in ("actor", "prior"):
+        ref = overrides.get(field) or data.get(field)
+        if ref is not None and len(_checkpoints(field, ref)) > 1:
+            raise SpecError(f"{field}: {ref!r} names a set of checkpoints (one grid each); load it with "
+                            "load_specs() or poe-jax run")
     return _from_dict(data, base, overrides)
+
+
+def _checkpoints(field: str, ref) -> tuple[str, ...]:
+    """The checkpoints ``ref`` names (:func:`poe_jax.checkpoints.expand`), a one-line :class:`SpecError` if none."""
+    from poe_jax import checkpoints
+
+    if isinstance(ref, str) and not (ref.startswith("zoo:") and "@" in ref) and not ref.endswith(checkpoints.SET_SUFFIX):
+        return (ref,)  # one checkpoint: checked where it is loaded
+    try:
+        return checkpoints.expand(field, ref)
+    except checkpoints.CheckpointError as e:
+        raise SpecError(str(e)) from None
+
+
+def _families(merged: dict, name: str, where: str) -> list[dict]:
+    """One table per checkpoint when ``actor`` or ``prior`` names a set: the product of the two sets, each
+    grid named ``NAME.CHECKPOINT`` (the checkpoints that vary) and of ``family`` NAME; else ``[merged]``."""
+    from poe_jax import checkpoints
+
+    actors = _checkpoints(f"{where}actor", merged["actor"]) if "actor" in merged else (None,)
+    priors_ = _checkpoints(f"{where}prior", merged["prior"]) if "prior" in merged else (None,)
+    if len(actors) == 1 and len(priors_) == 1:
+        return [{**merged, **({"actor": actors[0]} if actors[0] else {}), **({"prior": priors_[0]} if priors_[0] else {})}]
+    out = []
+    for a in actors:
+        for p in priors_:
+            tag = ".".join(checkpoints.short_name(c) for c, many in ((a, len(actors) > 1), (p, len(priors_) > 1)) if many)
+            out.append({**merged, "actor": a, "prior": p, "family": name,
+                        "name": check_grid_name(f"{where}name", f"{name}.{tag}")})
+    return out
 
 
 def load_specs(source: str | os.PathLike | dict, **overrides) -> list[GridSpec]:
@@ -299,7 +337,8 @@ def load_specs(source: str | os.PathLike | dict, **overrides) -> list[GridSpec]:
         if isinstance(entry, dict):
             load_plugins(entry.get("plugins", ()), base)
     if "grids" not in data:
-        return [_from_dict(data, base, overrides)]
+        sets = {k: overrides.pop(k) for k in ("actor", "prior") if overrides.get(k) is not None}
+        return [_from_dict(d, base, overrides) for d in _families({**data, **sets}, str(data.get("name", "grid")), "")]
     entries = data.pop("grids")
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise SpecError("grids: expected one or more [[grids]] tables (each with env, actor, prior)")
@@ -311,11 +350,13 @@ def load_specs(source: str | os.PathLike | dict, **overrides) -> list[GridSpec]:
         merged = {**data, **entry}
         if "env" not in merged or "actor" not in merged:
             raise SpecError(f"grids[{i}]: needs env and actor (and prior)")
-        actor_name = str(merged["actor"]).removeprefix("zoo:").rstrip("/").split("/")[-1]
+        ref = merged["actor"]
+        ref = ref[0] if isinstance(ref, (list, tuple)) and ref else ref  # a set: its first checkpoint
+        actor_name = str(ref).removesuffix("@*").removeprefix("zoo:").rstrip("/").split("/")[-1]
         default = actor_name if actor_name.startswith(str(merged["env"])) else f"{merged['env']}-{actor_name}"
         merged["name"] = check_grid_name(f"grids[{i}].name", entry.get("name", default))
         try:
-            specs.append(_from_dict(merged, base, overrides))
+            specs += [_from_dict(d, base, overrides) for d in _families(merged, merged["name"], f"grids[{i}].")]
         except SpecError as e:
             raise SpecError(f"grids[{i}] ({merged['name']}): {e}") from None
     names = [sp.name for sp in specs]

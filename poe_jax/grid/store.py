@@ -466,8 +466,10 @@ def read_spec(d: str | os.PathLike) -> dict:
 
 def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
     """The recorded episodes of a run (one grid or several), sorted by grid then lane (a pandas DataFrame),
-    with a ``grid`` column (the grid's folder name) and a ``sample`` column (the grid's execution mode:
-    a sample of the composed policy, or its mean). Every part is checked against its grid's spec.json
+    with a ``grid`` column (the grid's folder name), a ``sample`` column (the grid's execution mode:
+    a sample of the composed policy, or its mean), and ``family`` and ``prior_checkpoint``: the grids
+    made from one checkpoint set (``zoo:NAME@*``) share a family, one grid per checkpoint (``actor`` names
+    the actor's); a grid of one checkpoint is its own family. Every part is checked against its grid's spec.json
     (spec hash, lane range, columns) first; a part that fails is a :class:`StoreError`.
 
     ``serve_prior_blind``: the episodes of rules that ignore the prior (recorded once, with
@@ -496,6 +498,10 @@ def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
         df = df.drop(columns="grid", errors="ignore")
         df.insert(0, "grid", d.name)  # grids of one run may share env and actor (other prior, goal parameters)
         df["sample"] = pinned.identity.get("sample") is True  # the execution mode: a sample of the policy, or its mean
+        # a grid of a checkpoint set (grid.load_specs): its family, and the prior checkpoint it ran
+        family = pinned.spec.get("family")
+        df["family"] = family if isinstance(family, str) and family else d.name
+        df["prior_checkpoint"] = str(pinned.spec.get("prior", "")).removeprefix("zoo:").rstrip("/").split("/")[-1]
         blind = df["prior"].eq(priors.PRIOR_BLIND)
         served |= bool(blind.any())
         if serve_prior_blind and blind.any():

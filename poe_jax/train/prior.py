@@ -50,7 +50,7 @@ from poe_jax import nets
 from poe_jax.train.offline import check_losses
 from poe_jax.train.resume import Checkpointer
 
-__all__ = ["PriorConfig", "Tasks", "censored_log_prob", "goal_rewards", "returns_to_go", "tasks_for", "train",
+__all__ = ["PriorConfig", "Tasks", "subsample", "censored_log_prob", "goal_rewards", "returns_to_go", "tasks_for", "train",
            "awr_weights", "effective_sample_fraction", "heldout_nll"]
 
 CENSOR_AT = 0.999  # actions at or beyond this fraction of max_action count as clipped (censored)
@@ -70,6 +70,7 @@ class PriorConfig:
     n_params: int = 8  # values of a continuous goal parameter trained on
     param_quantiles: tuple[float, float] = (0.05, 0.95)  # its range: quantiles of the data's speeds
     holdout: float = 0.05  # last fraction of rows held out for the NLL
+    fraction: float = 1.0  # share of the training trajectories kept (whole trajectories, drawn with ``seed``)
     chunk: int = 1_000
     seed: int = 0
 
@@ -82,6 +83,35 @@ class Tasks:
     goal: np.ndarray  # [T] goal index
     value: np.ndarray  # [T] parameter value (0 for goals without one)
     goal_params: tuple
+
+
+def subsample(data: dict, n_train: int, fraction: float, seed: int) -> tuple[dict, int]:
+    """``data`` with only a ``fraction`` of the whole trajectories in its first ``n_train`` rows, drawn
+    without replacement with ``seed``, and its held-out rows ``[n_train:]`` unchanged; returns the new data
+    and its number of training rows. A prior trained on it sees less of the same distribution (the
+    ``small-data`` prior of the zoo): its held-out NLL is measured on the same rows as the full prior's."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"PriorConfig.fraction: expected a share in (0, 1]; got {fraction!r}")
+    if fraction == 1.0:
+        return data, n_train
+    ends = np.flatnonzero((np.asarray(data["terminals"], bool) | np.asarray(data["timeouts"], bool))[:n_train])
+    starts = np.concatenate([[0], ends + 1])
+    stops = np.concatenate([ends + 1, [n_train]])
+    keep = stops > starts
+    starts, stops = starts[keep], stops[keep]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(starts))
+    lengths = (stops - starts)[order]
+    n_keep = max(1, int(np.searchsorted(np.cumsum(lengths), fraction * n_train)) + 1)
+    chosen = np.sort(order[:min(n_keep, len(order))])
+    rows = np.concatenate([np.arange(starts[i], stops[i]) for i in chosen] + [np.arange(n_train, len(data["observations"]))])
+    n = len(data["observations"])
+    out = {k: (np.asarray(v)[rows] if np.ndim(v) and len(v) == n else v) for k, v in data.items()}
+    n_small = int(sum(stops[i] - starts[i] for i in chosen))
+    cut = np.cumsum([stops[i] - starts[i] for i in chosen]) - 1  # each kept trajectory ends where it did
+    out["timeouts"] = np.asarray(out["timeouts"], bool).copy()
+    out["timeouts"][cut] |= ~np.asarray(out["terminals"], bool)[cut]
+    return out, n_small
 
 
 def censored_log_prob(mean, std, action, bound):
@@ -177,6 +207,7 @@ def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorCo
 
     goals = [make_goal(g, env.name) for g in goal_names]
     t0 = time.time()
+    data, n_train = subsample(data, int(len(data["observations"]) * (1.0 - cfg.holdout)), cfg.fraction, cfg.seed)
     speeds = _replay(env, data, lambda s, a, n: n.metrics["x_velocity"])
     tasks = tasks_for(goals, speeds, cfg)
     r = goal_rewards(env, data, goals, tasks)
@@ -189,7 +220,6 @@ def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorCo
     spec = nets.PriorSpec(env.obs_size, env.act_size, tuple(goal_names), cfg.hidden, max_action=max_action,
                           goal_params=tasks.goal_params, likelihood="censored", std_scale="max_action")
     n_all = len(data["observations"])
-    n_train = int(n_all * (1.0 - cfg.holdout))
     obs_all = jnp.asarray(norm(data["observations"]))
     act_all = jnp.asarray(np.clip(data["actions"], -max_action, max_action), jnp.float32)
     bound = CENSOR_AT * max_action

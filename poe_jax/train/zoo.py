@@ -115,7 +115,7 @@ def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: 
 
 
 def train_prior(env_name: str, file: Path, out: Path, steps: int, seed: int = 0, log=print,
-                goals: tuple[str, ...] | None = None) -> Path:
+                goals: tuple[str, ...] | None = None, fraction: float = 1.0) -> Path:
     """AWR goal prior on ``file`` for ``goals`` (default: every goal that applies to the env), written to
     ``out/ENV-prior``; the log also goes to ``out/ENV-prior.log``."""
     from poe_jax.envs import goal_names
@@ -127,7 +127,7 @@ def train_prior(env_name: str, file: Path, out: Path, steps: int, seed: int = 0,
     env = envs.make(env_name, backend="native")
     d = data.read(file)
     check_env(env_name, file, d)
-    cfg = prior.PriorConfig(steps=steps, seed=seed)
+    cfg = prior.PriorConfig(steps=steps, seed=seed, fraction=fraction)
     goals = tuple(goals or goal_names(env_name))
     p, info = prior.train(env, d, goals, cfg, log=log, checkpoint_dir=out)
     info["heldout_nll"] = {g: prior.heldout_nll(p, d, g, cfg.holdout) for g in goals}
