@@ -8,26 +8,46 @@ import sys
 from pathlib import Path
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows every option's default."""
+class _Formatter(argparse.HelpFormatter):
+    """--help shows an option's default once: where it has one (not None, not a bare flag) and its help
+    does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        quiet = action.default in (None, False, [], argparse.SUPPRESS) or "default" in text.lower()
+        return text if quiet or action.option_strings == [] else f"{text} (default: %(default)s)"
+
+
+def _sub(sub, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand whose own --help says what it does (``help`` is only the parent's listing)."""
+    return sub.add_parser(name, formatter_class=_Formatter, help=text, description=text)
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from poe_jax import __version__
+
     p = argparse.ArgumentParser(prog="poe-jax", description=__doc__, formatter_class=_Formatter,
                                 epilog="--debug anywhere on the line: show tracebacks of errors (otherwise one line)")
+    p.add_argument("--version", action="version", version=f"poe-jax {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", formatter_class=_Formatter, help="compose a toy actor and prior with every rule and print a table")
-    sub.add_parser("rules", formatter_class=_Formatter, help="list the composition rules and their coefficients")
-    sub.add_parser("envs", formatter_class=_Formatter, help="list environments, backends, observation/action sizes and goals")
-    run = sub.add_parser("run", formatter_class=_Formatter, help="evaluate a grid (TOML config or --preset) into --out; resumes")
+    _sub(sub, "demo", "compose a toy actor and prior with every rule and print a table")
+    _sub(sub, "rules", "list the composition rules and their coefficients")
+    _sub(sub, "envs", "list environments, backends, observation/action sizes and goals")
+    run = _sub(sub, "run", "evaluate a grid (TOML config or --preset) into --out; resumes")
     run.add_argument("config", nargs="?", help="grid TOML (see README)")
     run.add_argument("--preset", help="a shipped preset instead of a config (poe-jax run --list-presets)")
     run.add_argument("--list-presets", action="store_true", help="list the presets and exit")
-    run.add_argument("--out", help="results directory (episodes.parquet, summary.json)")
+    run.add_argument("--out", metavar="DIR", help="results directory (episodes.parquet, summary.json); required, "
+                     "except with --list-presets")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="fields",
+                     help="override one spec field over the config or preset, as a TOML value: --set seeds=[0,1] "
+                          "--set episodes=1 --set env=walker2d --set rules.poe=[0.5]; every grid of a multi-grid spec "
+                          "gets it; checked like the file; repeatable")
     run.add_argument("--backend", help="physics backend: auto (mjx with an accelerator, else native), native, mjx, or one a plugin registers (checked with the spec)")
     run.add_argument("--chunk-size", type=int, help="lanes per compiled call")
-    run.add_argument("--actor", help="override the spec's actor checkpoint")
-    run.add_argument("--prior", help="override the spec's prior checkpoint")
+    run.add_argument("--actor", help="override the spec's actor checkpoint (a path, zoo:NAME, or zoo:NAME@* for NAME "
+                     "and its replicas: one grid each)")
+    run.add_argument("--prior", help="override the spec's prior checkpoint (a path, zoo:NAME, or zoo:NAME@*)")
     run.add_argument("--force", action="store_true",
                      help="discard results of a different spec in --out (the run then says how many it discarded)")
     run.add_argument("--yes", action="store_true",
@@ -38,11 +58,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                      help="import a module (pkg.mod) or .py file first, e.g. one that registers rules, goals, prior "
                           "qualities or metrics; repeatable (the spec's plugins = [...] too)")
-    data = sub.add_parser("data", formatter_class=_Formatter, help="D4RL-format datasets")
+    data = _sub(sub, "data", "D4RL-format datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    gen = data_sub.add_parser("generate", formatter_class=_Formatter, help="SAC behaviour policies (phase 'policies'), then datasets ('datasets'); "
+    gen = _sub(data_sub, "generate", "SAC behaviour policies (phase 'policies'), then datasets ('datasets'); "
                               "antmaze-*: the scripted navigator's dataset")
-    gen.add_argument("--env", required=True)
+    gen.add_argument("--env", required=True, help="env to generate for (poe-jax envs)")
     gen.add_argument("--out", required=True, help="folder for policies/, sac.log and ENV-KIND.hdf5")
     gen.add_argument("--phase", choices=["all", "policies", "datasets", "probe", "prior-data", "tracking-policy"],
                      default="all",
@@ -50,27 +70,29 @@ def _build_parser() -> argparse.ArgumentParser:
                           "'prior-data': DIR/ENV-prior-data.hdf5, the goal prior's data from the shipped IQL actors "
                           "(and ENV-track*-sac policies); 'tracking-policy': DIR/ENV-trackV-sac, SAC trained to run "
                           "at --target-speed V")
+    gen.add_argument("--maze-data", choices=["scripted", "diverse"], default="scripted",
+                     help="antmaze-*: 'scripted', the navigator's runs to the maze's goal (ENV-scripted.hdf5); "
+                          "'diverse', D4RL's diverse recipe: random starts, random goals, more noise (ENV-diverse.hdf5)")
     gen.add_argument("--target-speed", type=float, default=1.2, help="m/s, for --phase tracking-policy")
     gen.add_argument("--sac-steps", type=int, help="SAC env steps (default 1,000,000; tracking-policy 300,000)")
     gen.add_argument("--time-budget", type=float, help="stop SAC after this many seconds")
-    gen.add_argument("--eval-every", type=int, default=20_000)
+    gen.add_argument("--eval-every", type=int, default=20_000, help="SAC env steps between evaluations (and snapshots)")
     gen.add_argument("--size", type=int, default=200_000, help="transitions per dataset")
     gen.add_argument("--medium-fraction", type=float,
                      help="medium policy: the snapshot whose return is closest to this fraction of the expert's "
                           "(default 0.5; why: poe_jax.data.generate.MEDIUM_FRACTION)")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="seed of SAC and of the data's rollouts")
     gen.add_argument("--allow-weak", action="store_true",
                      help="build datasets even when the best SAC snapshot scores below "
                           "poe_jax.data.generate.MIN_EXPERT_SCORE (an interrupted SAC run)")
-    exp = data_sub.add_parser("export", formatter_class=_Formatter,
-                              help="write a D4RL-format dataset of poe_jax as a Minari dataset (needs poe_jax[minari])")
+    exp = _sub(data_sub, "export", "write a D4RL-format dataset of poe_jax as a Minari dataset (needs poe_jax[minari])")
     exp.add_argument("dataset", help="a D4RL-format .hdf5 (with next_observations, as poe-jax data generate writes)")
-    exp.add_argument("--format", choices=["minari"], required=True)
+    exp.add_argument("--format", choices=["minari"], required=True, help="the dataset format to write")
     exp.add_argument("--env", required=True, help="the poe_jax env it was collected on (hopper, ..., hopper-v5, ...)")
     exp.add_argument("--dataset-id", required=True, help="Minari id, e.g. poe_jax/hopper/medium-v0")
     exp.add_argument("--root", help="Minari datasets folder (default: MINARI_DATASETS_PATH or ~/.minari/datasets)")
-    rep = sub.add_parser("report", formatter_class=_Formatter, help="DIR/report.md and DIR/figures/*.png from a grid run")
-    rep.add_argument("dir")
+    rep = _sub(sub, "report", "DIR/report.md and DIR/figures/*.png from a grid run")
+    rep.add_argument("dir", help="a run folder (poe-jax run --out DIR)")
     rep.add_argument("--kl-budget", type=float, default=0.5, help="nats per step for the KL-budget selector")
     rep.add_argument("--states", help="dataset states for the off-policy scorer (.npz with 'observations' or D4RL "
                      ".hdf5; default: the shipped probe states of each actor's dataset)")
@@ -79,40 +101,40 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                      help="import a module or .py file first (the run's own plugins are never imported from its "
                           "folder: a run folder is data); repeatable")
-    sco = sub.add_parser("score", formatter_class=_Formatter,
-                         help="off-policy scores of a finished run with the actor's critic (run does this at its end); "
+    sco = _sub(sub, "score", "off-policy scores of a finished run with the actor's critic (run does this at its end); "
                               "stored in each grid's folder for the report")
-    sco.add_argument("dir")
+    sco.add_argument("dir", help="a finished run folder (poe-jax run --out DIR)")
     sco.add_argument("--states", help="dataset states (.npz with 'observations' or D4RL .hdf5; default: the shipped "
                      "probe states of each actor's dataset)")
     sco.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                      help="import a module or .py file first (the run's rules, goals, qualities); repeatable")
-    sub.add_parser("zoo", formatter_class=_Formatter, help="list the shipped checkpoints (and POE_JAX_ZOO folders) with their scores")
-    tr = sub.add_parser("train", formatter_class=_Formatter, help="offline training of frozen actors and goal priors")
+    _sub(sub, "zoo", "list the shipped checkpoints (and POE_JAX_ZOO folders) with their scores")
+    tr = _sub(sub, "train", "offline training of frozen actors and goal priors")
     tr_sub = tr.add_subparsers(dest="algo", required=True)
     for algo, what in (("iql", "IQL"), ("td3_bc", "TD3+BC"), ("bc", "behaviour cloning")):
-        t = tr_sub.add_parser(algo, formatter_class=_Formatter, help=f"{what} (CORL settings) on one or more datasets of one env, trained together")
+        t = _sub(tr_sub, algo, f"{what} (CORL settings) on one or more datasets of one env, trained together")
         t.add_argument("--dataset", required=True, nargs="+", help="D4RL-format .hdf5 file(s) named ENV-KIND.hdf5")
-        t.add_argument("--env", required=True)
+        t.add_argument("--env", required=True, help="env the data were collected on (sizes are checked)")
         t.add_argument("--out", required=True, help=f"folder; writes DATASET-{algo}/ checkpoints")
-        t.add_argument("--steps", type=int, default=1_000_000)
-        t.add_argument("--time-budget", type=float)
-        t.add_argument("--seed", type=int, default=0)
-    t_pr = tr_sub.add_parser("prior", formatter_class=_Formatter, help="goal-conditioned prior by AWR on a dataset, all goals")
-    t_pr.add_argument("--dataset", required=True)
-    t_pr.add_argument("--env", required=True)
+        t.add_argument("--steps", type=int, default=1_000_000, help="gradient steps")
+        t.add_argument("--time-budget", type=float, help="stop after this many seconds (the card records the steps run)")
+        t.add_argument("--seed", type=int, default=0, help="training seed (initialisation and batches)")
+    t_pr = _sub(tr_sub, "prior", "goal-conditioned prior by AWR on a dataset, all goals")
+    t_pr.add_argument("--dataset", required=True, help="D4RL-format .hdf5 with infos/qpos and infos/qvel")
+    t_pr.add_argument("--env", required=True, help="env the data were collected on")
     t_pr.add_argument("--out", required=True, help="folder; writes ENV-prior/")
-    t_pr.add_argument("--steps", type=int, default=100_000)
-    t_pr.add_argument("--seed", type=int, default=0)
+    t_pr.add_argument("--steps", type=int, default=100_000, help="prior updates")
+    t_pr.add_argument("--seed", type=int, default=0, help="training seed (and the --fraction draw)")
     t_pr.add_argument("--goals", nargs="+", help="goals to train heads for (default: every goal that applies to the env)")
     t_pr.add_argument("--fraction", type=float, default=1.0,
                       help="share of the dataset's training trajectories to train on (whole trajectories, drawn with "
                            "--seed); the held-out rows are the same as the full prior's")
-    port = sub.add_parser("port", formatter_class=_Formatter, help="port an actor trained elsewhere to a poe_jax checkpoint")
+    port = _sub(sub, "port", "port an actor trained elsewhere to a poe_jax checkpoint")
     port_sub = port.add_subparsers(dest="source", required=True)
-    corl = port_sub.add_parser("corl", formatter_class=_Formatter, help="a CORL (PyTorch) trainer checkpoint; loaded with weights_only=True")
+    corl = _sub(port_sub, "corl", "a CORL (PyTorch) trainer checkpoint; loaded with weights_only=True")
     corl.add_argument("ckpt", help="CORL .pt file (top-level 'actor'; 'qf'/'vf' for IQL)")
-    corl.add_argument("--algo", required=True, choices=["iql", "iql_det", "td3_bc", "bc", "awac", "cql", "sac_n"])
+    corl.add_argument("--algo", required=True, choices=["iql", "iql_det", "td3_bc", "bc", "awac", "cql", "sac_n"],
+                      help="the CORL algorithm that trained it (decides the actor's layout and its std)")
     corl.add_argument("--env", required=True, help="env the actor was trained on (sizes are checked)")
     corl.add_argument("--obs-stats", help=".npz with 'mean' and 'std' of the training observations")
     corl.add_argument("--det-std", type=float, default=0.1, help="std for deterministic actors (x max_action)")
@@ -122,11 +144,42 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fields(items: list[str]) -> dict:
+    """``--set KEY=VALUE`` as spec fields: VALUE is a TOML value (a bare word is a string); a dotted KEY
+    (``rules.poe``) sets one entry of a table."""
+    import json
+    import tomllib
+
+    out: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key or not value.strip():
+            raise UsageError(f"--set: expected KEY=VALUE (a spec field and a TOML value); got {item!r}")
+        for text in (value, json.dumps(value.strip())):
+            try:
+                table = tomllib.loads(f"{key} = {text}")
+                break
+            except tomllib.TOMLDecodeError:
+                continue
+        else:
+            raise UsageError(f"--set: {key!r} is not a spec field name (letters, digits, '_', dotted for a table entry)")
+        for k, v in table.items():
+            out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def _run(args) -> int:
     from poe_jax import grid
 
     if args.list_presets:
-        print("\n".join(grid.preset_names()))
+        from poe_jax.grid.plan import preset_sizes
+
+        rows = preset_sizes()
+        w = max(len(r.name) for r in rows)
+        print(f"{'preset':<{w}}  grids  episodes  time (measured)")
+        for r in rows:
+            print(f"{r.name:<{w}}  {r.grids:>5}  {r.episodes:>8,}  {r.measured or 'not measured'}\n{'':<{w}}  {r.about}")
         return 0
     if (args.config is None) == (args.preset is None):
         raise UsageError("run: give a CONFIG.toml or --preset NAME (not both)")
@@ -137,7 +190,9 @@ def _run(args) -> int:
     keep_large_allocations()  # a process setting: the CLI's to make, not the library's (poe_jax.runtime)
     source = args.config or f"preset:{args.preset}"
     plugins = [str(Path(p).absolute()) if p.endswith(".py") else p for p in args.plugin]
-    specs = grid.load_specs(source, actor=args.actor, prior=args.prior, plugins=plugins or None)
+    fields = _fields(args.fields)
+    fields.update({k: v for k, v in (("actor", args.actor), ("prior", args.prior)) if v is not None})
+    specs = grid.load_specs(source, **fields, plugins=plugins or None)
     opts = dict(force=args.force, progress=not args.quiet, backend=args.backend, chunk_size=args.chunk_size,
                 repair=args.repair, yes=args.yes, log=lambda text: print(text, flush=True))
     if len(specs) == 1:
@@ -145,10 +200,7 @@ def _run(args) -> int:
     else:
         name = args.preset or Path(args.config).stem
         results = grid.run_many(specs, args.out, name=name, **opts)
-    episodes = grid.read_episodes(args.out, serve_prior_blind=False)
-    print(grid.summary_table(episodes))
-    print()
-    print(grid.headline(episodes, args.out))
+    print(grid.first_screen(args.out))
     print()
     for res in results:
         s = res.summary
@@ -178,7 +230,8 @@ def _data(args) -> int:
     from poe_jax.data import antmaze
 
     if args.env in antmaze.MAZES:  # the mazes' data come from a scripted navigator, not SAC
-        antmaze.generate(args.env, args.out, size=args.size, seed=args.seed)
+        make = antmaze.generate_diverse if args.maze_data == "diverse" else antmaze.generate
+        make(args.env, args.out, size=args.size, seed=args.seed)
         return 0
     if args.phase == "tracking-policy":
         generate.tracking_policy(args.env, args.target_speed, args.out, steps=args.sac_steps or 300_000,

@@ -69,10 +69,6 @@ class PortError(ValueError):
 # ---------------------------------------------------------------- reading
 def read_torch(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` on the CPU, with clear errors."""
-    try:
-        import torch
-    except ImportError:
-        raise PortError('porting PyTorch checkpoints needs PyTorch: pip install "poe_jax[port]"') from None
     import pickle
 
     path = Path(path)
@@ -83,6 +79,12 @@ def read_torch(path: str | os.PathLike) -> dict[str, Any]:
     if not (head.startswith(b"PK") or head[:1] == b"\x80"):  # torch.save writes a zip (or, before 1.6, a pickle)
         raise PortError(f"{path}: not a PyTorch checkpoint (torch.save writes a zip archive; this file starts "
                         f"with {head!r})")
+    try:
+        import torch
+    except ImportError:
+        raise PortError("porting PyTorch checkpoints needs PyTorch; on a CPU machine its CPU build: pip install torch "
+                        "--index-url https://download.pytorch.org/whl/cpu (or pip install \"poe_jax[port]\", which "
+                        "takes PyPI's CUDA build)") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -7,6 +7,7 @@ import pytest
 
 from poe_jax import envs
 from poe_jax.envs import antmaze
+from poe_jax.envs.antmaze import MAZES, SCALING
 
 
 @pytest.fixture(scope="module")
@@ -156,4 +157,30 @@ def test_scripted_navigator_and_its_dataset(tmp_path):
     assert d["observations"].shape == (1000, 29) and d["infos/goal"].shape == (1000, 2)
     assert np.all(np.abs(d["actions"]) <= 30.0)
     check = data.replay_check(env, d, rows=200)
+    assert check["obs_max_err"] < 1e-5 and check["next_obs_within_tol"] == 1.0 and check["reward_within_tol"] == 1.0
+
+
+def test_diverse_data_start_anywhere_and_go_to_random_goals(tmp_path):
+    """D4RL's diverse recipe: episodes start in random free cells and the navigator heads for random goals,
+    so the data cover the maze; the stored transitions replay exactly in the maze itself."""
+    from poe_jax import data
+    from poe_jax.data import antmaze as am
+
+    rows, _ = MAZES["antmaze-medium"]
+    origin = next((i, j) for i, r in enumerate(rows) for j, c in enumerate(r) if c == "R")
+    env = am.DiverseMaze("antmaze-medium")
+    starts = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), 64))
+    cells = {tuple(c) for c in np.round(np.asarray(starts.q.qpos[:, :2]) / SCALING).astype(int)}
+    assert len(cells) >= 15  # of the medium maze's 27 free cells
+    for x, y in cells:
+        assert rows[y + origin[0]][x + origin[1]] != "#"  # never inside a wall
+    nav = np.asarray(starts.metrics["nav_goal"])
+    assert len({tuple(c) for c in np.round(nav / SCALING).astype(int)}) >= 15
+    np.testing.assert_array_equal(np.asarray(starts.metrics["goal"]).shape, (64, 2))  # the evaluation goal stays
+    path = am.generate_diverse("antmaze-medium", tmp_path, size=3000, lanes=3, seed=1, log=lambda *_: None)
+    d = data.read(path)
+    assert path.name == "antmaze-medium-diverse.hdf5" and d["observations"].shape == (3000, 29)
+    visited = {tuple(c) for c in np.round(d["observations"][:, :2] / SCALING).astype(int)}
+    assert len(visited) >= 6  # three lanes of one episode each already roam over several cells
+    check = data.replay_check(envs.make("antmaze-medium", backend="native"), d, rows=200)
     assert check["obs_max_err"] < 1e-5 and check["next_obs_within_tol"] == 1.0 and check["reward_within_tol"] == 1.0

@@ -499,3 +499,40 @@ def test_headline_states_the_share_of_frozen_return_each_rule_kept():
     assert "additive 10%" in random_line
     assert "poe (0.25-0.5) 114-117%" in trained_line and "additive 80%" in trained_line
     assert where.endswith("poe-jax report DIR")
+
+
+def test_the_first_screen_names_what_ran_and_ends_with_verdicts(reference, smoke):
+    out, _ = reference
+    text = grid.first_screen(out)
+    lines = text.splitlines()
+    assert lines[0] == "run: env hopper, actor actor, prior prior"
+    assert lines[1].startswith("  actor's data: ")
+    assert f"= {len(grid.read_episodes(out, serve_prior_blind=False))} episodes of {smoke.max_steps} steps" in lines[2]
+    table = lines[lines.index("") + 1:lines.index("", lines.index("") + 1)]
+    assert table[0].split()[:4] == ["goal", "prior", "shift", "frozen"]
+    assert all(len(ln) <= grid.runner.SCREEN_WIDTH for ln in table)
+    assert len(table) == 1 + len(smoke.goals) * len(smoke.priors) * len(smoke.shifts)
+    for q in smoke.priors:  # one verdict per prior quality present, each with its interval
+        (line,) = [ln for ln in lines if ln.startswith(f"{q} prior: best ")]
+        assert "95% CI" in line and line.endswith(".")
+    assert lines[-1].endswith(f"poe-jax report {out}")
+
+
+def test_verdicts_keep_shifts_apart_name_the_driving_goal_and_list_what_hurt():
+    import pandas as pd
+
+    rows = []
+    for shift, k in (("none", 1.0), ("mass=1.5", 0.5)):
+        for seed in range(6):
+            wob = 1 + 0.01 * seed
+            for goal, gain in (("G1_speed", 1.0), ("G3_target", 3.0)):  # poe's gain comes from G3
+                rows.append(dict(goal=goal, prior="any", shift=shift, rule="frozen", param=0.0, seed=seed,
+                                 return_goal=100.0 * k))
+                rows.append(dict(goal=goal, prior="trained", shift=shift, rule="poe", param=0.5, seed=seed,
+                                 return_goal=100.0 * k * gain * wob))
+                rows.append(dict(goal=goal, prior="trained", shift=shift, rule="additive", param=0.5, seed=seed,
+                                 return_goal=50.0 * k * wob))
+    lines = grid.runner.verdict_lines(pd.DataFrame(rows))
+    assert len(lines) == 2 and lines[0].startswith("trained prior under none: best poe 0.5 kept 205%")  # mean over goals of (1.025 - 1, 3.075 - 1)
+    assert "mostly from G3_target" in lines[0] and "hurt (CI below 100%): additive 0.5 51%" in lines[0]
+    assert lines[1].startswith("trained prior under mass=1.5: best poe 0.5")

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="porting needs the 'port' extra (installed by the dev extra)")
+torch = pytest.importorskip("torch", reason="PyTorch is not installed: the port tests need its CPU build (.ci/run installs it; pip install torch --index-url https://download.pytorch.org/whl/cpu)")
 from torch import nn  # noqa: E402
 
 from poe_jax import checkpoints, compose, nets, port  # noqa: E402

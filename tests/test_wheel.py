@@ -64,3 +64,32 @@ def test_installed_wheel_resolves_the_zoo_outside_the_source_tree(wheel, tmp_pat
     # the command works there too (python -m poe_jax is the poe-jax script)
     out = subprocess.run([str(py), "-m", "poe_jax", "zoo"], cwd=work, env=env, capture_output=True, text=True)
     assert out.returncode == 0 and "hopper-medium-iql" in out.stdout, out.stderr[-2000:]
+
+
+def test_wheel_metadata_license_extras_and_entry_point(wheel):
+    z = zipfile.ZipFile(wheel)
+    meta_name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+    meta = z.read(meta_name).decode()
+    fields = [line.split(": ", 1) for line in meta.splitlines() if ": " in line and not line.startswith(" ")]
+    assert ["License-Expression", "Apache-2.0"] in fields  # an SPDX expression, not the deprecated table
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in z.namelist())
+    extras = {v for k, v in fields if k == "Provides-Extra"}
+    assert {"port", "minari", "gpu", "dev"} <= extras
+    requires = [v for k, v in fields if k == "Requires-Dist"]
+    assert any(r.startswith("jax[cuda12]") and 'extra == "gpu"' in r for r in requires)
+    # the test command's extra pulls no PyTorch (PyPI's default build is CUDA's)
+    assert not [r for r in requires if r.startswith("torch") and 'extra == "dev"' in r]
+    entry = z.read(meta_name.replace("METADATA", "entry_points.txt")).decode()
+    assert "poe-jax = poe_jax.__main__:run" in entry
+    assert (ROOT / "CITATION.cff").is_file() and "2604.22873" in (ROOT / "CITATION.cff").read_text()
+
+
+def test_the_test_command_resolves_no_cuda_package(tmp_path):
+    """What `pip install -e ".[dev]"` (the README's test command) would install on a machine without any of it:
+    no nvidia-*, cuda-* or torch package (the resolver's report, nothing installed)."""
+    report = tmp_path / "report.json"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
+                    str(report), f"{ROOT}[dev]"], check=True, capture_output=True, text=True)
+    names = sorted(i["metadata"]["name"].lower() for i in json.loads(report.read_text())["install"])
+    assert "jax" in names and "mujoco" in names
+    assert [n for n in names if n.startswith(("nvidia", "cuda")) or n in ("torch", "triton")] == []

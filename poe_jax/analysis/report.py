@@ -644,7 +644,7 @@ def _checkpoint_lines(t: pd.DataFrame | None, out: Path) -> list[str]:
              f"{t['family'].nunique()} checkpoint set(s) (`zoo:NAME@*` or a list; one grid per checkpoint). Episodes are "
              "nested in seeds and seeds in checkpoints: each checkpoint's label is its own grid's (seeds as units), "
              "`p (nested)` is a t-test of the checkpoints' differences from frozen with the checkpoint as the unit "
-             "(K − 1 degrees of freedom), Holm across a rule's coefficients. With 3 checkpoints only a large, "
+             "(K − 1 degrees of freedom), Holm across a rule's coefficients. With a few checkpoints only a large, "
              "consistent effect reaches it. Verdicts: " + ", ".join(f"{k} {int(v)}" for k, v in counts.items()) +
              f" of {len(t)} rows (`checkpoints.csv`).", "",
              "| family | goal | prior | shift | rule | coef | labels per checkpoint | Δ per checkpoint | Δ mean | "

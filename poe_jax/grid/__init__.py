@@ -29,14 +29,14 @@ from poe_jax.grid.metrics import GAMMA, SUPPORT_EPS
 from poe_jax.grid.plan import (LANE_LAYOUT, MIN_BATCH, PRIOR_BLIND, Cell, Plan, ProgramKey, cells, lane_table, resolve,
                                resolve_checkpoint)
 from poe_jax.grid.program import Lanes, Totals, build_program
-from poe_jax.grid.runner import RunResult, headline, run, run_many, summary_table, versions
+from poe_jax.grid.runner import RunResult, first_screen, headline, run, run_many, summary_table, versions
 from poe_jax.grid.spec import GridSpec, Shift, SpecError, load_plugins, load_spec, load_specs, preset_names
 from poe_jax.grid.store import done_lanes, grid_dirs, read_episodes
 
 __all__ = ["GAMMA", "LANE_LAYOUT", "MIN_BATCH", "PRIOR_BLIND", "PRIOR_QUALITIES", "SUPPORT_EPS", "Cell", "GridSpec",
            "Lanes", "Plan", "ProgramKey", "RunResult", "Shift", "SpecError", "Totals", "build_program", "cells", "done_lanes", "grid_dirs",
            "lane_table", "load_plugins", "load_spec", "load_specs", "preset_names", "read_episodes",
-           "headline", "resolve_checkpoint", "run", "run_many", "summary_table", "validate", "versions", "zoo_dirs"]
+           "first_screen", "headline", "resolve_checkpoint", "run", "run_many", "summary_table", "validate", "versions", "zoo_dirs"]
 
 PRIOR_QUALITIES = priors.QUALITIES  # the registry (poe_jax.kernels.priors); names in registration order
 zoo_dirs = checkpoints.zoo_dirs

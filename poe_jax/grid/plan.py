@@ -310,3 +310,30 @@ def resolve(spec: GridSpec, backend: str | None = None) -> Plan:
     except checkpoints.CheckpointError as e:
         raise SpecError(str(e)) from None
     return plan
+
+
+class PresetSize(NamedTuple):
+    """What ``poe-jax run --list-presets`` prints of a preset: its first comment's sentence, its grids and
+    episodes (counted from its specs, nothing loaded), and its ``# measured:`` comment (or ``""``)."""
+
+    name: str
+    about: str
+    grids: int
+    episodes: int
+    measured: str
+
+
+def preset_sizes() -> list[PresetSize]:
+    """Every shipped preset's :class:`PresetSize`."""
+    from poe_jax.grid.spec import _PRESETS, load_specs, preset_names
+
+    out = []
+    for name in preset_names():
+        comments = [ln[1:].strip() for ln in (_PRESETS / f"{name}.toml").read_text().splitlines() if ln.startswith("#")]
+        about = comments[0].partition(":")[2].strip() or comments[0] if comments else ""
+        about = about if len(about) <= 90 else about[:90].rsplit(" ", 1)[0] + " ..."
+        measured = next((c.removeprefix("measured:").strip() for c in comments if c.startswith("measured:")), "")
+        specs = load_specs(f"preset:{name}")
+        episodes = sum(len(cells(s)) * len(s.seeds) * s.episodes for s in specs)
+        out.append(PresetSize(name, about, len(specs), episodes, measured))
+    return out

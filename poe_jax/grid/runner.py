@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 import platform
 import shutil
@@ -37,7 +38,8 @@ from poe_jax.grid.program import Totals
 from poe_jax.grid.spec import GRID_NAME_MAX, GridSpec, SpecError, check_grid_name
 from poe_jax.grid.store import Store, acted, done_lanes, episodes_dir, lock, recorded_count, write_json
 
-__all__ = ["Estimate", "RunInterrupted", "RunResult", "estimate", "headline", "records", "run", "run_many",
+__all__ = ["Estimate", "RunInterrupted", "RunResult", "compact_table", "estimate", "first_screen", "headline", "records", "run",
+           "run_many", "verdict_lines",
            "summary_table", "versions"]
 
 
@@ -597,5 +599,169 @@ def headline(df, out: str | os.PathLike) -> str:
         lines.append(f"{what}, the share of frozen's goal return each rule kept (mean over goals): "
                      + "; ".join(parts) + ".")
     lines.append(f"Whether each change is real (paired tests, Holm), where steering hurts, and the study's claims: "
+                 f"poe-jax report {out}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the first screen
+SCREEN_WIDTH = 100  # the first screen's tables fit this many columns
+
+
+def _grid_header(name: str, summary: dict, df) -> list[str]:
+    """What ran: env, actor (with its data source), prior, and the grid's size."""
+    spec = summary.get("spec", {})
+    actor, prior = summary.get("actor") or {}, summary.get("prior") or {}
+    source = str(actor.get("data_source", "")).split(";")[0].split(" (")[0]
+    n = lambda k, what: f"{len(spec.get(k, []))} {what}"  # noqa: E731
+    shape = (f"{n('rules', 'rule(s)')} ({df[['rule', 'param']].drop_duplicates().shape[0]} with their coefficients) × "
+             f"{n('goals', 'goal(s)')} × {n('priors', 'prior quality(ies)')} × {n('shifts', 'shift(s)')} × "
+             f"{n('seeds', 'seed(s)')} × {spec.get('episodes', '?')} episode(s) = {summary.get('episodes_recorded', '?')} "
+             f"episodes of {spec.get('max_steps', '?')} steps")
+    return [f"{name}: env {spec.get('env', '?')}, actor {actor.get('name', '?')}, prior {prior.get('name', '?')}",
+            f"  actor's data: {actor.get('dataset', '?')}" + (f", {source}" if source else ""),
+            f"  {shape}; {'sampled actions' if spec.get('sample') else 'the composed mean executed'}"]
+
+
+def _columns(df) -> tuple[list, dict]:
+    """The table's (rule, param) columns in spec order, and ``{kept: [folded, ...]}`` for columns whose every
+    episode's goal return is the same as an earlier column's (one policy under two names, e.g. kl_reg at β
+    beside poe at α = β/(1+β) with the mean executed): measured on the episodes, not assumed."""
+    cols = list(dict.fromkeys(zip(df["rule"], df["param"])))
+    key = ["goal", "prior", "shift", "seed", "episode"]
+    series = {c: g.sort_values(key)["return_goal"].to_numpy()
+              for c, g in df.groupby(["rule", "param"], sort=False)}
+    kept, folded = [], {}
+    for c in cols:
+        twin = next((k for k in kept if len(series[k]) == len(series[c]) and np.array_equal(series[k], series[c])), None)
+        if twin is None:
+            kept.append(c)
+        else:
+            folded.setdefault(twin, []).append(c)
+    return kept, folded
+
+
+def _label(col) -> str:
+    rule, param = col
+    return rule if rule in ("frozen", "prior_only") else f"{rule} {param:g}"
+
+
+def compact_table(df) -> list[str]:
+    """Goals × prior qualities × shifts as rows, rules and coefficients as columns: frozen's mean goal return,
+    and each rule's as a percentage of it; blocks of columns that fit :data:`SCREEN_WIDTH`."""
+    cols, folded = _columns(df)
+    means = df.groupby(["goal", "prior", "shift", "rule", "param"], sort=False)["return_goal"].mean()
+    rows = list(dict.fromkeys(zip(df["goal"], df["prior"], df["shift"])))
+    rows = [r for r in rows if r[1] != "any"]
+    wg, wp, ws = (max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(("goal", "prior", "shift")))
+    row_label = lambda g, p, s: f"{g:<{wg}}  {p:<{wp}}  {s:<{ws}}"  # noqa: E731
+    lw = wg + wp + ws + 4
+    names = [_label(c) + ("=" + "=".join(_label(f) for f in folded[c]) if c in folded else "") for c in cols]
+    w = max(8, *(min(len(n), 18) + 1 for n in names))
+    per_block = max(1, (SCREEN_WIDTH - lw) // w)
+    lines = []
+    for lo in range(0, len(cols), per_block):
+        block = list(range(lo, min(lo + per_block, len(cols))))
+        lines.append(row_label("goal", "prior", "shift") + "".join(f"{names[i][:w - 1]:>{w}}" for i in block))
+        for g, p, s in rows:
+            base = means.get((g, "any", s, "frozen", 0.0), means.get((g, p, s, "frozen", 0.0), np.nan))
+            cells = []
+            for i in block:
+                rule, param = cols[i]
+                v = means.get((g, p, s, rule, param), means.get((g, "any", s, rule, param), np.nan))
+                cells.append(f"{v:.0f}" if rule == "frozen" else "-" if not np.isfinite(v) or not base else
+                             f"{100 * v / abs(base):.0f}%")
+            lines.append(row_label(g, p, s) + "".join(f"{c:>{w}}" for c in cells))
+        lines.append("")
+    lines.append("frozen: its mean goal return; every other column: the rule's mean goal return as a % of frozen's "
+                 "(same goal, shift and seeds).")
+    for c, fs in folded.items():
+        lines.append(f"{_label(c)} = {' = '.join(_label(f) for f in fs)}: the same return in every episode (the same "
+                     "policy: kl_reg at β executes poe's mean at α = β/(1+β)); shown once.")
+    return lines
+
+
+def _seed_gain(df, rule, param, prior, shift):
+    """Per seed, the mean over goals of (rule − frozen) / |frozen's mean|, and each goal's share of it."""
+    fz = df[(df["rule"] == "frozen") & (df["shift"] == shift)]
+    x = df[(df["rule"] == rule) & (df["param"] == param) & (df["prior"] == prior) & (df["shift"] == shift)]
+    f = fz.groupby(["goal", "seed"])["return_goal"].mean()
+    r = x.groupby(["goal", "seed"])["return_goal"].mean()
+    both = r.index.intersection(f.index)
+    if not len(both):
+        return None, {}
+    base = fz.groupby("goal")["return_goal"].mean().abs()
+    rel = ((r[both] - f[both]) / base.reindex(both.get_level_values(0)).to_numpy()).rename("rel").reset_index()
+    rel = rel[np.isfinite(rel["rel"])]
+    per_seed = rel.groupby("seed")["rel"].mean()
+    per_goal = rel.groupby("goal")["rel"].mean() / max(1, rel["goal"].nunique())
+    return per_seed.to_numpy(), per_goal.to_dict()
+
+
+def verdict_lines(df) -> list[str]:
+    """Per shift and prior quality, what steering kept or gained (the best rule, a 95% t-interval over seeds
+    of the share of frozen's goal return, averaged over goals) and where it hurt (interval below 100%); the
+    goal that drives a gain is named. Untested for multiplicity: `poe-jax report` has the Holm-adjusted labels."""
+    from scipy import stats as sps
+
+    out = []
+    shifts = list(dict.fromkeys(df["shift"]))
+    for shift in shifts:
+        for prior in [p for p in dict.fromkeys(df["prior"]) if p != "any"]:
+            res = []
+            for rule, param in dict.fromkeys(zip(df["rule"], df["param"])):
+                if rule == "frozen":
+                    continue
+                seeds, goals = _seed_gain(df, rule, param, prior, shift)
+                if seeds is None or len(seeds) < 2:
+                    continue
+                m, se = float(seeds.mean()), float(seeds.std(ddof=1) / np.sqrt(len(seeds)))
+                h = float(sps.t.ppf(0.975, len(seeds) - 1) * se)
+                res.append(((rule, param), m, m - h, m + h, goals))
+            if not res:
+                continue
+            where = f" under {shift}" if len(shifts) > 1 else ""
+            best = max(res, key=lambda r: r[1])
+            (rule, param), m, lo, hi, goals = best
+            drive = ""
+            if m > 0 and goals:
+                g, share = max(goals.items(), key=lambda kv: kv[1])
+                if share > 2 / 3 * m and len(goals) > 1:
+                    drive = f", mostly from {g} (+{100 * share:.0f} points)"
+            line = (f"{prior} prior{where}: best {_label((rule, param))} kept {100 * (1 + m):.0f}% of frozen's goal "
+                    f"return [95% CI {100 * (1 + lo):.0f}, {100 * (1 + hi):.0f}]{drive}")
+            hurt = sorted((r for r in res if r[3] < 0), key=lambda r: r[1])
+            line += ("; hurt (CI below 100%): " + ", ".join(f"{_label(c)} {100 * (1 + v):.0f}%" for c, v, *_ in hurt[:4])
+                     + (f" and {len(hurt) - 4} more" if len(hurt) > 4 else "")) if hurt else "; none hurt (CI below 100%)"
+            out.append(line + ".")
+    return out
+
+
+def first_screen(out: str | os.PathLike) -> str:
+    """What ``poe-jax run`` prints at the end: per grid, what ran (env, actor and its data source, prior, size),
+    the compact table, and the verdict lines; then where the tests are."""
+    from poe_jax.grid.store import grid_dirs, read_episodes
+
+    out = Path(out)
+    every = read_episodes(out)
+    df = every[acted(every)]
+    lines = []
+    for d in grid_dirs(out):
+        name = d.name
+        sub = df[df["grid"] == name]
+        try:
+            summary = json.loads((d / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = {}
+        lines += _grid_header(name, summary, sub) + [""]
+        bad = every[(every["grid"] == name) & ~acted(every)].drop_duplicates("lane")
+        if len(bad):
+            which = sorted({f"{r}({p:g})" for r, p in zip(bad["rule"], bad["param"])})
+            lines += [f"EXCLUDED: {len(bad)} episodes executed a NaN or inf action ({', '.join(which)}); MuJoCo resets "
+                      "its state on one, so their returns mean nothing and are left out below", ""]
+        if "frozen" not in set(sub["rule"]):
+            lines += ["(no frozen lanes: nothing to compare with)", ""]
+            continue
+        lines += compact_table(sub) + [""] + verdict_lines(sub) + [""]
+    lines.append(f"Paired tests with Holm-adjusted labels, where steering hurts, and the study's claims: "
                  f"poe-jax report {out}")
     return "\n".join(lines)

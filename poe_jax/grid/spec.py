@@ -247,7 +247,8 @@ def _from_dict(data: dict, base: str, overrides: dict) -> GridSpec:
         extra = overrides.pop("plugins")
         data["plugins"] = [*_as_tuple("plugins", data.get("plugins", ())), *_as_tuple("plugins", extra)]
         data["plugins"] = list(dict.fromkeys(data["plugins"]))
-    data.update(overrides)
+    for k, v in overrides.items():  # a table (rules, goal_params, env_options) is merged key by key
+        data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) else v
     data.setdefault("base_dir", base)
     fields = {f.name for f in dataclasses.fields(GridSpec)}
     unknown = sorted(set(data) - fields)
