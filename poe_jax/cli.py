@@ -525,7 +525,13 @@ def _dispatch(args) -> int:
         if missing:
             raise UsageError(f"report: {missing[0]} has no episodes.parquet (run poe-jax run first)")
         plugins = [str(Path(p).absolute()) if p.endswith(".py") else p for p in args.plugin]
-        print(f"wrote {write_report(args.dir, kl_budget=args.kl_budget, states=args.states, partial=args.partial, plugins=plugins)}")
+        import time
+
+        from poe_jax.analysis.report import console_lines
+
+        start = time.time() - 1  # file times may be rounded down to the second
+        write_report(args.dir, kl_budget=args.kl_budget, states=args.states, partial=args.partial, plugins=plugins)
+        print("\n".join(console_lines(args.dir, since=start)))
         return 0
     if args.command == "score":
         from poe_jax.analysis import offpolicy

@@ -22,6 +22,14 @@ def smoke_run(tmp_path_factory):
 
 def test_report_on_smoke_run(smoke_run, capsys):
     assert main(["report", str(smoke_run)]) == 0
+    said = capsys.readouterr().out.splitlines()  # the console: headline, each claim's verdict, the files written
+    assert said[0] == f"wrote {smoke_run / 'report.md'}"
+    assert any(ln.startswith("  trained prior, at the cross-fitted oracle: ") for ln in said)
+    for r in pd.read_csv(smoke_run / "claims.csv").itertuples():
+        assert any(ln.startswith(f"  {r.claim}. {r.verdict.upper()}") for ln in said), r.claim
+    files = said[-1].removeprefix("Files: ").split(", ")
+    assert {"report.md", "claims.csv", "rows.csv", "labels.csv"} <= set(files)
+    assert all((smoke_run / f).is_file() for f in files)
     text = (smoke_run / "report.md").read_text()
     for needle in ("HELP", "FROZEN", "HURT", "Holm", "Exclusions", "Support violation", '"versions"',
                    "| smoke | G1_speed | trained | none | poe |", "## Selectors", "adaptive α",

@@ -21,7 +21,7 @@ from poe_jax.grid import metrics, store
 from poe_jax.kernels import priors
 from poe_jax.grid.spec import load_plugins, plugin_key
 
-__all__ = ["Aggregate", "Analysis", "ReportError", "analyze", "render", "write_report"]
+__all__ = ["console_lines", "Aggregate", "Analysis", "ReportError", "analyze", "render", "write_report"]
 
 
 class ReportError(ValueError):
@@ -316,6 +316,36 @@ def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, s
         load_plugins(plugins)
         offpolicy.score_run(out, states)
     return render(analyze(out, kl_budget, level, partial, plugins))
+
+
+def console_lines(out: str | Path, since: float = 0.0) -> list[str]:
+    """What ``poe-jax report`` prints after writing: the oracle labels' counts per prior quality, each claim's
+    verdict, and the files the report wrote (modified at or after ``since``, a ``time.time()``)."""
+    out = Path(out)
+    lines = [f"wrote {out / 'report.md'}"]
+    labels = out / "labels.csv"
+    if labels.is_file():
+        t = pd.read_csv(labels)
+        t = t[t["point"].str.startswith("oracle")]
+        for prior, g in t.groupby("prior", sort=False):
+            counts = g["label"].value_counts()
+            lines.append(f"  {prior} prior, at the cross-fitted oracle: " + ", ".join(
+                f"{lab} {int(counts.get(lab, 0))}" for lab in stats.LABELS if counts.get(lab, 0)) +
+                f" of {len(g)} (cell, rule) pairs")
+    claims_file = out / "claims.csv"
+    if claims_file.is_file():
+        lines.append("The study's claims (claims.csv; population and test in report.md):")
+        for r in pd.read_csv(claims_file).itertuples():
+            statement = str(r.statement)
+            statement = statement if len(statement) <= 70 else statement[:70].rsplit(" ", 1)[0] + " ..."
+            lines.append(f"  {r.claim}. {str(r.verdict).upper():16s} {statement}")
+    elif (out / "report.md").is_file() and "INCOMPLETE" in (out / "report.md").read_text()[:2000]:
+        lines.append("No claim decided: the run is INCOMPLETE (see report.md).")
+    files = sorted(p.relative_to(out).as_posix() for p in [*out.glob("*.csv"), *out.glob("*.md"),
+                                                            *(out / "figures").glob("*.png")]
+                   if p.is_file() and p.stat().st_mtime >= since)
+    lines.append(f"Files: {', '.join(files)}")
+    return lines
 
 
 def _check_args(kl_budget, level) -> None:
