@@ -26,7 +26,9 @@ def _sub(sub, name: str, text: str) -> argparse.ArgumentParser:
 def _build_parser() -> argparse.ArgumentParser:
     from poe_jax import __version__
 
-    p = argparse.ArgumentParser(prog="poe-jax", description=__doc__, formatter_class=_Formatter,
+    p = argparse.ArgumentParser(prog="poe-jax", formatter_class=_Formatter,
+                                description="Steer frozen offline-RL actors with goal-conditioned priors: evaluate "
+                                            "grids of rules on MuJoCo, report what helps and what hurts.",
                                 epilog="--debug anywhere on the line: show tracebacks of errors (otherwise one line)")
     p.add_argument("--version", action="version", version=f"poe-jax {__version__}")
     sub = p.add_subparsers(dest="command", required=True)

@@ -5,10 +5,22 @@ import pytest
 from poe_jax.cli import main
 
 
-def test_demo_runs(capsys):
+def test_demo_covers_every_rule_with_its_coefficient_named_and_no_nan(capsys):
+    from poe_jax.kernels import rules
+
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
-    assert "poe" in out and "kl_reg" in out and "additive" in out and "kl_budget" in out
+    rows = [ln.split() for ln in out.splitlines() if ln.startswith(("trained ", "random "))]
+    for name, rule in rules.RULES.items():
+        mine = [r for r in rows if r[1] == name]
+        assert mine, name
+        for r in mine:
+            assert r[2] == "-" if rule.param is None else r[2].startswith(f"{rule.param}=")
+    assert "nan" not in out.lower() and "inf " not in out
+    # kl_reg's mean is poe's at alpha = beta / (1 + beta): beta = 1 moves the mean as far as alpha = 0.5
+    shift = {(r[0], r[1], r[2]): r[-1] for r in rows}
+    assert shift[("trained", "kl_reg", "beta=1")] == shift[("trained", "poe", "alpha=0.5")]
+    assert any(r[1] == "poe|kl_budget=0.5" and r[2].startswith("alpha=") for r in rows)  # the selector's choice
 
 
 def test_rules_lists_registry(capsys):

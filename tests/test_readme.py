@@ -1,4 +1,6 @@
-"""A newcomer's walk through the README: every fenced snippet runs as written.
+"""A newcomer's walk through the README and docs/: every fenced snippet runs as written.
+
+The README comes first, then the pages in the order docs/README.md lists them.
 
 Python snippets run, in order, in one fresh process (one of them registers a rule). Shell
 snippets run line by line in a scratch folder: the short commands as written, the long ones
@@ -19,7 +21,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, re.S)
+PAGES = [ROOT / "docs" / name for name in dict.fromkeys(
+    re.findall(r"\]\(([a-z-]+\.md)\)", (ROOT / "docs" / "README.md").read_text()))]
+BLOCKS = [b for text in [README, *(p.read_text() for p in PAGES)] for b in re.findall(r"```(\w+)\n(.*?)```", text, re.S)]
 LONG = ("data generate", "train ", "port corl", "examples/grid.toml", "examples/grids.toml", "--preset paper",
         "report runs/paper", "examples/minari.toml", "runs/minari", "data export")
 
@@ -72,6 +76,23 @@ def test_readme_shell_commands_run(cmd, tmp_path_factory):
         argv = [str(ROOT / a) if a == example else a for a in argv]
     res = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, (cmd, res.stderr[-3000:])
+
+
+def test_every_docs_page_is_listed_and_the_readme_is_short():
+    listed = {p.name for p in PAGES}
+    assert {p.name for p in (ROOT / "docs").glob("*.md")} - {"README.md"} <= listed
+    assert len(README.splitlines()) <= 160
+    for page in PAGES:  # each page links back, and every relative link on it resolves
+        text = page.read_text()
+        assert "[README](../README.md)" in text, page.name
+        for link in re.findall(r"\]\((?!https?:)([^)#]+)", text):
+            assert (page.parent / link).exists(), (page.name, link)
+
+
+def test_the_cli_reference_is_current():
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "cli_reference.py"), "--check"], env=_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, "docs/cli.md is out of date: run python scripts/cli_reference.py"
 
 
 def test_readme_toml_snippets_are_the_examples_and_valid():
