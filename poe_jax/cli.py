@@ -72,6 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
                           "'prior-data': DIR/ENV-prior-data.hdf5, the goal prior's data from the shipped IQL actors "
                           "(and ENV-track*-sac policies); 'tracking-policy': DIR/ENV-trackV-sac, SAC trained to run "
                           "at --target-speed V")
+    gen.add_argument("--actor", help="--phase probe: the probe states of this checkpoint (zoo:NAME or a folder) from its "
+                     "own rollouts, DIR/probe-states/NAME-own.npz, for an actor whose dataset is not kept")
     gen.add_argument("--maze-data", choices=["scripted", "diverse"], default="scripted",
                      help="antmaze-*: 'scripted', the navigator's runs to the maze's goal (ENV-scripted.hdf5); "
                           "'diverse', D4RL's diverse recipe: random starts, random goals, more noise (ENV-diverse.hdf5)")
@@ -231,6 +233,11 @@ def _data(args) -> int:
         return 0
     from poe_jax.data import antmaze
 
+    if args.actor is not None:
+        if args.phase != "probe":
+            raise UsageError("--actor goes with --phase probe (the probe states of a shipped actor's own rollouts)")
+        generate.actor_probe_states(args.actor, args.out, seed=args.seed)
+        return 0
     if args.env in antmaze.MAZES:  # the mazes' data come from a scripted navigator, not SAC
         make = antmaze.generate_diverse if args.maze_data == "diverse" else antmaze.generate
         make(args.env, args.out, size=args.size, seed=args.seed)

@@ -245,3 +245,22 @@ def test_every_shipped_card_says_what_its_data_are(capsys):
     assert main(["zoo"]) == 0
     out = capsys.readouterr().out
     assert "not the D4RL datasets" in out and "IQL 66.3 on D4RL hopper-medium-v2" in out
+
+
+def test_every_shipped_actor_with_a_critic_has_probe_states():
+    """The off-policy scorer covers every shipped actor it can score: its dataset's probe states, or (where the
+    dataset is not kept) states of the actor's own rollouts."""
+    import numpy as np
+
+    from poe_jax.analysis import offpolicy
+
+    for p in sorted(checkpoints.ZOO.iterdir()):
+        if not (p / "card.json").is_file():
+            continue
+        card = checkpoints.read_card(p)
+        if card["kind"] != "actor" or not card.get("critic"):
+            continue
+        states = offpolicy.find_states(card.get("probe_states") or card.get("dataset"))
+        assert states is not None, p.name
+        obs = np.load(states)["observations"]
+        assert obs.shape == (1000, card["obs_size"]) and np.isfinite(obs).all(), p.name

@@ -136,24 +136,33 @@ def _p(x):
     return "–" if not np.isfinite(x) else (f"{x:.2g}" if x >= 1e-3 else f"{x:.1e}")
 
 
-def _panel_figure(path: Path, rows: pd.DataFrame, draw, title: str, xlabel: str, ylabel: str) -> str:
-    """One panel per grid row and goal column; ``draw(ax, sub)`` plots one
-    panel's rows. Saves ``path`` and returns its name."""
+def _panel_figure(path: Path, rows: pd.DataFrame, draw, title: str, xlabel: str, ylabel: str,
+                  columns: int = 3) -> str:
+    """One panel per (grid, goal) the rows hold with more than one point to draw (no empty or single-point
+    panels), wrapped ``columns`` to a line; each titled with its env, actor and goal (and the grid's name when
+    it is not the actor's). ``draw(ax, sub)`` plots one panel's rows. Saves ``path`` and returns its name."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
 
-    grids = list(dict.fromkeys(rows["grid"]))
-    goals = list(dict.fromkeys(rows["goal"]))
-    fig = Figure(figsize=(5 * len(goals), 3.8 * len(grids)))
-    axes = fig.subplots(len(grids), len(goals), squeeze=False)
-    for i, name in enumerate(grids):
-        for j, goal in enumerate(goals):
-            ax = axes[i, j]
-            draw(ax, rows[(rows.grid == name) & (rows.goal == goal)])
-            ax.set_title(f"{name} · {goal}", fontsize=10)
-            ax.set_xlabel(xlabel, fontsize=8)
-            ax.set_ylabel(ylabel, fontsize=8)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
+    panels = [(name, goal) for name, goal in dict.fromkeys(zip(rows["grid"], rows["goal"]))
+              if len(rows[(rows.grid == name) & (rows.goal == goal) & (rows.rule != "frozen")]) > 1]
+    panels = panels or list(dict.fromkeys(zip(rows["grid"], rows["goal"])))[:1]
+    ncol = min(columns, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig = Figure(figsize=(5 * ncol, 3.9 * nrow + 0.6))
+    axes = fig.subplots(nrow, ncol, squeeze=False)
+    for k, (name, goal) in enumerate(panels):
+        ax = axes[k // ncol, k % ncol]
+        sub = rows[(rows.grid == name) & (rows.goal == goal)]
+        draw(ax, sub)
+        env, actor = sub["env"].iloc[0], sub["actor"].iloc[0]
+        extra = "" if name in ("", actor, f"{env}-{actor}") else f"\n(grid {name})"
+        ax.set_title(f"{env} · {actor} · {goal}{extra}", fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    for k in range(len(panels), nrow * ncol):
+        axes[k // ncol, k % ncol].set_visible(False)
     fig.suptitle(title, fontsize=13)
     fig.tight_layout()
     _png(fig, path)
@@ -215,7 +224,9 @@ def _figures(rows: pd.DataFrame, cells: pd.DataFrame, figdir: Path) -> list[str]
         chosen = cells.set_index([*stats.CELL, "rule"])["selector_param"]
 
         def degradation(ax, g):
+            order = list(dict.fromkeys(g["rule"]))
             for rule, r in g.groupby("rule", sort=False):
+                dx = 0.04 * (order.index(rule) - (len(order) - 1) / 2)  # a small offset: equal points stay visible
                 pts = []
                 for q in qualities:
                     rq = r[r.prior == q]
@@ -229,11 +240,11 @@ def _figures(rows: pd.DataFrame, cells: pd.DataFrame, figdir: Path) -> list[str]
                 m, half, ps = (np.asarray(v, float) for v in zip(*pts))
                 style = _style(rule)
                 style["ls"] = style["ls"] or "-"
-                ax.errorbar(range(len(qualities)), m, yerr=np.nan_to_num(half), capsize=2, **style)
+                ax.errorbar(np.arange(len(qualities)) + dx, m, yerr=np.nan_to_num(half), capsize=2, **style)
                 if rule not in ("frozen", "prior_only"):
                     for x, (y, pv) in enumerate(zip(m, ps)):
                         if np.isfinite(y):
-                            ax.annotate(f"{pv:g}", (x, y), fontsize=6, textcoords="offset points", xytext=(3, 3))
+                            ax.annotate(f"{pv:g}", (x + dx, y), fontsize=6, textcoords="offset points", xytext=(3, 3))
             ax.set_xticks(range(len(qualities)), qualities)
 
         made.append(_panel_figure(figdir / "prior_quality.png", rows[rows["shift"] == first_shift], degradation,

@@ -251,6 +251,27 @@ def probe_states(env_name: str, out: str | Path, n: int = 1000, lanes: int = 10,
     return path
 
 
+def actor_probe_states(actor_ref: str, out: str | Path, n: int = 1000, lanes: int = 10, seed: int = 0,
+                       log=print) -> Path:
+    """``out/probe-states/NAME-own.npz``: ``n`` observations of the actor's own stochastic rollouts, evenly
+    spaced over ``lanes`` trajectories of ``5 n / lanes`` steps: the probe states of an actor whose dataset is
+    not kept (the env's own states under that actor, where :func:`probe_states` samples the dataset's
+    behaviour policy)."""
+    path_in = checkpoints.zoo_path(actor_ref) if actor_ref.startswith("zoo:") else Path(actor_ref)
+    card = checkpoints.read_card(path_in)
+    env_name = card["env"]
+    env = envs.make(env_name, backend="native")
+    actor = checkpoints.load(path_in, env=env_name)
+    d = data.collect(env, _stochastic(actor), 5 * n, lanes, jax.random.key(seed + 7))
+    obs = d["observations"][:: max(1, len(d["observations"]) // n)][:n].astype(np.float32)
+    path = Path(out) / "probe-states" / f"{path_in.name}-own.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, observations=obs, policy=path_in.name, seed=seed,
+                        source="the actor's own stochastic rollouts (its dataset is not kept)")
+    log(f"{path}: {len(obs)} states of {path_in.name}'s own rollouts")
+    return path
+
+
 PRIOR_DATA_ACTORS = ("medium-replay", "medium", "medium-expert")
 PRIOR_DATA_STD = (1.0, 2.0, 4.0)
 # The priors' data also hold SAC policies trained online to run at these speeds (m/s; shipped as
