@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -125,3 +126,69 @@ def test_export_opens_with_minari_and_round_trips(tmp_path):
     assert back["metadata/env"] == "hopper"
     with pytest.raises(data.DatasetError, match="already exists"):
         minari_io.export(d, "poe_jax/hopper/test-v0", "hopper", root=tmp_path)
+
+
+def _collect(root, dataset_id, make_env, episodes=3, steps=30):
+    """A small Minari dataset of random actions, written by minari's own DataCollector (no network)."""
+    from minari import DataCollector
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MINARI_DATASETS_PATH", str(root))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            env = DataCollector(make_env(), record_infos=False)
+            env.action_space.seed(0)
+            for ep in range(episodes):
+                env.reset(seed=ep)
+                for _ in range(steps):
+                    *_, term, trunc, _ = env.step(env.action_space.sample())
+                    if term or trunc:
+                        break
+            env.create_dataset(dataset_id=dataset_id, algorithm_name="random")
+            return list(minari.load_dataset(dataset_id).iterate_episodes())
+    finally:
+        mp.undo()
+
+
+def test_dict_observations_are_flattened_as_d4rl_antmaze(tmp_path, monkeypatch):
+    """An AntMaze-style dataset (observation, achieved_goal, desired_goal, as Minari's AntMaze stores them) reads
+    as D4RL's AntMaze did: the position (achieved_goal) first, then the rest; the goal apart, as infos/goal; the
+    layout on the data."""
+    import gymnasium as gym
+
+    class GoalDict(gym.ObservationWrapper):
+        def __init__(self, env):
+            super().__init__(env)
+            box = env.observation_space
+            self.observation_space = gym.spaces.Dict({
+                "observation": gym.spaces.Box(box.low[2:], box.high[2:], dtype=box.dtype),
+                "achieved_goal": gym.spaces.Box(box.low[:2], box.high[:2], dtype=box.dtype),
+                "desired_goal": gym.spaces.Box(-np.inf, np.inf, (2,), dtype=box.dtype)})
+
+        def observation(self, obs):
+            return {"observation": obs[2:], "achieved_goal": obs[:2], "desired_goal": np.array([1.0, 2.0], obs.dtype)}
+
+    eps = _collect(tmp_path, "test/hopper/dict-v0", lambda: GoalDict(gym.make("Hopper-v5", max_episode_steps=30)))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    d = data.read("minari:test/hopper/dict-v0")
+    flat = np.concatenate([np.concatenate([e.observations["achieved_goal"], e.observations["observation"]], 1)[:-1]
+                           for e in eps])
+    np.testing.assert_array_equal(d["observations"], flat)
+    assert d["observations"].shape[1] == 11 and d["metadata/obs_layout"] == "achieved_goal[2] observation[9]"
+    np.testing.assert_array_equal(d["infos/goal"], np.tile([1.0, 2.0], (len(flat), 1)))
+
+
+def test_env_spec_kwargs_are_honoured_or_refused_by_name(tmp_path, monkeypatch):
+    import gymnasium as gym
+
+    _collect(tmp_path, "test/hopper/falls-v0",
+             lambda: gym.make("Hopper-v5", max_episode_steps=30, terminate_when_unhealthy=False))
+    _collect(tmp_path, "test/hopper/costly-v0", lambda: gym.make("Hopper-v5", max_episode_steps=30,
+                                                                  ctrl_cost_weight=0.5))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    d = data.read("minari:test/hopper/falls-v0")  # modelled: the env option of the same name
+    assert json.loads(d["metadata/env_options"]) == {"max_steps": 30, "terminate_when_unhealthy": False}
+    with pytest.raises(data.DatasetError, match=r"env_spec kwarg ctrl_cost_weight=0.5 \(Hopper-v5; Gymnasium's "
+                                                r"default 0.001\) is not modelled by poe_jax"):
+        data.read("minari:test/hopper/costly-v0")

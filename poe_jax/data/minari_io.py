@@ -102,12 +102,12 @@ def read(ref: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with h5py.File(d / "main_data.hdf5", "r") as f:
             names = sorted((k for k in f if k.startswith("episode_")), key=lambda k: int(k.split("_")[1]))
+            layout = None
             for k in names:
                 g = f[k]
-                obs = g["observations"][()]
-                if not isinstance(obs, np.ndarray) or obs.ndim != 2:
-                    raise DatasetError(f"dataset: {d}: {k}/observations is not a [T+1, obs] array (dict or image "
-                                 "observations are not supported)")
+                obs, goal, layout = _flat_observations(d, k, g["observations"], layout)
+                if goal is not None:
+                    parts.setdefault("infos/goal", []).append(goal[:-1])
                 parts["observations"].append(obs[:-1])
                 parts["next_observations"].append(obs[1:])
                 parts["actions"].append(g["actions"][()])
@@ -125,10 +125,112 @@ def read(ref: str | os.PathLike) -> dict[str, np.ndarray]:
     out["metadata/gym_id"] = (meta.get("env_spec") or {}).get("id", "")
     out["metadata/dataset_id"] = meta.get("dataset_id", "")
     out["metadata/env"] = env_name(meta)
+    if layout is not None:
+        out["metadata/obs_layout"] = layout
+    opts = env_options(meta)
+    if opts:
+        out["metadata/env_options"] = json.dumps(opts, sort_keys=True)
     for k in ("ref_min_score", "ref_max_score"):
         if meta.get(k) is not None:
             out[f"metadata/{k}"] = float(meta[k])
     return out
+
+
+# D4RL's AntMaze observation is the ant's position first, then the rest of its state: a dict observation
+# (Minari's AntMaze, Gymnasium-Robotics' goal-conditioned envs) is flattened in this order.
+DICT_ORDER = ("achieved_goal", "observation")
+GOAL_KEY = "desired_goal"  # kept apart, as D4RL's infos/goal
+
+
+def _flat_observations(d: Path, episode: str, node, layout: str | None):
+    """``([T+1, obs], [T+1, goal] or None, layout)``: an episode's observations, a dict of arrays flattened as
+    D4RL's AntMaze (:data:`DICT_ORDER`, then any other key by name; :data:`GOAL_KEY` returned apart); the
+    layout names each part with its width (``achieved_goal[2] observation[27]``) and must be the same in
+    every episode."""
+    import h5py
+
+    if not isinstance(node, h5py.Group):
+        obs = node[()]
+        if not isinstance(obs, np.ndarray) or obs.ndim != 2:
+            raise DatasetError(f"dataset: {d}: {episode}/observations is not a [T+1, obs] array or a dict of them "
+                               "(image observations are not supported)")
+        return obs, None, layout
+    keys = [k for k in DICT_ORDER if k in node] + sorted(k for k in node if k not in DICT_ORDER and k != GOAL_KEY)
+    arrays = []
+    for k in keys:
+        a = node[k][()] if isinstance(node[k], h5py.Dataset) else None
+        if a is None or a.ndim not in (1, 2):
+            raise DatasetError(f"dataset: {d}: {episode}/observations/{k} is not a [T+1] or [T+1, n] array "
+                               "(nested dicts and images are not supported)")
+        arrays.append(a.reshape(len(a), -1))
+    if not arrays:
+        raise DatasetError(f"dataset: {d}: {episode}/observations is a dict with no observation besides {GOAL_KEY}")
+    mine = " ".join(f"{k}[{a.shape[1]}]" for k, a in zip(keys, arrays))
+    if layout is not None and mine != layout:
+        raise DatasetError(f"dataset: {d}: {episode}/observations holds {mine}, the episodes before it {layout}")
+    goal = node[GOAL_KEY][()] if GOAL_KEY in node else None
+    return np.concatenate(arrays, axis=1), goal, mine
+
+
+# env_spec kwargs poe_jax models (the env option of the same name); any other kwarg must keep its Gymnasium
+# default, else the data came from dynamics or rewards poe_jax does not model.
+HONOURED = ("terminate_when_unhealthy", "forward_reward_weight")
+
+
+def _gym_defaults(gym_id: str) -> dict:
+    """The keyword defaults of the Gymnasium class behind ``gym_id`` (its ``__init__``), or {} if unknown."""
+    import inspect
+
+    try:
+        import gymnasium
+
+        spec = gymnasium.spec(gym_id)
+        cls = gymnasium.envs.registration.load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) \
+            else spec.entry_point
+        params = inspect.signature(cls.__init__ if inspect.isclass(cls) else cls).parameters
+        return {**{k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty},
+                **(spec.kwargs or {})}
+    except Exception:  # noqa: BLE001 - an id Gymnasium does not know: every kwarg is checked by name alone
+        return {}
+
+
+def env_options(meta: dict) -> dict:
+    """The poe_jax env options a dataset's ``env_spec`` asks for: its :data:`HONOURED` kwargs that differ from
+    Gymnasium's defaults, and ``max_steps`` from ``max_episode_steps`` when it is not the env's 1000. Any other
+    kwarg that differs from its default is refused by name (a one-line :class:`DatasetError`)."""
+    spec = meta.get("env_spec") or {}
+    gym_id = spec.get("id", "?")
+    defaults = _gym_defaults(gym_id)
+    opts = {}
+    for k, v in sorted((spec.get("kwargs") or {}).items()):
+        same = k in defaults and _same(v, defaults[k])
+        if k in HONOURED:
+            if not same:
+                opts[k] = v
+        elif not same:
+            have = f"Gymnasium's default {defaults[k]!r}" if k in defaults else "no default poe_jax knows"
+            raise DatasetError(f"dataset {meta.get('dataset_id', '?')!r}: env_spec kwarg {k}={v!r} ({gym_id}; "
+                               f"{have}) is not modelled by poe_jax; it models {', '.join(HONOURED)} and "
+                               "max_episode_steps")
+    steps = spec.get("max_episode_steps")
+    if steps not in (None, 1000):
+        opts["max_steps"] = int(steps)
+    return opts
+
+
+def _same(a, b) -> bool:
+    """Equal as values: numbers as floats (a stored kwarg is JSON, a default may hold ints, tuples or arrays)."""
+    def norm(x):
+        if isinstance(x, dict):
+            return {str(k): norm(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple, np.ndarray)):
+            return [norm(v) for v in (x.tolist() if isinstance(x, np.ndarray) else x)]
+        if isinstance(x, (bool, np.bool_)):
+            return bool(x)
+        if isinstance(x, (int, float, np.integer, np.floating)):
+            return float(x)
+        return x
+    return norm(a) == norm(b)
 
 
 def episodes(data: dict) -> list[slice]:

@@ -79,8 +79,15 @@ def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: 
     log = file_log(Path(out) / f"{env_name}-{algo}.log", log)
     log(f"train {algo} on {[str(f) for f in files]}: {steps} steps, seed {seed}, time budget {time_budget}")
 
-    env = envs.make(env_name, backend="native")
     raw = [data.read(f) for f in files]
+    options = {json.dumps(json.loads(str(d.get("metadata/env_options", "{}"))), sort_keys=True) for d in raw}
+    if len(options) > 1:
+        raise data.DatasetError(f"datasets {[str(f) for f in files]} ask for different env options {sorted(options)}; "
+                                "train them apart")
+    options = json.loads(options.pop())  # a Minari dataset's env_spec kwargs that poe_jax models
+    if options:
+        log(f"env options from the data's env_spec: {options}")
+    env = envs.make(env_name, backend="native", **options)
     for f, d in zip(files, raw):
         check_env(env_name, f, d)
     q = [data.qlearning_dataset(d) for d in raw]
