@@ -55,6 +55,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--yes", action="store_true",
                      help="start a run the size estimate calls very long (over 50,000 result parts or 2e9 env steps)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="several processes (hosts): jax.distributed's coordinator, the address of process 0; "
+                          "every process runs the same command with its --process-id and takes every n-th chunk")
+    run.add_argument("--num-processes", type=int, help="with --coordinator: how many processes run the grid")
+    run.add_argument("--process-id", type=int, help="with --coordinator: this process's index, 0 .. n-1")
     run.add_argument("--repair", action="store_true",
                      help="move unreadable result parts aside (DIR/corrupt/) and recompute their lanes")
     run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -75,7 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--actor", help="--phase probe: the probe states of this checkpoint (zoo:NAME or a folder) from its "
                      "own rollouts, DIR/probe-states/NAME-own.npz, for an actor whose dataset is not kept")
     gen.add_argument("--maze-data", choices=["scripted", "diverse"], default="scripted",
-                     help="antmaze-*: 'scripted', the navigator's runs to the maze's goal (ENV-scripted.hdf5); "
+                     help="the AntMaze envs: 'scripted', the navigator's runs to the maze's goal (ENV-scripted.hdf5); "
                           "'diverse', D4RL's diverse recipe: random starts, random goals, more noise (ENV-diverse.hdf5)")
     gen.add_argument("--target-speed", type=float, default=1.2, help="m/s, for --phase tracking-policy")
     gen.add_argument("--sac-steps", type=int, help="SAC env steps (default 1,000,000; tracking-policy 300,000)")
@@ -191,7 +196,17 @@ def _run(args) -> int:
         raise UsageError("run: --out DIR is required")
     from poe_jax.runtime import keep_large_allocations
 
+    several = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in several) and any(v is None for v in several):
+        raise UsageError("run: --coordinator, --num-processes and --process-id go together (several processes)")
+    if args.coordinator is not None and not (args.num_processes >= 1 and 0 <= args.process_id < args.num_processes):
+        raise UsageError(f"run: --process-id must be in 0..{args.num_processes - 1} and --num-processes >= 1; got "
+                         f"{args.process_id} of {args.num_processes}")
     keep_large_allocations()  # a process setting: the CLI's to make, not the library's (poe_jax.runtime)
+    if args.coordinator is not None:  # before anything touches a JAX backend
+        import jax
+
+        jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
     source = args.config or f"preset:{args.preset}"
     plugins = [str(Path(p).absolute()) if p.endswith(".py") else p for p in args.plugin]
     fields = _fields(args.fields)
@@ -204,6 +219,9 @@ def _run(args) -> int:
     else:
         name = args.preset or Path(args.config).stem
         results = grid.run_many(specs, args.out, name=name, **opts)
+    if args.process_id:  # several processes: process 0 says what ran
+        print(f"process {args.process_id}: done")
+        return 0
     print(grid.first_screen(args.out))
     print()
     for res in results:

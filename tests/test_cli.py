@@ -123,3 +123,13 @@ def test_list_presets_prints_sizes_and_measured_times(capsys):
         (line,) = [ln for ln in text.splitlines() if ln.startswith(name + " ")]
         assert line.split()[1].isdigit() and line.split()[2].replace(",", "").isdigit()
     assert "26-36 s on a 2-core CPU" in text and "not measured" in text
+
+
+def test_several_process_flags_go_together(tmp_path, capsys):
+    out = str(tmp_path / "x")
+    assert main(["run", "--preset", "smoke", "--out", out, "--coordinator", "localhost:1"]) == 2
+    assert "--coordinator, --num-processes and --process-id go together" in capsys.readouterr().err
+    assert main(["run", "--preset", "smoke", "--out", out, "--coordinator", "localhost:1", "--num-processes", "2",
+                 "--process-id", "2"]) == 2
+    assert "--process-id must be in 0..1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before anything is written
