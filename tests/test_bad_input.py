@@ -80,7 +80,7 @@ ROWS = [
     ("env-type", _spec_row({"env": 3}), r"env: expected a string; got 3"),
     ("env-unknown", _spec_row({"env": "hoper"}), r"env: unknown env 'hoper'; known envs: hopper"),
     ("env-misspelt", _spec_row({"enb": "hopper"}, drop="env"), r"unknown spec field\(s\) \['enb'\]"),
-    ("actor-type", _spec_row({"actor": 5}), r"actor: expected a string; got 5"),
+    ("actor-type", _spec_row({"actor": 5}), r"actor: expected a checkpoint path, 'zoo:NAME', 'zoo:NAME@\*' or a non-empty list of them; got 5"),
     ("actor-unknown", _spec_row({"actor": "zoo:hopper-nope"}), r"actor: .*hopper-nope"),
     ("actor-wrong-kind", _spec_row({"actor": "zoo:hopper-prior"}), r"is a prior checkpoint, not an actor"),
     ("actor-missing-dir", _spec_row({"actor": "no/such/dir"}), r"actor: no checkpoint at .*no/such/dir"),

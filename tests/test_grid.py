@@ -536,3 +536,18 @@ def test_verdicts_keep_shifts_apart_name_the_driving_goal_and_list_what_hurt():
     assert len(lines) == 2 and lines[0].startswith("trained prior under none: best poe 0.5 kept 205%")  # mean over goals of (1.025 - 1, 3.075 - 1)
     assert "mostly from G3_target" in lines[0] and "hurt (CI below 100%): additive 0.5 51%" in lines[0]
     assert lines[1].startswith("trained prior under mass=1.5: best poe 0.5")
+
+
+def test_one_compile_per_program_and_a_second_run_compiles_nothing(smoke, tmp_path):
+    """A grid compiles one program per (rule, prior quality, noise switches) at its batch; the same grid again (or
+    another with the same env, checkpoints' shapes and batch) reuses them: its compile time is 0."""
+    from poe_jax.grid import runner
+    from poe_jax.grid.plan import resolve
+
+    spec = smoke.replace(max_steps=7, chunk_size=16)
+    before = len(runner._COMPILED)
+    first = grid.run(spec, tmp_path / "a", progress=False)
+    programs = len(set(resolve(spec).program_keys()))
+    assert len(runner._COMPILED) - before == programs == first.summary["programs"] and first.summary["compile_s"] > 0
+    second = grid.run(spec.replace(seeds=(5, 6)), tmp_path / "b", progress=False)
+    assert second.summary["compile_s"] == 0 and len(runner._COMPILED) - before == programs

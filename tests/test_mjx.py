@@ -17,10 +17,14 @@ pytestmark = pytest.mark.slow
 NAMES = ("hopper", "halfcheetah")
 
 
-@pytest.mark.parametrize("name", [*NAMES, "walker2d-v5"])  # v5: walker2d_v5.xml, healthy reward only while healthy
+@pytest.mark.parametrize("name", [*NAMES, "walker2d-v5", "hopper-v5", "halfcheetah-v5"])  # at the envs' MJX solver defaults
 def test_mjx_one_step_parity_with_gymnasium(name, get_env):
+    from poe_jax.envs.registry import mjx_defaults
+
     qpos, qvel, action, obs, reward, term, *_ = gym_transitions(name, n=200, seed=1)
     env = get_env(name, "mjx")
+    assert mjx_defaults(name) and env.physics.options._asdict().items() >= mjx_defaults(name).items()
+    assert int(env.physics.mjx_model.opt.iterations) == mjx_defaults(name)["iterations"]
     start = env.reset_to_batch(qpos, qvel)
     nxt = jax.jit(jax.vmap(env.step))(start, jnp.asarray(action, jnp.float32))
     # float32 physics: observations to 1e-3 absolute (velocities are O(1-10)),
@@ -89,3 +93,71 @@ def test_mjx_ant_velocity_reads_xpos(name, get_env):
     np.testing.assert_allclose(v[agree], x_vel[agree], rtol=0, atol=1e-4)
     from_qpos = (np.asarray(nxt.q.qpos[:, 0]) - qpos[:, 0]) / env.dt
     assert np.abs(from_qpos - x_vel)[agree].max() > 1e-3  # the test can tell the two apart
+
+
+def _lowered_text(backend: str, **spec_fields) -> str:
+    from poe_jax import grid
+    from poe_jax.grid import runner
+    from poe_jax.grid.plan import resolve
+
+    spec = grid.load_spec("preset:smoke").replace(backend=backend, max_steps=5, seeds=(0,), episodes=1,
+                                                  **spec_fields)
+    plan = resolve(spec)
+    key = next(k for k in plan.program_keys() if k.rule == "poe")
+    lanes = plan.lanes.lanes.take(np.arange(8))
+    lanes = lanes._replace(rule=np.zeros_like(lanes.rule), quality=np.zeros_like(lanes.quality))
+    fn = jax.jit(plan.program(key, on_step=runner._on_step(plan)))
+    return fn.lower(plan.actor, plan.prior, lanes).as_text()
+
+
+def test_the_mjx_program_has_no_host_callback_and_no_float64():
+    """What a GPU runs: the whole grid step on the device, in float32 (inspected in the lowered program). The
+    native program, whose physics is a host call, shows that the check can see one."""
+    mjx_text = _lowered_text("mjx")
+    assert "callback" not in mjx_text and "f64" not in mjx_text
+    assert "callback" in _lowered_text("native")
+
+
+def test_mjx_options_reach_the_model_and_are_checked():
+    from poe_jax import grid
+    from poe_jax.envs.registry import mjx_defaults
+    from poe_jax.grid.plan import resolve
+
+    spec = grid.load_spec("preset:smoke").replace(backend="mjx", mjx_options={"iterations": 3, "eulerdamp": False})
+    plan = resolve(spec)
+    m = plan.env.physics.mjx_model
+    assert int(m.opt.iterations) == 3 and int(m.opt.ls_iterations) == mjx_defaults("hopper").get("ls_iterations", 50)
+    assert plan.identity["mjx"]["iterations"] == 3  # the solver is part of what the results depend on
+    assert "mjx_options" not in grid.load_spec("preset:smoke").identity()  # a spec without them keeps its hash
+    import importlib.util
+
+    cases = [({"iterations": 0}, "mjx_options.iterations: 0; allowed: an integer >= 1"),
+             ({"solver": "cg"}, "mjx_options: unknown option(s) ['solver']")]
+    if importlib.util.find_spec("mujoco_warp") is None:  # where it is installed, warp is allowed
+        cases.append(({"impl": "warp"}, "'warp' needs the mujoco_warp package"))
+    for bad, needle in cases:
+        with pytest.raises(grid.SpecError) as e:
+            resolve(spec.replace(mjx_options=bad))
+        assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_mjx_chunk_size_is_chosen_from_device_memory_when_not_given(monkeypatch):
+    from mujoco import mjx
+
+    from poe_jax import grid
+    from poe_jax.grid import plan as plan_module
+
+    spec = grid.load_spec("preset:smoke").replace(backend="mjx", chunk_size=None)
+    plan = plan_module.resolve(spec)
+    per_lane = plan_module.LANE_OVERHEAD * sum(np.asarray(x).nbytes for x in
+                                               jax.tree_util.tree_leaves(mjx.make_data(plan.env.physics.mjx_model)))
+
+    class Device:  # a device with 1 GiB, as a GPU reports it
+        def memory_stats(self):
+            return {"bytes_limit": 2**30}
+
+    monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [Device()])
+    n, why = plan.chunk
+    assert n == 2 ** int(np.floor(np.log2(2**30 * plan_module.DEVICE_SHARE / per_lane))) and "1.0 GiB" in why
+    assert plan_module.resolve(spec.replace(chunk_size=64)).chunk == (64, "given")
+    assert plan_module.resolve(spec.replace(backend="native")).chunk_size == plan_module.NATIVE_CHUNK

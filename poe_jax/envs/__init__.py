@@ -43,8 +43,15 @@ def make(name: str, backend: str = "auto", **options) -> Env:
     """Build environment ``name`` on ``backend`` (``auto``, ``native`` or ``mjx``).
 
     Options: ``max_steps`` (episode length), and backend options such as
-    ``nthread`` (native) or ``impl`` (mjx).
+    ``nthread`` (native), or ``options`` (a :class:`poe_jax.physics.mjx.MjxOptions`) and ``impl`` (mjx). On
+    MJX, the env's registered solver settings apply unless ``options`` is given.
     """
     if name not in registry.ENVS:
         raise KeyError(f"unknown env {name!r}; known envs: {', '.join(names())}")
+    from poe_jax.physics import resolve_backend
+
+    if resolve_backend(backend) == "mjx" and "options" not in options:
+        from poe_jax.physics.mjx import MjxOptions
+
+        options = {**options, "options": MjxOptions(**registry.mjx_defaults(name))}
     return registry.ENVS[name].factory(backend=backend, **options)

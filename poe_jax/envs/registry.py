@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 from poe_jax.domain import FINITE, Domain
 
-__all__ = ["ENVS", "MAX_STEPS", "OPTIONS", "EnvEntry", "check_options", "goal_defaults", "has_success", "names", "recipe",
+__all__ = ["ENVS", "MAX_STEPS", "OPTIONS", "EnvEntry", "check_options", "goal_defaults", "has_success", "mjx_defaults",
+           "names", "recipe",
            "register_env"]
 
 MAX_STEPS = 1_000_000  # the longest episode a grid or an env option may ask for
@@ -38,6 +39,7 @@ class EnvEntry(NamedTuple):
     tracked_body: str | None = None  # the body whose velocity is the forward velocity
     contact_forces: bool = False  # the observation ends with the clipped contact forces (Gymnasium's Ant-v5)
     recipe: dict | None = None  # how the zoo's data were made on it (poe_jax.data.generate): SAC settings, tracking speeds
+    mjx: dict | None = None  # its MJX solver defaults (poe_jax.physics.mjx.MjxOptions fields); a grid's mjx_options override
 
 
 ENVS: dict[str, EnvEntry] = {}
@@ -45,7 +47,8 @@ ENVS: dict[str, EnvEntry] = {}
 
 def register_env(name: str, *, goal_defaults: dict | None = None, options: tuple[str, ...] | None = None,
                  success: bool = False, metrics: tuple[str, ...] = ("x_velocity",), gym_id: str | None = None,
-                 tracked_body: str | None = None, contact_forces: bool = False, recipe: dict | None = None):
+                 tracked_body: str | None = None, contact_forces: bool = False, recipe: dict | None = None,
+                 mjx: dict | None = None):
     """Decorator: register ``factory(backend="auto", **options) -> Env`` as env ``name``.
 
     ``goal_defaults``: ``{goal: {param: value}}``, the env's defaults for goal parameters.
@@ -55,7 +58,8 @@ def register_env(name: str, *, goal_defaults: dict | None = None, options: tuple
     decide the goals that apply to it. ``gym_id``: the Gymnasium id of the same model. ``tracked_body``: the
     body whose velocity is the forward velocity. ``contact_forces``: its observation ends with the clipped
     contact forces. ``recipe``: the settings the data generator uses on it (``sac_warmup``, ``sac_critic_lr``,
-    ``tracking_speeds``: ``{speed: slope}``; see :mod:`poe_jax.data.generate`)."""
+    ``tracking_speeds``: ``{speed: slope}``; see :mod:`poe_jax.data.generate`). ``mjx``: the env's MJX solver
+    defaults (:class:`poe_jax.physics.mjx.MjxOptions` fields), which a grid's ``mjx_options`` override."""
     options = tuple(OPTIONS) if options is None else tuple(options)
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
@@ -66,7 +70,7 @@ def register_env(name: str, *, goal_defaults: dict | None = None, options: tuple
             raise ValueError(f"env {name!r} is already registered")
         ENVS[name] = EnvEntry(name, factory, {g: dict(p) for g, p in (goal_defaults or {}).items()}, options,
                               success, tuple(metrics) + (("success",) if success and "success" not in metrics else ()),
-                              gym_id, tracked_body, contact_forces, dict(recipe or {}))
+                              gym_id, tracked_body, contact_forces, dict(recipe or {}), dict(mjx or {}))
         return factory
 
     return deco
@@ -93,6 +97,12 @@ def check_options(env: str, options: dict) -> dict:
     if wrong:
         raise ValueError(f"env_options: {wrong} do not apply to env {env!r}; its options: {', '.join(allowed)}")
     return {k: OPTIONS[k].check(f"env_options.{k}", v) for k, v in options.items()}
+
+
+def mjx_defaults(env: str) -> dict:
+    """The MJX solver settings ``env`` declares (empty: the model's own)."""
+    entry = ENVS.get(env)
+    return dict(entry.mjx or {}) if entry is not None else {}
 
 
 def recipe(env: str) -> dict:

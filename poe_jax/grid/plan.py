@@ -36,6 +36,10 @@ __all__ = ["LANE_LAYOUT", "MIN_BATCH", "PRIOR_BLIND", "Cell", "LaneTable", "Plan
 
 PRIOR_BLIND = priors.PRIOR_BLIND  # the ``prior`` recorded for rules that ignore the prior
 LANE_LAYOUT = 2  # bumped when cells() changes the lane order; a DIR of another layout is refused
+NATIVE_CHUNK = 1024  # lanes per call on the native backend when the spec gives none (MuJoCo C threads over them)
+MAX_AUTO_CHUNK = 65_536  # the most lanes per call an MJX grid chooses by itself
+DEVICE_SHARE = 0.5  # the share of the device's memory an automatically sized MJX chunk may take
+LANE_OVERHEAD = 8  # device bytes per lane, as a multiple of one mjx.Data (the loop's carries, temporaries, policy)
 MIN_BATCH = 8  # the smallest lane batch a program is called with (a batch of 1 takes XLA's matrix-vector kernels)
 
 
@@ -181,8 +185,9 @@ class Plan:
     @property
     def identity(self) -> dict:
         """What determines the results: the spec's identity, the lane layout, the backend, the checkpoints' hashes."""
+        mjx = {"mjx": self.mjx_options._asdict()} if self.backend == "mjx" else {}  # the solver MJX ran
         return {**self.spec.identity(), "lanes": LANE_LAYOUT, "backend": self.backend,
-                "actor_sha256": self.actor_card["sha256"], "prior_sha256": self.prior_card["sha256"]}
+                "actor_sha256": self.actor_card["sha256"], "prior_sha256": self.prior_card["sha256"], **mjx}
 
     @functools.cached_property
     def cells(self) -> list[Cell]:
@@ -204,7 +209,43 @@ class Plan:
         """The grid's env, built once."""
         from poe_jax import envs
 
-        return envs.make(self.spec.env, backend=self.backend, **self.spec.env_options)
+        physics = {"options": self.mjx_options} if self.backend == "mjx" else {}
+        return envs.make(self.spec.env, backend=self.backend, **self.spec.env_options, **physics)
+
+    @functools.cached_property
+    def chunk(self) -> tuple[int, str]:
+        """``(lanes per compiled call, how it was chosen)``: the spec's ``chunk_size``; else 1024 on the native
+        backend; else, on MJX, the largest power of two whose lanes (one ``mjx.Data`` each, times
+        :data:`LANE_OVERHEAD`) fit :data:`DEVICE_SHARE` of the first device's memory, at most
+        :data:`MAX_AUTO_CHUNK` (1024 where the device does not report its memory)."""
+        if self.spec.chunk_size is not None:
+            return self.spec.chunk_size, "given"
+        if self.backend != "mjx":
+            return NATIVE_CHUNK, f"the native backend's default ({NATIVE_CHUNK})"
+        import jax
+        from mujoco import mjx
+
+        limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+        data = mjx.make_data(self.env.physics.mjx_model)
+        per_lane = LANE_OVERHEAD * sum(int(np.asarray(x).nbytes) for x in jax.tree_util.tree_leaves(data))
+        if not limit:
+            return NATIVE_CHUNK, f"{NATIVE_CHUNK} (the device reports no memory size)"
+        fit = int(limit * DEVICE_SHARE // per_lane)
+        n = int(min(MAX_AUTO_CHUNK, max(MIN_BATCH, 2 ** int(np.floor(np.log2(max(fit, 1)))))))
+        return n, (f"{n:,} lanes from device memory: {DEVICE_SHARE:.0%} of {limit / 2**30:.1f} GiB at "
+                   f"{per_lane / 2**10:.0f} KiB per lane ({LANE_OVERHEAD} x one mjx.Data)")
+
+    @property
+    def chunk_size(self) -> int:
+        """Lanes per compiled call (:attr:`chunk`)."""
+        return self.chunk[0]
+
+    @property
+    def mjx_options(self):
+        """The MJX solver settings (:func:`poe_jax.grid.spec.mjx_options`); the native backend ignores them."""
+        from poe_jax.grid.spec import mjx_options
+
+        return mjx_options(self.spec)
 
     @property
     def env_info(self):

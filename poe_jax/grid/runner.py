@@ -197,7 +197,14 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
         if (out / "grids.json").exists():
             raise SpecError(f"{out}: holds a multi-grid run (grids.json); a single grid needs its own --out")
         _say(log, f"run: {est.text()}")
+        _say_chunk(log, plan)
         return _run_plan(plan, out, out, force, progress, repair, log)
+
+
+def _say_chunk(log, plan: Plan) -> None:
+    """The lanes per call an MJX grid chose by itself, and why (:attr:`Plan.chunk`)."""
+    if plan.backend == "mjx" and plan.spec.chunk_size is None:
+        _say(log, f"{plan.spec.name or 'grid'}: chunk size {plan.chunk[1]}")
 
 
 def _say(log, text: str) -> None:
@@ -249,7 +256,7 @@ def _execute(plan: Plan, store: Store, progress: bool, log=None) -> RunResult:
     groups = [(k, np.flatnonzero(lane_key == i)) for i, k in enumerate(keys)]
 
     def chunk_of(n: int) -> int:  # the group's batch: at least MIN_BATCH, a multiple of the devices
-        size = max(MIN_BATCH, min(plan.spec.chunk_size, n))
+        size = max(MIN_BATCH, min(plan.chunk_size, n))
         return -(-size // len(devices)) * len(devices)
 
     sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("lanes",)),
@@ -333,10 +340,17 @@ def _program_id(plan: Plan, key, batch: int, args) -> tuple:
     sp = plan.spec
     leaves, tree = jax.tree_util.tree_flatten(args)
     return (sp.env, plan.backend, tuple(sorted((k, repr(v)) for k, v in sp.env_options.items())),
+            repr(plan.mjx_options) if plan.backend == "mjx" else None,
             tuple((g.name, tuple(sorted((k, repr(v)) for k, v in g.params.items()))) for g in plan.goals),
             key, sp.max_steps, sp.degraded_noise, sp.sample, batch, tree,
             tuple((name, m.reduce, m.discounted, m.transition, id(m.fn)) for name, m in metrics.METRICS.items()),
             tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x)))) for x in leaves))
+
+
+def _on_step(plan: Plan):
+    """The in-program progress callback: on the native backend (whose physics is a host call anyway); none on
+    MJX, whose program then runs on the device without a host round trip (its bar moves per chunk)."""
+    return None if plan.backend == "mjx" else _TICKER
 
 
 def _compiled(plan: Plan, key, batch: int, actor, prior, lanes):
@@ -347,7 +361,7 @@ def _compiled(plan: Plan, key, batch: int, actor, prior, lanes):
     if pid in _COMPILED:
         return _COMPILED[pid], 0.0
     t0 = time.perf_counter()
-    exe = jax.jit(plan.program(key, on_step=_TICKER)).lower(actor, prior, lanes).compile()
+    exe = jax.jit(plan.program(key, on_step=_on_step(plan))).lower(actor, prior, lanes).compile()
     if len(_COMPILED) >= _COMPILED_MAX:
         _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[pid] = exe
@@ -434,6 +448,8 @@ def run_many(specs: Sequence[GridSpec], out: str | os.PathLike, name: str = "", 
         if jax.process_index() == 0:
             write_json(index_path, index, out)
         _say(log, f"run: {len(plans)} grids, {est.text()}")
+        for p in plans:
+            _say_chunk(log, p)
         t0 = time.perf_counter()
         results = [_run_plan(plan, out / plan.spec.name, out, force, progress, repair, log) for plan in plans]
         if jax.process_index() == 0:
@@ -522,7 +538,7 @@ def estimate(plans: Sequence[Plan], out: str | os.PathLike) -> Estimate:
     for plan in plans:
         n = plan.n_lanes
         per_program = plan.n_lanes_per_program()
-        batch = max(MIN_BATCH, plan.spec.chunk_size)
+        batch = max(MIN_BATCH, plan.chunk_size)
         parts += sum(-(-k // batch) for k in per_program)
         lanes += n
         steps += n * plan.spec.max_steps

@@ -101,10 +101,15 @@ class GridSpec:
         max_steps: horizon. backend: ``auto``, ``native`` or ``mjx``.
         degraded_noise: noise scale (× max_action) of the ``degraded`` prior.
         sample: execute a sample of the composed policy instead of its mean.
-        chunk_size: lanes per compiled call (memory/batch budget; results do not depend on it).
+        chunk_size: lanes per compiled call (memory/batch budget; results do not depend on it). Not given
+            (None): 1024 on the native backend; on MJX, from the device's memory
+            (:attr:`poe_jax.grid.plan.Plan.chunk_size`, printed by the run).
         name: label.
         family: the grid's family when its spec named a checkpoint set (``zoo:NAME@*`` or a list, see
             :func:`load_specs`): the source's name, shared by one grid per checkpoint; empty otherwise.
+        mjx_options: the MJX backend's solver settings over the env's defaults
+            (:class:`poe_jax.physics.mjx.MjxOptions`: ``impl``, ``iterations``, ``ls_iterations``,
+            ``eulerdamp``); the native backend runs MuJoCo's own.
         plugins: Python modules (``package.module``) or ``.py`` files (relative to the TOML's
             folder) imported before the spec is checked, e.g. to register rules, goals, prior
             qualities or metrics.
@@ -123,9 +128,10 @@ class GridSpec:
     backend: str = "auto"
     degraded_noise: float = 0.5
     sample: bool = False
-    chunk_size: int = 1024
+    chunk_size: int | None = None
     goal_params: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     env_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    mjx_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     name: str = ""
     family: str = ""
     plugins: tuple[str, ...] = ()
@@ -148,6 +154,8 @@ class GridSpec:
         d["env_options"] = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
                             for k, v in d["env_options"].items()}
         d["degraded_noise"] = float(d["degraded_noise"])
+        if not d["mjx_options"]:  # MJX's solver settings: only where given (a run without them keeps its hash)
+            d.pop("mjx_options")
         return d
 
     def replace(self, **kw) -> "GridSpec":
@@ -201,6 +209,8 @@ _KIND_TEXT = {str: "a string", int: "an integer", float: "a number", bool: "true
 def _check_scalars(spec: "GridSpec") -> None:
     for name, kind in _SCALARS.items():
         v = getattr(spec, name)
+        if name == "chunk_size" and v is None:  # not given: chosen by the plan
+            continue
         ok = (isinstance(v, bool) if kind is bool else
               not isinstance(v, bool) and isinstance(v, (int, float) if kind is float else kind))
         if not ok:
@@ -290,6 +300,18 @@ def load_spec(source: str | os.PathLike | dict, **overrides) -> GridSpec:
             raise SpecError(f"{field}: {ref!r} names a set of checkpoints (one grid each); load it with "
                             "load_specs() or poe-jax run")
     return _from_dict(data, base, overrides)
+
+
+def mjx_options(spec: "GridSpec"):
+    """The MJX solver settings a grid runs with: the env's defaults (``register_env(mjx=...)``) under the spec's
+    ``mjx_options``, checked (:class:`poe_jax.physics.mjx.MjxOptions`; a ValueError names the field)."""
+    from poe_jax.envs.registry import mjx_defaults
+    from poe_jax.physics.mjx import MjxOptions
+
+    unknown = sorted(set(spec.mjx_options) - set(MjxOptions._fields))
+    if unknown:
+        raise ValueError(f"mjx_options: unknown option(s) {unknown}; known: {', '.join(MjxOptions._fields)}")
+    return MjxOptions(**{**mjx_defaults(spec.env), **spec.mjx_options}).check()
 
 
 def _checkpoints(field: str, ref) -> tuple[str, ...]:
@@ -458,6 +480,12 @@ def check(spec: GridSpec) -> None:
         check_options(spec.env, spec.env_options)
     except ValueError as e:
         raise SpecError(str(e)) from None
+    if not isinstance(spec.mjx_options, dict):
+        raise SpecError(f"mjx_options: expected a table {{option = value}}; got {spec.mjx_options!r}")
+    try:
+        mjx_options(spec)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
     if spec.backend not in backend_names():
         raise SpecError(f"backend: unknown backend {spec.backend!r}; known: {', '.join(backend_names())}")
     if not spec.rules:
@@ -504,7 +532,7 @@ def check(spec: GridSpec) -> None:
         if same != s:
             raise SpecError(f"shifts: {same!r} and {s!r} are the same condition; list it once")
     for name in ("episodes", "max_steps", "chunk_size"):
-        if getattr(spec, name) < 1:
+        if getattr(spec, name) is not None and getattr(spec, name) < 1:
             raise SpecError(f"{name}: must be >= 1; got {getattr(spec, name)}")
     if spec.max_steps > MAX_STEPS:
         raise SpecError(f"max_steps: must be <= {MAX_STEPS:,}; got {spec.max_steps:,}")

@@ -11,6 +11,10 @@ constants ``mj_setConst`` derives from masses (the constraint solver's
 
 from __future__ import annotations
 
+import copy
+import importlib.util
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -19,20 +23,70 @@ from mujoco import mjx
 from poe_jax.physics.base import Coords, register_backend, scaled_fields
 
 
+IMPLS = ("jax", "warp")
+
+
+class MjxOptions(NamedTuple):
+    """How MJX solves a model: what MJX's authors tune for speed (MuJoCo Playground's settings).
+
+    Attributes:
+        impl: ``"jax"`` (MJX in JAX) or ``"warp"`` (MuJoCo Warp; needs ``mujoco_warp``).
+        iterations, ls_iterations: the constraint solver's iterations and line-search iterations
+            (``mjOption``; None keeps the model's, 100 and 50 in Gymnasium's models).
+        eulerdamp: implicit joint damping in the Euler integrator (None keeps the model's: on).
+    """
+
+    impl: str = "jax"
+    iterations: int | None = None
+    ls_iterations: int | None = None
+    eulerdamp: bool | None = None
+
+    def check(self) -> "MjxOptions":
+        """Itself, or a one-line ValueError naming the field, the value and what is allowed."""
+        if self.impl not in IMPLS:
+            raise ValueError(f"mjx_options.impl: {self.impl!r}; allowed: {', '.join(IMPLS)}")
+        if self.impl == "warp" and importlib.util.find_spec("mujoco_warp") is None:
+            raise ValueError("mjx_options.impl: 'warp' needs the mujoco_warp package, which is not installed; "
+                             "use 'jax' or pip install mujoco-warp")
+        for name in ("iterations", "ls_iterations"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"mjx_options.{name}: {v!r}; allowed: an integer >= 1 (or leave it out)")
+        if self.eulerdamp is not None and not isinstance(self.eulerdamp, bool):
+            raise ValueError(f"mjx_options.eulerdamp: {self.eulerdamp!r}; allowed: true or false (or leave it out)")
+        return self
+
+    def apply(self, model: mujoco.MjModel) -> mujoco.MjModel:
+        """A copy of ``model`` with these solver settings (the model itself when none is set)."""
+        if self.iterations is None and self.ls_iterations is None and self.eulerdamp is None:
+            return model
+        m = copy.deepcopy(model)
+        if self.iterations is not None:
+            m.opt.iterations = self.iterations
+        if self.ls_iterations is not None:
+            m.opt.ls_iterations = self.ls_iterations
+        if self.eulerdamp is not None:
+            bit = int(mujoco.mjtDisableBit.mjDSBL_EULERDAMP)
+            m.opt.disableflags = (m.opt.disableflags & ~bit) if self.eulerdamp else (m.opt.disableflags | bit)
+        return m
+
+
 @register_backend("mjx")
 class MjxPhysics:
-    """``mjx.step`` ``frame_skip`` times inside ``fori_loop``; vmaps over lanes."""
+    """``mjx.step`` ``frame_skip`` times inside ``fori_loop``; vmaps over lanes. ``options``
+    (:class:`MjxOptions`) set the solver MJX runs; the native backend keeps the model's."""
 
     name = "mjx"
 
     def __init__(self, model: mujoco.MjModel, frame_skip: int, impl: str | None = None,
-                 track_body: int | None = None, contact_forces: bool = False):
+                 track_body: int | None = None, contact_forces: bool = False, options: MjxOptions | None = None):
+        options = (options or MjxOptions())._replace(**({} if impl is None else {"impl": impl})).check()
+        self.options = options
         self.model = model
         self.frame_skip = int(frame_skip)
         self.track_body = track_body
         self.contact_forces = bool(contact_forces)
-        kwargs = {} if impl is None else {"impl": impl}
-        self.mjx_model = mjx.put_model(model, **kwargs)
+        self.mjx_model = mjx.put_model(options.apply(model), impl=options.impl)
         self._data0 = mjx.make_data(self.mjx_model)
 
     def step(self, q: Coords, ctrl: jax.Array, active, scales=None) -> Coords:
