@@ -364,7 +364,7 @@ max_steps = 10
     assert [(s.env, s.name, s.max_steps) for s in specs] == [("hopper", "hopper-actor", 15), ("halfcheetah", "cheetah", 10)]
     out = tmp_path / "run"
     assert main(["run", str(cfg), "--out", str(out)]) == 0
-    assert "== halfcheetah / actor" in capsys.readouterr().out
+    assert "cheetah: env halfcheetah, actor actor, prior prior" in capsys.readouterr().out  # the first screen, per grid
     assert json.loads((out / "grids.json").read_text()) == {"name": "multi", "grids": ["hopper-actor", "cheetah"]}
     df = grid.read_episodes(out)
     assert df.groupby("env").size().to_dict() == {"hopper": 8, "halfcheetah": 8}
