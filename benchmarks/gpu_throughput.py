@@ -75,7 +75,7 @@ def bench_physics(env_name: str, lanes: int, steps: int, backend: str, impl: str
     opts = {}
     if backend == "mjx":
         from poe_jax.envs.registry import mjx_defaults
-        from poe_jax.physics.mjx import MjxOptions
+        from poe_jax.physics.options import MjxOptions
 
         opts = {"options": MjxOptions(**{**mjx_defaults(env_name), "impl": impl}).check()}
     env = envs.make(env_name, backend=backend, terminate_when_unhealthy=False, **opts)

@@ -534,13 +534,14 @@ def _dispatch(args) -> int:
         from poe_jax.physics import backend_names, resolve_backend
 
         print(f"backends: {', '.join(b for b in backend_names() if b != 'auto')}; auto -> {resolve_backend('auto')}")
-        print(f"{'env':12s} {'obs':>4s} {'act':>4s} {'frame_skip':>10s} {'max_steps':>9s}  goals")
+        w = max(len("env"), *(len(n) for n in envs.names()))  # long names (antmaze-medium) keep the columns
+        print(f"{'env':{w}s} {'obs':>4s} {'act':>4s} {'frame_skip':>10s} {'max_steps':>9s}  goals")
         for name in envs.names():
             env = envs.make(name, backend="native", nthread=1)
             goals = "; ".join(
                 f"{g}({', '.join(f'{k}={v}' for k, v in goal_params(g, name).items())})" for g in envs.goal_names(name)
             )
-            print(f"{name:12s} {env.obs_size:4d} {env.act_size:4d} {env.spec.frame_skip:10d} {env.max_steps:9d}  {goals}")
+            print(f"{name:{w}s} {env.obs_size:4d} {env.act_size:4d} {env.spec.frame_skip:10d} {env.max_steps:9d}  {goals}")
         return 0
     if args.command == "report":
         from poe_jax import grid

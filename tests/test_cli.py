@@ -122,7 +122,7 @@ def test_list_presets_prints_sizes_and_measured_times(capsys):
     for name in grid.preset_names():
         (line,) = [ln for ln in text.splitlines() if ln.startswith(name + " ")]
         assert line.split()[1].isdigit() and line.split()[2].replace(",", "").isdigit()
-    assert "26-36 s on a 2-core CPU" in text and "not measured" in text
+    assert "47-78 s end to end on a 2-core CPU" in text and "not measured" in text
 
 
 def test_several_process_flags_go_together(tmp_path, capsys):

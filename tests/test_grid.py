@@ -512,6 +512,9 @@ def test_the_first_screen_names_what_ran_and_ends_with_verdicts(reference, smoke
     assert table[0].split()[:4] == ["goal", "prior", "shift", "frozen"]
     assert all(len(ln) <= grid.runner.SCREEN_WIDTH for ln in table)
     assert len(table) == 1 + len(smoke.goals) * len(smoke.priors) * len(smoke.shifts)
+    # kl_reg(1) executes poe(0.5)'s mean: one column, one verdict, with the rounding gap measured
+    assert "poe 0.5=kl_reg 1" in table[0] and "kl_reg 1" not in table[0].replace("poe 0.5=kl_reg 1", "")
+    assert any(ln.startswith("poe 0.5 = kl_reg 1: one policy") for ln in lines)
     for q in smoke.priors:  # one verdict per prior quality present, each with its interval
         (line,) = [ln for ln in lines if ln.startswith(f"{q} prior: best ")]
         assert "95% CI" in line and line.endswith(".")
@@ -538,12 +541,13 @@ def test_verdicts_keep_shifts_apart_name_the_driving_goal_and_list_what_hurt():
     assert lines[1].startswith("trained prior under mass=1.5: best poe 0.5")
 
 
-def test_one_compile_per_program_and_a_second_run_compiles_nothing(smoke, tmp_path):
+def test_one_compile_per_program_and_a_second_run_compiles_nothing(smoke, tmp_path, monkeypatch):
     """A grid compiles one program per (rule, prior quality, noise switches) at its batch; the same grid again (or
     another with the same env, checkpoints' shapes and batch) reuses them: its compile time is 0."""
     from poe_jax.grid import runner
     from poe_jax.grid.plan import resolve
 
+    monkeypatch.setattr(runner, "_COMPILED", {})  # this process's cache, empty for the count (the suite fills it)
     spec = smoke.replace(max_steps=7, chunk_size=16)
     before = len(runner._COMPILED)
     first = grid.run(spec, tmp_path / "a", progress=False)

@@ -51,7 +51,7 @@ def make(name: str, backend: str = "auto", **options) -> Env:
     from poe_jax.physics import resolve_backend
 
     if resolve_backend(backend) == "mjx" and "options" not in options:
-        from poe_jax.physics.mjx import MjxOptions
+        from poe_jax.physics.options import MjxOptions
 
         options = {**options, "options": MjxOptions(**registry.mjx_defaults(name))}
     return registry.ENVS[name].factory(backend=backend, **options)

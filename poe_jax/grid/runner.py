@@ -37,6 +37,7 @@ from poe_jax.grid.plan import MIN_BATCH, Plan, resolve
 from poe_jax.grid.program import Totals
 from poe_jax.grid.spec import GRID_NAME_MAX, GridSpec, SpecError, check_grid_name
 from poe_jax.grid.store import Store, acted, done_lanes, episodes_dir, lock, recorded_count, write_json
+from poe_jax.kernels import rules as kernels
 
 __all__ = ["Estimate", "RunInterrupted", "RunResult", "compact_table", "estimate", "first_screen", "headline", "records", "run",
            "run_many", "verdict_lines",
@@ -638,17 +639,24 @@ def _grid_header(name: str, summary: dict, df) -> list[str]:
             f"  {shape}; {'sampled actions' if spec.get('sample') else 'the composed mean executed'}"]
 
 
+def _same_policy(a: tuple, b: tuple) -> bool:
+    """Two (rule, coefficient) columns that execute one mean: the same rule family (``Rule.mean_of``) at the
+    same PoE-equivalent alpha (kl_reg at β beside poe at α = β/(1+β))."""
+    ra, rb = kernels.RULES.get(a[0]), kernels.RULES.get(b[0])
+    if ra is None or rb is None or (ra.mean_of or ra.name) != (rb.mean_of or rb.name):
+        return False
+    ea, eb = ra.equiv(a[1]), rb.equiv(b[1])
+    return bool(np.isfinite(ea) and np.isfinite(eb) and np.isclose(ea, eb, rtol=1e-6, atol=0))
+
+
 def _columns(df) -> tuple[list, dict]:
-    """The table's (rule, param) columns in spec order, and ``{kept: [folded, ...]}`` for columns whose every
-    episode's goal return is the same as an earlier column's (one policy under two names, e.g. kl_reg at β
-    beside poe at α = β/(1+β) with the mean executed): measured on the episodes, not assumed."""
+    """The table's (rule, param) columns in spec order, and ``{kept: [folded, ...]}`` for columns that execute
+    the same mean as an earlier one (:func:`_same_policy`), when the grid executed the mean (a sample differs)."""
     cols = list(dict.fromkeys(zip(df["rule"], df["param"])))
-    key = ["goal", "prior", "shift", "seed", "episode"]
-    series = {c: g.sort_values(key)["return_goal"].to_numpy()
-              for c, g in df.groupby(["rule", "param"], sort=False)}
+    sampled = bool(df["sample"].iloc[0]) if "sample" in df and len(df) else False
     kept, folded = [], {}
     for c in cols:
-        twin = next((k for k in kept if len(series[k]) == len(series[c]) and np.array_equal(series[k], series[c])), None)
+        twin = None if sampled else next((k for k in kept if _same_policy(k, c)), None)
         if twin is None:
             kept.append(c)
         else:
@@ -691,8 +699,12 @@ def compact_table(df) -> list[str]:
     lines.append("frozen: its mean goal return; every other column: the rule's mean goal return as a % of frozen's "
                  "(same goal, shift and seeds).")
     for c, fs in folded.items():
-        lines.append(f"{_label(c)} = {' = '.join(_label(f) for f in fs)}: the same return in every episode (the same "
-                     "policy: kl_reg at β executes poe's mean at α = β/(1+β)); shown once.")
+        gap = max((abs(means.get((g, p, s, *f), np.nan) - means.get((g, p, s, *c), np.nan))
+                   / abs(means.get((g, "any", s, "frozen", 0.0), means.get((g, p, s, "frozen", 0.0), np.nan)))
+                   for g, p, s in rows for f in fs), default=np.nan)
+        lines.append(f"{_label(c)} = {' = '.join(_label(f) for f in fs)}: one policy (kl_reg at β executes poe's mean "
+                     f"at α = β/(1+β)), shown once; its episodes differ only by float rounding, which 1000 steps "
+                     f"amplify: at most {100 * gap:.0f} percentage point(s) apart in this table.")
     return lines
 
 
@@ -724,7 +736,8 @@ def verdict_lines(df) -> list[str]:
     for shift in shifts:
         for prior in [p for p in dict.fromkeys(df["prior"]) if p != "any"]:
             res = []
-            for rule, param in dict.fromkeys(zip(df["rule"], df["param"])):
+            kept, folded = _columns(df)  # one policy under two names is judged once
+            for rule, param in kept:
                 if rule == "frozen":
                     continue
                 seeds, goals = _seed_gain(df, rule, param, prior, shift)
@@ -739,14 +752,15 @@ def verdict_lines(df) -> list[str]:
             best = max(res, key=lambda r: r[1])
             (rule, param), m, lo, hi, goals = best
             drive = ""
-            if m > 0 and goals:
+            if lo > 0 and goals:  # a gain the interval supports: name the goal that drives it
                 g, share = max(goals.items(), key=lambda kv: kv[1])
                 if share > 2 / 3 * m and len(goals) > 1:
                     drive = f", mostly from {g} (+{100 * share:.0f} points)"
-            line = (f"{prior} prior{where}: best {_label((rule, param))} kept {100 * (1 + m):.0f}% of frozen's goal "
+            name = lambda c: "=".join(_label(x) for x in [c, *folded.get(c, [])])  # noqa: E731
+            line = (f"{prior} prior{where}: best {name((rule, param))} kept {100 * (1 + m):.0f}% of frozen's goal "
                     f"return [95% CI {100 * (1 + lo):.0f}, {100 * (1 + hi):.0f}]{drive}")
             hurt = sorted((r for r in res if r[3] < 0), key=lambda r: r[1])
-            line += ("; hurt (CI below 100%): " + ", ".join(f"{_label(c)} {100 * (1 + v):.0f}%" for c, v, *_ in hurt[:4])
+            line += ("; hurt (CI below 100%): " + ", ".join(f"{name(c)} {100 * (1 + v):.0f}%" for c, v, *_ in hurt[:4])
                      + (f" and {len(hurt) - 4} more" if len(hurt) > 4 else "")) if hurt else "; none hurt (CI below 100%)"
             out.append(line + ".")
     return out

@@ -306,7 +306,7 @@ def mjx_options(spec: "GridSpec"):
     """The MJX solver settings a grid runs with: the env's defaults (``register_env(mjx=...)``) under the spec's
     ``mjx_options``, checked (:class:`poe_jax.physics.mjx.MjxOptions`; a ValueError names the field)."""
     from poe_jax.envs.registry import mjx_defaults
-    from poe_jax.physics.mjx import MjxOptions
+    from poe_jax.physics.options import MjxOptions
 
     unknown = sorted(set(spec.mjx_options) - set(MjxOptions._fields))
     if unknown:
