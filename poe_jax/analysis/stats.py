@@ -350,8 +350,9 @@ def _twins(rows: pd.DataFrame) -> np.ndarray:
     out = np.full(len(rows), -1)
     for i, (_, r) in enumerate(rows.iterrows()):
         rule = kernels.RULES.get(r["rule"])
-        if rule is not None and rule.mean_of is not None and not r["sample"]:
-            out[i] = pos.get((tuple(r[CELL]), rule.mean_of, round(rule.equiv(r["param"]), 6)), -1)
+        twin = rule.twin(r["param"]) if rule is not None and not r["sample"] else None
+        if twin is not None:
+            out[i] = pos.get((tuple(r[CELL]), *twin), -1)
     return out
 
 

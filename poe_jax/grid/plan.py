@@ -226,10 +226,10 @@ class Plan:
         from mujoco import mjx
 
         limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
-        data = mjx.make_data(self.env.physics.mjx_model)
-        per_lane = LANE_OVERHEAD * sum(int(np.asarray(x).nbytes) for x in jax.tree_util.tree_leaves(data))
         if not limit:
             return NATIVE_CHUNK, f"{NATIVE_CHUNK} (the device reports no memory size)"
+        data = mjx.make_data(self.env.physics.mjx_model)
+        per_lane = LANE_OVERHEAD * sum(int(np.asarray(x).nbytes) for x in jax.tree_util.tree_leaves(data))
         fit = int(limit * DEVICE_SHARE // per_lane)
         n = int(min(MAX_AUTO_CHUNK, max(MIN_BATCH, 2 ** int(np.floor(np.log2(max(fit, 1)))))))
         return n, (f"{n:,} lanes from device memory: {DEVICE_SHARE:.0%} of {limit / 2**30:.1f} GiB at "
@@ -240,7 +240,7 @@ class Plan:
         """Lanes per compiled call (:attr:`chunk`)."""
         return self.chunk[0]
 
-    @property
+    @functools.cached_property
     def mjx_options(self):
         """The MJX solver settings (:func:`poe_jax.grid.spec.mjx_options`); the native backend ignores them."""
         from poe_jax.grid.spec import mjx_options

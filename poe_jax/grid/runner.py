@@ -639,28 +639,21 @@ def _grid_header(name: str, summary: dict, df) -> list[str]:
             f"  {shape}; {'sampled actions' if spec.get('sample') else 'the composed mean executed'}"]
 
 
-def _same_policy(a: tuple, b: tuple) -> bool:
-    """Two (rule, coefficient) columns that execute one mean: the same rule family (``Rule.mean_of``) at the
-    same PoE-equivalent alpha (kl_reg at β beside poe at α = β/(1+β))."""
-    ra, rb = kernels.RULES.get(a[0]), kernels.RULES.get(b[0])
-    if ra is None or rb is None or (ra.mean_of or ra.name) != (rb.mean_of or rb.name):
-        return False
-    ea, eb = ra.equiv(a[1]), rb.equiv(b[1])
-    return bool(np.isfinite(ea) and np.isfinite(eb) and np.isclose(ea, eb, rtol=1e-6, atol=0))
-
-
 def _columns(df) -> tuple[list, dict]:
     """The table's (rule, param) columns in spec order, and ``{kept: [folded, ...]}`` for columns that execute
-    the same mean as an earlier one (:func:`_same_policy`), when the grid executed the mean (a sample differs)."""
+    another column's mean (``Rule.twin``: kl_reg at β beside poe at α = β/(1+β)), when the grid executed the
+    mean (a sample differs)."""
     cols = list(dict.fromkeys(zip(df["rule"], df["param"])))
     sampled = bool(df["sample"].iloc[0]) if "sample" in df and len(df) else False
+    by_key = {(r, round(float(p), 6)): (r, p) for r, p in cols}
     kept, folded = [], {}
-    for c in cols:
-        twin = None if sampled else next((k for k in kept if _same_policy(k, c)), None)
-        if twin is None:
-            kept.append(c)
+    for rule, param in cols:
+        spec = kernels.RULES.get(rule)
+        twin = by_key.get(spec.twin(param)) if spec is not None and not sampled else None
+        if twin is None or twin == (rule, param):
+            kept.append((rule, param))
         else:
-            folded.setdefault(twin, []).append(c)
+            folded.setdefault(twin, []).append((rule, param))
     return kept, folded
 
 
@@ -682,25 +675,28 @@ def compact_table(df) -> list[str]:
     names = [_label(c) + ("=" + "=".join(_label(f) for f in folded[c]) if c in folded else "") for c in cols]
     w = max(8, *(min(len(n), 18) + 1 for n in names))
     per_block = max(1, (SCREEN_WIDTH - lw) // w)
+
+    def base(g, p, s):  # frozen's mean goal return in the row (recorded once for every prior quality)
+        return means.get((g, "any", s, "frozen", 0.0), means.get((g, p, s, "frozen", 0.0), np.nan))
+
     lines = []
     for lo in range(0, len(cols), per_block):
         block = list(range(lo, min(lo + per_block, len(cols))))
         lines.append(row_label("goal", "prior", "shift") + "".join(f"{names[i][:w - 1]:>{w}}" for i in block))
         for g, p, s in rows:
-            base = means.get((g, "any", s, "frozen", 0.0), means.get((g, p, s, "frozen", 0.0), np.nan))
+            b = base(g, p, s)
             cells = []
             for i in block:
                 rule, param = cols[i]
                 v = means.get((g, p, s, rule, param), means.get((g, "any", s, rule, param), np.nan))
-                cells.append(f"{v:.0f}" if rule == "frozen" else "-" if not np.isfinite(v) or not base else
-                             f"{100 * v / abs(base):.0f}%")
+                cells.append(f"{v:.0f}" if rule == "frozen" else "-" if not np.isfinite(v) or not b else
+                             f"{100 * v / abs(b):.0f}%")
             lines.append(row_label(g, p, s) + "".join(f"{c:>{w}}" for c in cells))
         lines.append("")
     lines.append("frozen: its mean goal return; every other column: the rule's mean goal return as a % of frozen's "
                  "(same goal, shift and seeds).")
     for c, fs in folded.items():
-        gap = max((abs(means.get((g, p, s, *f), np.nan) - means.get((g, p, s, *c), np.nan))
-                   / abs(means.get((g, "any", s, "frozen", 0.0), means.get((g, p, s, "frozen", 0.0), np.nan)))
+        gap = max((abs(means.get((g, p, s, *f), np.nan) - means.get((g, p, s, *c), np.nan)) / abs(base(g, p, s))
                    for g, p, s in rows for f in fs), default=np.nan)
         lines.append(f"{_label(c)} = {' = '.join(_label(f) for f in fs)}: one policy (kl_reg at β executes poe's mean "
                      f"at α = β/(1+β)), shown once; its episodes differ only by float rounding, which 1000 steps "
@@ -773,7 +769,8 @@ def first_screen(out: str | os.PathLike) -> str:
 
     out = Path(out)
     every = read_episodes(out)
-    df = every[acted(every)]
+    ok = acted(every)
+    df = every[ok]
     lines = []
     for d in grid_dirs(out):
         name = d.name
@@ -783,7 +780,7 @@ def first_screen(out: str | os.PathLike) -> str:
         except (OSError, ValueError):
             summary = {}
         lines += _grid_header(name, summary, sub) + [""]
-        bad = every[(every["grid"] == name) & ~acted(every)].drop_duplicates("lane")
+        bad = every[(every["grid"] == name) & ~ok].drop_duplicates("lane")
         if len(bad):
             which = sorted({f"{r}({p:g})" for r, p in zip(bad["rule"], bad["param"])})
             lines += [f"EXCLUDED: {len(bad)} episodes executed a NaN or inf action ({', '.join(which)}); MuJoCo resets "
@@ -791,7 +788,10 @@ def first_screen(out: str | os.PathLike) -> str:
         if "frozen" not in set(sub["rule"]):
             lines += ["(no frozen lanes: nothing to compare with)", ""]
             continue
-        lines += compact_table(sub) + [""] + verdict_lines(sub) + [""]
+        verdicts = verdict_lines(sub)
+        lines += compact_table(sub) + [""] + verdicts + (
+            ["(\"best\" is chosen on these seeds, so its interval is optimistic; the report's cross-fitted oracle "
+             "chooses on half the seeds and tests on the other half.)"] if verdicts else []) + [""]
     lines.append(f"Paired tests with Holm-adjusted labels, where steering hurts, and the study's claims: "
                  f"poe-jax report {out}")
     return "\n".join(lines)

@@ -318,7 +318,7 @@ def _checkpoints(field: str, ref) -> tuple[str, ...]:
     """The checkpoints ``ref`` names (:func:`poe_jax.checkpoints.expand`), a one-line :class:`SpecError` if none."""
     from poe_jax import checkpoints
 
-    if isinstance(ref, str) and not (ref.startswith("zoo:") and "@" in ref) and not ref.endswith(checkpoints.SET_SUFFIX):
+    if isinstance(ref, str) and "@" not in ref:
         return (ref,)  # one checkpoint: checked where it is loaded
     try:
         return checkpoints.expand(field, ref)
@@ -373,9 +373,11 @@ def load_specs(source: str | os.PathLike | dict, **overrides) -> list[GridSpec]:
         merged = {**data, **entry}
         if "env" not in merged or "actor" not in merged:
             raise SpecError(f"grids[{i}]: needs env and actor (and prior)")
+        from poe_jax import checkpoints
+
         ref = merged["actor"]
         ref = ref[0] if isinstance(ref, (list, tuple)) and ref else ref  # a set: its first checkpoint
-        actor_name = str(ref).removesuffix("@*").removeprefix("zoo:").rstrip("/").split("/")[-1]
+        actor_name = checkpoints.short_name(str(ref).removesuffix(checkpoints.SET_SUFFIX))
         default = actor_name if actor_name.startswith(str(merged["env"])) else f"{merged['env']}-{actor_name}"
         merged["name"] = check_grid_name(f"grids[{i}].name", entry.get("name", default))
         try:

@@ -482,6 +482,8 @@ def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from poe_jax.checkpoints import short_name
+
     frames, served, duplicates, counts = [], False, 0, {}
     for d in grid_dirs(out):
         parts = _parts(d)
@@ -501,7 +503,7 @@ def read_episodes(out: str | os.PathLike, serve_prior_blind: bool = True):
         # a grid of a checkpoint set (grid.load_specs): its family, and the prior checkpoint it ran
         family = pinned.spec.get("family")
         df["family"] = family if isinstance(family, str) and family else d.name
-        df["prior_checkpoint"] = str(pinned.spec.get("prior", "")).removeprefix("zoo:").rstrip("/").split("/")[-1]
+        df["prior_checkpoint"] = short_name(str(pinned.spec.get("prior", "")))
         blind = df["prior"].eq(priors.PRIOR_BLIND)
         served |= bool(blind.any())
         if serve_prior_blind and blind.any():

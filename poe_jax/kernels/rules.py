@@ -511,6 +511,14 @@ class Rule:
             return float(self.alpha_equiv(param))
         return float(self.alpha_equiv)
 
+    def twin(self, param) -> tuple[str, float] | None:
+        """``(rule, coefficient)`` whose mean this rule executes at ``param`` (``Rule.mean_of`` at the same
+        PoE-equivalent alpha, rounded to 6 decimals as grids record coefficients), or None. Executed as the
+        mean, the two are one policy."""
+        if self.mean_of is None:
+            return None
+        return self.mean_of, round(self.equiv(param), 6)
+
     def validate(self, values) -> np.ndarray:
         """Check a grid of coefficients eagerly; returns it as float64 array."""
         arr = np.atleast_1d(np.asarray(values, dtype=np.float64))

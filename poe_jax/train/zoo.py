@@ -16,6 +16,7 @@ import numpy as np
 
 from poe_jax import checkpoints, data, envs
 from poe_jax.data import minari_io
+from poe_jax.envs import registry
 
 __all__ = ["IQL_KINDS", "behaviour", "build", "evaluate_scores", "train_actors", "train_prior"]
 
@@ -80,11 +81,14 @@ def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: 
     log(f"train {algo} on {[str(f) for f in files]}: {steps} steps, seed {seed}, time budget {time_budget}")
 
     raw = [data.read(f) for f in files]
-    options = {json.dumps(json.loads(str(d.get("metadata/env_options", "{}"))), sort_keys=True) for d in raw}
+    options = {str(d.get("metadata/env_options", "{}")) for d in raw}  # JSON, keys sorted (minari_io.read)
     if len(options) > 1:
         raise data.DatasetError(f"datasets {[str(f) for f in files]} ask for different env options {sorted(options)}; "
                                 "train them apart")
-    options = json.loads(options.pop())  # a Minari dataset's env_spec kwargs that poe_jax models
+    try:  # a Minari dataset's env_spec kwargs that poe_jax models; a file is data: checked like a grid's
+        options = registry.check_options(env_name, json.loads(options.pop()))
+    except (ValueError, TypeError, AttributeError) as e:
+        raise data.DatasetError(f"{files[0]}: metadata/env_options: {e}") from None
     if options:
         log(f"env options from the data's env_spec: {options}")
     env = envs.make(env_name, backend="native", **options)
