@@ -39,8 +39,8 @@ import numpy as np
 
 from poe_jax import nets
 
-__all__ = ["FORMAT", "SET_SUFFIX", "CheckpointError", "check_env", "expand", "load", "read_card", "replicas", "save",
-           "short_name", "update_card"]
+__all__ = ["FORMAT", "NEAR_EXPERT", "SET_SUFFIX", "CheckpointError", "check_env", "expand", "expert_level", "load",
+           "read_card", "replicas", "save", "score_ci", "short_name", "update_card"]
 
 FORMAT = "poe_jax.checkpoint/1"
 
@@ -326,6 +326,49 @@ def zoo_path(name: str) -> Path:
             return d / name
     raise CheckpointError(f"no shipped checkpoint {name!r} in {', '.join(str(d) for d in zoo_dirs())} "
                           "(set POE_JAX_ZOO to add a folder)")
+
+
+NEAR_EXPERT = 90.0
+"""D4RL-normalised score an expert behaviour policy needs to count as near-expert: within 10% of D4RL's
+expert, which scores 100 by the normalisation's definition."""
+
+
+def expert_level(card: dict) -> str | None:
+    """What the expert half of a medium-expert actor's data was, from its card's ``provenance.behaviour``:
+    ``"near-expert (expert policy 92.3)"`` or ``"sub-expert (expert policy 82.1 < 90)"``, the behaviour expert's
+    deterministic D4RL-normalised score against :data:`NEAR_EXPERT`; ``None`` for other checkpoints."""
+    expert = ((card.get("provenance") or {}).get("behaviour") or {}).get("expert")
+    if "medium-expert" not in str(card.get("dataset", "")) or not isinstance(expert, dict):
+        return None
+    score = expert.get("det_normalized", expert.get("normalized"))
+    if not isinstance(score, (int, float)):
+        return None
+    return (f"near-expert (expert policy {score:.1f})" if score >= NEAR_EXPERT
+            else f"sub-expert (expert policy {score:.1f} < {NEAR_EXPERT:g})")
+
+
+def score_ci(card: dict) -> str | None:
+    """The card's first normalised score with its 95% interval over the episodes, as ``"65.6 [59.3, 71.9] (20 ep)"``:
+    mean ± 1.96 standard errors, or for a success rate (D4RL's reference scores [0, 1], AntMaze) Wilson's interval,
+    which is not empty at 0 of 20. ``None`` when the card has no normalised score."""
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731  (cards are data)
+    scores = card.get("scores")
+    sc = next((s for s in scores if isinstance(s, dict) and num(s.get("normalized_mean"))), None) \
+        if isinstance(scores, list) else None
+    if sc is None:
+        return None
+    mean, n, se = sc["normalized_mean"], sc.get("episodes"), sc.get("normalized_se")
+    n = n if num(n) and n > 0 else None
+    if str(sc.get("normalized_by", "")).endswith("[0, 1]") and isinstance(n, int) and 0 <= mean <= 100:
+        from scipy import stats
+
+        ci = stats.binomtest(round(mean / 100 * n), n).proportion_ci(method="wilson")
+        lo, hi = 100 * ci.low, 100 * ci.high
+    elif num(se):
+        lo, hi = mean - 1.96 * se, mean + 1.96 * se
+    else:
+        return f"{mean:.1f} ({n or '?'} ep)"
+    return f"{mean:.1f} [{lo:.1f}, {hi:.1f}] ({n or '?'} ep)"
 
 
 SET_SUFFIX = "@*"  # zoo:NAME@* names NAME and every shipped replica of it

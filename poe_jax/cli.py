@@ -280,33 +280,40 @@ def _data(args) -> int:
 
 ZOO_NOTE = ("Data: self-generated rollouts of policies trained by poe_jax (card field data_source), not the D4RL "
             "datasets. Scores: D4RL-normalised with D4RL's reference returns (the same dynamics), mean of "
-            "deterministic episodes. Published: the same algorithm's score on the D4RL dataset of that name.")
+            "deterministic episodes with its 95% interval. Published: the same algorithm's score on the D4RL dataset "
+            "of that name. Notes: the training seed of a replica, a prior's data fraction; for medium-expert data, whether its expert policy "
+            "is within 10% of D4RL's expert.")
 
 
 def _zoo() -> int:
     from poe_jax import checkpoints, grid
 
     print(ZOO_NOTE)
+    head = ("name", "kind", "algo", "env", "dataset", "score", "published (D4RL)", "notes")
     for d in grid.zoo_dirs():
         print(f"\n{d}")
-        rows = []
+        rows, bad = [], []
         for path in sorted(p for p in d.glob("*") if (p / "card.json").is_file()):
             try:
                 card = checkpoints.read_card(path)
             except checkpoints.CheckpointError as e:
-                rows.append((path.name, f"unreadable: {e}"))
+                bad.append(f"{path.name}  unreadable: {e}")
                 continue
-            sc = card["scores"][0] if card["scores"] else None
-            score = f"{sc['normalized_mean']:.1f} ({sc['episodes']} ep)" if sc and "normalized_mean" in sc else "-"
             pub = card.get("published") or {}
-            published = f"{pub['algo']} {pub['score']:g} on {pub['dataset']}" if pub else "-"
-            rows.append((path.name, card["kind"], card["algo"], card["env"] or "-", card.get("dataset") or "-", score,
-                         published))
-        widths = [max(len(str(r[i])) for r in rows if len(r) > 2) for i in range(6)] if rows else []
-        print("  ".join(h.ljust(w) for h, w in zip(("name", "kind", "algo", "env", "dataset", "score"), widths))
-              + "  published (D4RL)")
+            notes = [f"seed {card['seed']} of {card['replica_of']}" if card.get("replica_of") else "",
+                     f"{card['variant_of']} on {card['data_fraction']:.0%} of its data"
+                     if card.get("variant_of") and isinstance(card.get("data_fraction"), (int, float)) else "",
+                     checkpoints.expert_level(card) or ""]
+            rows.append((path.name, card["kind"], card["algo"], card["env"] or "-", card.get("dataset") or "-",
+                         checkpoints.score_ci(card) or "-",
+                         f"{pub['algo']} {pub['score']:g} on {pub['dataset']}" if pub else "-",
+                         "; ".join(n for n in notes if n) or "-"))
+        widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+        print("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
         for r in rows:
-            print(f"{r[0]}  {r[1]}" if len(r) == 2 else "  ".join(str(v).ljust(w) for v, w in zip(r, widths)) + f"  {r[6]}")
+            print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+        for line in bad:
+            print(line)
     return 0
 
 

@@ -245,6 +245,26 @@ def test_every_shipped_card_says_what_its_data_are(capsys):
     assert main(["zoo"]) == 0
     out = capsys.readouterr().out
     assert "not the D4RL datasets" in out and "IQL 66.3 on D4RL hopper-medium-v2" in out
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.strip()}
+    hopper = cards["hopper-medium-iql"]["scores"][0]
+    lo, hi = hopper["normalized_mean"] - 1.96 * hopper["normalized_se"], hopper["normalized_mean"] + 1.96 * hopper["normalized_se"]
+    assert f"{hopper['normalized_mean']:.1f} [{lo:.1f}, {hi:.1f}] (20 ep)" in lines["hopper-medium-iql"]
+    assert "0.0 [0.0, 16.1] (20 ep)" in lines["antmaze-medium-diverse-bc"]  # Wilson's interval for 0 of 20
+    assert "seed 1 of hopper-prior" in lines["hopper-prior-seed1"]
+    assert "hopper-prior on 10% of its data" in lines["hopper-prior-small10"]
+    assert "sub-expert (expert policy 82.1 < 90)" in lines["hopper-medium-expert-iql"]
+
+
+def test_medium_expert_actors_are_labelled_by_their_expert_policy():
+    """A medium-expert actor whose data's expert half is below D4RL's expert level (within 10%) says so, from the
+    behaviour policy's measured score on its card; other actors get no label."""
+    card = checkpoints.read_card(checkpoints.zoo_path("ant-medium-expert-iql"))
+    expert = card["provenance"]["behaviour"]["expert"]["det_normalized"]
+    assert expert >= checkpoints.NEAR_EXPERT and checkpoints.expert_level(card).startswith("near-expert")
+    card["provenance"]["behaviour"]["expert"]["det_normalized"] = 89.9
+    assert checkpoints.expert_level(card) == "sub-expert (expert policy 89.9 < 90)"
+    assert checkpoints.expert_level(checkpoints.read_card(checkpoints.zoo_path("ant-medium-iql"))) is None
+    assert checkpoints.score_ci({"scores": [{"normalized_mean": "70", "normalized_se": 1}]}) is None  # data, not code
 
 
 def test_every_shipped_actor_with_a_critic_has_probe_states():

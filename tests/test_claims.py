@@ -226,6 +226,20 @@ def test_claim5_medium_expert_verdicts(mult, noise, expect):
     assert verdict(run.frame(), 5).verdict == expect
 
 
+def test_claim5_prints_each_medium_expert_actors_card_score_and_expert_level():
+    """Beside claim 5's verdict: the medium-expert actor's normalised score with its 95% interval from its card,
+    and whether its data's expert half was near D4RL's expert, read from the run's summary (the cards it ran with)."""
+    df = Run(2).grid("hopper-medium-expert", "hopper", "hopper-medium-expert-iql", effects=steer(0.7)).frame()
+    rows, _ = stats.row_stats(df)
+    actors = {"hopper-medium-expert-iql": {"name": "hopper-medium-expert-iql", "expert_level": "sub-expert (x)",
+                                           "scores": [{"normalized_mean": 70.9, "normalized_se": 4.2, "episodes": 20}]},
+              "hopper-medium-iql": {"name": "hopper-medium-iql", "scores": []}}
+    ev = claims.Evidence(df, rows, stats.label_cells(rows), 0.05, 0.5, actors)
+    effect = claims.evaluate(ev).set_index("claim").loc[5, "effect"]
+    assert "card scores, mean [95% CI]: hopper-medium-expert-iql 70.9 [62.7, 79.1] (20 ep), sub-expert (x)" in effect
+    assert "hopper-medium-iql" not in effect.split("card scores")[1]
+
+
 # ---------------------------------------------------------------- claim 6
 @pytest.mark.parametrize("success, expect", [
     ({"frozen": 0.9, "poe": 0.9, "additive": 0.8}, "premise not met"),

@@ -38,6 +38,7 @@ def test_report_on_smoke_run(smoke_run, capsys):
         assert needle in text, needle
     assert "base_dir" not in text  # no path of the machine that ran it
     assert "**Data.**" in text and "not the D4RL dataset hopper-medium-v2" in text and "published IQL" in text
+    assert "frozen score 65.6 [59.3, 72.0] (20 ep), mean [95% CI]" in text  # the card's score with its interval
     offp = pd.read_csv(smoke_run / "offpolicy.csv")
     assert (offp.loc[offp.rule == "frozen", "delta_q"] == 0).all()
     assert set(offp["rule"]) == {"frozen", "poe", "additive", "kl_reg", "poe_adaptive"}

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from poe_jax import checkpoints
 from poe_jax.kernels import rules as kernels
 from poe_jax.analysis import stats
 
@@ -64,6 +65,7 @@ class Evidence(NamedTuple):
     cells: pd.DataFrame
     level: float
     kl_budget: float
+    actors: dict = {}  # checkpoint name -> what its card says (the run summary's provenance: scores, expert level)
 
 
 class Verdict(NamedTuple):
@@ -501,8 +503,12 @@ def _medium_expert(ctx: Evidence) -> Verdict:
         fz = fz[(fz.rule == "frozen") & fz["shift"].eq("none") & ~fz["sample"].astype(bool)]
         me = fz[fz["actor"].map(_expert)].groupby("env")["normalized_score"].mean()
         md = fz[fz["actor"].map(_medium)].groupby("env")["normalized_score"].mean()
-        score = "; frozen's normalised score, medium-expert vs medium: " + ", ".join(
+        score = "; frozen's normalised score in this run, medium-expert vs medium: " + ", ".join(
             f"{e} {me[e]:.1f} vs {md.get(e, np.nan):.1f}" for e in me.index)
+    cards = [f"{name} {checkpoints.score_ci(a) or 'unscored'}" + (f", {a['expert_level']}" if a.get("expert_level") else "")
+             for name, a in sorted(ctx.actors.items()) if _expert(name) and isinstance(a, dict)]
+    if cards:
+        score += "; card scores, mean [95% CI]: " + ", ".join(cards)
     worst = r.assign(rel=r["diff"] / r["frozen_mean"].abs())
     effect = (", ".join(f"{k} {int(c.get(k, 0))}" for k in ("HURT", "UNDERPOWERED", "FROZEN", "HELP", "FALL"))
               + f" of {n} (cell, α); mean below frozen in {int((r['diff'] < 0).sum())} of {n}; change relative to "

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from poe_jax import checkpoints
 from poe_jax.analysis import claims, stats, styles
 from poe_jax.kernels import rules as kernels
 from poe_jax.grid import metrics, store
@@ -396,7 +397,7 @@ def analyze(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, partia
     if rows.empty or not rows["rule"].ne("frozen").any() or not rows["n_pairs"].fillna(0).gt(0).any():
         return base
     cells = stats.label_cells(rows, kl_budget=kl_budget)
-    ev = claims.Evidence(df, rows, cells, level, kl_budget)
+    ev = claims.Evidence(df, rows, cells, level, kl_budget, _actors(summary))
     decided = {} if incomplete else {"claims": claims.evaluate(ev), "curve": claims.degradation_curve(ev),
                                      "ratios": claims.shift_ratios(ev)}
     offp, off_notes = offpolicy.read_scores(out) if "delta_pi_upper" in df else (None, [])
@@ -546,23 +547,27 @@ def _head_lines(out: Path, summary: dict, incomplete: bool, running: bool, count
     return lines
 
 
+def _actors(summary: dict) -> dict:
+    """Each actor's provenance (name -> its card's data, scores, expert level), from the run's summary."""
+    subs = summary.get("grids") or {"": summary}
+    found = (sub.get("actor") for sub in subs.values() if isinstance(sub, dict))
+    return {a["name"]: a for a in found if isinstance(a, dict) and isinstance(a.get("name"), str)}
+
+
 def _provenance_lines(summary: dict) -> list[str]:
     """What the actors were trained on and how they score, beside the published score of the same algorithm on
     the D4RL dataset of that name (from the run's summary: the cards it ran with)."""
-    subs = summary.get("grids") or {"": summary}
-    seen, lines = set(), []
-    for sub in subs.values():
-        a = sub.get("actor") if isinstance(sub, dict) else None
-        if not isinstance(a, dict) or a.get("name") in seen:
-            continue
-        seen.add(a.get("name"))
-        sc = next((s for s in a.get("scores") or [] if isinstance(s, dict) and "normalized_mean" in s), None)
-        score = (f"; frozen score {sc['normalized_mean']:.1f} ± {sc.get('normalized_se', float('nan')):.1f} "
-                 f"(D4RL-normalised with D4RL's reference returns, the same dynamics)") if sc else ""
+    lines = []
+    for a in _actors(summary).values():
+        sc = checkpoints.score_ci(a)
+        score = (f"; frozen score {sc}, mean [95% CI] (D4RL-normalised with D4RL's reference returns, the same "
+                 "dynamics)") if sc else ""
         pub = a.get("published")
         pub = f"; published {pub['algo']} on {pub['dataset']}: {pub['score']:g}" if isinstance(pub, dict) else ""
+        level = f"; medium-expert data with a {a['expert_level']}" if a.get("expert_level") else ""
+        seed = f"; training seed {a['seed']}, a replica of `{a['replica_of']}`" if a.get("replica_of") else ""
         lines.append(f"- `{a.get('name')}` ({a.get('dataset') or 'no dataset'}): "
-                     f"{a.get('data_source') or 'data source not recorded'}{score}{pub}")
+                     f"{a.get('data_source') or 'data source not recorded'}{score}{pub}{level}{seed}")
     return (["**Data.** The actors and what they were trained on (their cards):", "", *lines, ""]) if lines else []
 
 

@@ -32,6 +32,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from poe_jax import checkpoints
 from poe_jax.grid import metrics
 from poe_jax.grid.plan import MIN_BATCH, Plan, resolve
 from poe_jax.grid.program import Totals
@@ -315,7 +316,8 @@ def _score(plan: Plan, store: Store, rescore: bool = True) -> None:
 def _provenance(name: str, card: dict) -> dict:
     """What a reader of the results must know of a checkpoint: its data and scores, from its card."""
     return {"name": name, "algo": card.get("algo"), "dataset": card.get("dataset"),
-            "data_source": card.get("data_source"), "scores": card.get("scores") or [], "published": card.get("published")}
+            "data_source": card.get("data_source"), "scores": card.get("scores") or [], "published": card.get("published"),
+            "seed": card.get("seed"), "replica_of": card.get("replica_of"), "expert_level": checkpoints.expert_level(card)}
 
 
 class _Ticker:

@@ -1,0 +1,112 @@
+"""Replicate an env's IQL actors with another seed: the whole pipeline, SAC to IQL.
+
+    python scripts/replicate_actors.py ENV SEED --work DIR [--sac-steps N] [--iql-steps N] [--zoo checkpoints]
+
+The data behind the seed-0 actors are not kept (their SAC runs took hours), so a replica reruns every step
+with ``SEED``: SAC behaviour policies (``poe-jax data generate --phase policies --seed SEED``), the datasets
+(``--phase datasets --seed SEED``), and IQL on the medium and medium-expert data (``poe-jax train iql --seed
+SEED``). A replica's spread around seed 0 is therefore the variance of the whole recipe (behaviour policy,
+data and training), which is at least the training-seed variance a fixed D4RL dataset would show.
+
+Each step is resumable: run the same command again and finished steps are skipped (SAC continues from its
+saved state). The wall time of each step is recorded in ``DIR/replicate.json``. At the end the actors are
+written to ``ZOO/ENV-KIND-iql-seedSEED`` with cards naming ``replica_of``, ``seed``, their data's id
+(``poe/ENV-KIND-sac-sSEED-v0``) and ``data_source``; ``--zoo`` defaults to a folder under ``--work``, so
+nothing is added to the shipped zoo unless asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KINDS = ("medium", "medium-expert")
+
+
+def _step(record: dict, path: Path, name: str, done: bool, argv: list[str]) -> None:
+    if done:
+        print(f"[{name}] done already", flush=True)
+        return
+    print(f"[{name}] {' '.join(argv)}", flush=True)
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", "poe_jax", *argv], check=True)
+    record.setdefault("steps", {})[name] = {"argv": argv, "seconds": round(time.time() - t0, 1),
+                                            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path.write_text(json.dumps(record, indent=2))
+
+
+def _card(src: Path, dst: Path, env: str, kind: str, seed: int, zoo: Path) -> None:
+    """Copy a trained actor to its zoo name with the replica's card fields (the seed-0 card gives the rest)."""
+    from poe_jax import checkpoints
+
+    base = f"{env}-{kind}-iql"
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    card_path = dst / "card.json"
+    card = json.loads(card_path.read_text())
+    base_card = checkpoints.read_card(zoo / base) if (zoo / base).exists() else {}
+    card.update({
+        "dataset": f"poe/{env}-{kind}-sac-s{seed}-v0",
+        "data_source": (f"self-generated: rollouts of SAC policies trained here with seed {seed} (poe-jax data "
+                        f"generate --seed {seed}), not the D4RL dataset {env}-{kind}-v2; the same dynamics "
+                        "(Gymnasium's v4 models)"),
+        "seed": seed, "replica_of": base,
+    })
+    if "published" in base_card:
+        card["published"] = base_card["published"]
+    card_path.write_text(json.dumps(card, indent=2))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("env")
+    ap.add_argument("seed", type=int)
+    ap.add_argument("--work", required=True, help="folder for the SAC run, the datasets and the logs")
+    ap.add_argument("--sac-steps", type=int, default=300_000)
+    ap.add_argument("--eval-every", type=int, default=25_000)
+    ap.add_argument("--iql-steps", type=int, default=180_000)
+    ap.add_argument("--size", type=int, default=200_000)
+    ap.add_argument("--zoo", help="where the replicas go (default: WORK/zoo); the seed-0 cards are read from "
+                                  "the shipped zoo")
+    a = ap.parse_args(argv)
+    if a.seed < 1:
+        ap.error(f"seed: {a.seed}; a replica's seed is 1 or more (0 is the shipped actor)")
+    work = Path(a.work) / f"{a.env}-s{a.seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    rec_path = work / "replicate.json"
+    record = json.loads(rec_path.read_text()) if rec_path.exists() else {"env": a.env, "seed": a.seed}
+    steps = record.get("steps", {})
+    data = [work / f"{a.env}-{k}.hdf5" for k in KINDS]
+    trained = [work / "iql" / f"{a.env}-{k}-iql" for k in KINDS]
+
+    _step(record, rec_path, "sac", "sac" in steps,
+          ["data", "generate", "--env", a.env, "--out", str(work), "--phase", "policies", "--seed", str(a.seed),
+           "--sac-steps", str(a.sac_steps), "--eval-every", str(a.eval_every)])
+    _step(record, rec_path, "datasets", all(p.exists() for p in data) and "datasets" in steps,
+          ["data", "generate", "--env", a.env, "--out", str(work), "--phase", "datasets", "--seed", str(a.seed),
+           "--size", str(a.size)])
+    _step(record, rec_path, "iql", all((p / "card.json").exists() for p in trained) and "iql" in steps,
+          ["train", "iql", "--env", a.env, "--dataset", *map(str, data), "--out", str(work / "iql"),
+           "--steps", str(a.iql_steps), "--seed", str(a.seed)])
+
+    from poe_jax import checkpoints
+
+    shipped = checkpoints.ZOO
+    out = Path(a.zoo) if a.zoo else work / "zoo"
+    out.mkdir(parents=True, exist_ok=True)
+    for kind, src in zip(KINDS, trained):
+        dst = out / f"{a.env}-{kind}-iql-seed{a.seed}"
+        _card(src, dst, a.env, kind, a.seed, shipped)
+        score = checkpoints.read_card(dst)["scores"][0]
+        print(f"{dst.name}: {score['normalized_mean']:.1f} ± {score['normalized_se']:.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
