@@ -71,9 +71,12 @@ def _build_parser() -> argparse.ArgumentParser:
                               "antmaze-*: the scripted navigator's dataset")
     gen.add_argument("--env", required=True, help="env to generate for (poe-jax envs)")
     gen.add_argument("--out", required=True, help="folder for policies/, sac.log and ENV-KIND.hdf5")
-    gen.add_argument("--phase", choices=["all", "policies", "datasets", "probe", "prior-data", "tracking-policy"],
+    gen.add_argument("--phase", choices=["all", "policies", "datasets", "probe", "prior-data", "calibration",
+                                         "tracking-policy"],
                      default="all",
                      help="'probe': DIR/probe-states/ENV-medium.npz, states for the off-policy scorer; "
+                          "'calibration': DIR/probe-states/ENV-prior-heldout.npz, held-out rows of "
+                          "DIR/ENV-prior-data.hdf5 on which a run measures its priors' calibration; "
                           "'prior-data': DIR/ENV-prior-data.hdf5, the goal prior's data from the shipped IQL actors "
                           "(and ENV-track*-sac policies); 'tracking-policy': DIR/ENV-trackV-sac, SAC trained to run "
                           "at --target-speed V")
@@ -266,6 +269,9 @@ def _data(args) -> int:
         return 0
     if args.phase == "prior-data":
         generate.prior_data(args.env, args.out, size=args.size, seed=args.seed)
+        return 0
+    if args.phase == "calibration":
+        generate.calibration_rows(args.env, args.out)
         return 0
     if args.phase in ("all", "policies"):
         generate.policies(args.env, args.out, steps=args.sac_steps or 1_000_000, time_budget=args.time_budget, seed=args.seed,

@@ -39,6 +39,11 @@ def test_report_on_smoke_run(smoke_run, capsys):
     assert "base_dir" not in text  # no path of the machine that ran it
     assert "**Data.**" in text and "not the D4RL dataset hopper-medium-v2" in text and "published IQL" in text
     assert "frozen score 65.6 [59.3, 72.0] (20 ep), mean [95% CI]" in text  # the card's score with its interval
+    # The prior's calibration on its held-out rows, per goal and quality, beside poe's change from frozen.
+    cal = pd.read_csv(smoke_run / "calibration.csv")
+    assert set(cal["prior"]) == {"trained", "random"} and set(cal["goal"]) == {"G1_speed", "G3_target"}
+    assert set(cal["param"]) == {0.5} and (cal.loc[cal.prior == "trained", "ez2"].between(0.5, 2.5)).all()
+    assert "## Prior calibration" in text and "figures/prior_calibration.png" in files
     offp = pd.read_csv(smoke_run / "offpolicy.csv")
     assert (offp.loc[offp.rule == "frozen", "delta_q"] == 0).all()
     assert set(offp["rule"]) == {"frozen", "poe", "additive", "kl_reg", "poe_adaptive"}
@@ -66,7 +71,8 @@ def test_report_on_smoke_run(smoke_run, capsys):
     assert eps.loc[eps.goal == "G1_speed", "target_speed"].isna().all()
     figs = sorted(p.name for p in (smoke_run / "figures").glob("*.png"))
     # every prior quality has its figures (the first keeps the plain names); one CI convention
-    assert figs == ["kl_frontier-random.png", "kl_frontier.png", "performance_profile.png", "prior_quality.png",
+    assert figs == ["kl_frontier-random.png", "kl_frontier.png", "performance_profile.png", "prior_calibration.png",
+                    "prior_quality.png",
                     "return_vs_coefficient-random.png", "return_vs_coefficient.png", "survival-random.png",
                     "survival.png"]
     assert "s.e.)" not in text

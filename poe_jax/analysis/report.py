@@ -274,6 +274,8 @@ class Analysis(NamedTuple):
         metrics: every registered per-step metric's episode mean per (goal, prior, rule, param).
         checkpoints: per row of a checkpoint set, whether its answer holds across the set's checkpoints
             (:func:`poe_jax.analysis.stats.across_checkpoints`; empty without a set).
+        calibration: per (grid, goal, prior quality, poe α), the prior's calibration on held-out actions
+            (:mod:`poe_jax.analysis.calibration`, from the run summary) beside PoE's change from frozen.
     """
 
     out: Path
@@ -297,6 +299,7 @@ class Analysis(NamedTuple):
     support: pd.DataFrame | None = None
     metrics: pd.DataFrame | None = None
     checkpoints: pd.DataFrame | None = None
+    calibration: pd.DataFrame | None = None
 
 
 def write_report(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, states: str | Path | None = None,
@@ -405,7 +408,8 @@ def analyze(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, partia
         rows=rows, cells=cells, aggregate=_aggregate(df, cells), tracking=stats.tracking(df, level=level),
         offpolicy=offp, offpolicy_notes=off_notes, deviation=stats.deviation(df) if "delta_pi_upper" in df else None,
         support=df.groupby("rule")[[f"support_violation_{e}" for e in metrics.SUPPORT_EPS]].mean(),
-        metrics=_metric_means(df), checkpoints=stats.across_checkpoints(df, rows, level), **decided)
+        metrics=_metric_means(df), checkpoints=stats.across_checkpoints(df, rows, level),
+        calibration=_calibration_table(summary, rows), **decided)
 
 
 def _metric_means(df: pd.DataFrame) -> pd.DataFrame:
@@ -459,6 +463,9 @@ def render(a: Analysis) -> Path:
         lines += _curve_lines(a.curve, out)
         lines += _shift_lines(a.ratios, out)
     lines += _checkpoint_lines(a.checkpoints, out)
+    cal_lines, cal_fig = _calibration_section(a.calibration, out)
+    lines += cal_lines
+    figs += [cal_fig] if cal_fig else []
     agg_lines, agg_fig = _aggregate_section(a.aggregate, out)
     lines += agg_lines
     figs += [agg_fig] if agg_fig else []
@@ -508,6 +515,76 @@ def render(a: Analysis) -> Path:
     path = out / "report.md"
     store.write_file(path, "\n".join(lines), out)
     return path
+
+
+def _calibration_table(summary: dict, rows: pd.DataFrame) -> pd.DataFrame | None:
+    """Per (grid, goal, prior quality, poe α): the prior's calibration (E[z²], NLL per action entry; the run
+    summary's, read as data: non-numbers are dropped) beside PoE's change from frozen, as a % of frozen's mean
+    with its 95% CI. ``None`` when no grid measured its prior."""
+    subs = summary.get("grids") or {g: summary for g in dict.fromkeys(rows["grid"])}
+    found = []
+    for grid, sub in subs.items():
+        cal = sub.get("calibration") if isinstance(sub, dict) else None
+        entries = cal.get("entries") if isinstance(cal, dict) else None
+        prior = (sub.get("prior") or {}).get("name") if isinstance(sub.get("prior"), dict) else None
+        for e in entries if isinstance(entries, list) else []:
+            if not isinstance(e, dict) or not all(isinstance(e.get(k), str) for k in ("goal", "quality")):
+                continue
+            ez2, nll = e.get("ez2"), e.get("nll")
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (ez2, nll)):
+                found.append({"grid": grid, "prior_checkpoint": str(prior or ""), "goal": e["goal"],
+                              "prior": e["quality"], "ez2": float(ez2), "nll": float(nll)})
+    if not found:
+        return None
+    cal = pd.DataFrame(found)
+    poe = rows[(rows["rule"] == "poe") & (rows["shift"] == rows["shift"].iloc[0])]
+    poe = poe[["grid", "env", "actor", "goal", "prior", "param", "mean", "frozen_mean", "diff", "diff_low", "diff_high"]]
+    out = cal.merge(poe, on=["grid", "goal", "prior"], how="inner")
+    base = out["frozen_mean"].abs().where(out["frozen_mean"].abs() > 0)
+    for col, src in (("change_pct", "diff"), ("change_low_pct", "diff_low"), ("change_high_pct", "diff_high")):
+        out[col] = 100 * out[src] / base
+    return out.sort_values(["grid", "goal", "param", "ez2"], kind="stable").reset_index(drop=True) if len(out) else None
+
+
+def _calibration_section(table: pd.DataFrame | None, out: Path) -> tuple[list[str], str | None]:
+    """``calibration.csv``, its section and ``figures/prior_calibration.png``: PoE's change from frozen against
+    the prior's calibration, one point per (prior checkpoint, quality), a series per α."""
+    if table is None or table.empty:
+        return [], None
+    _csv(table, out / "calibration.csv")
+    lines = ["## Prior calibration", "",
+             "How well each prior, at each quality, covers held-out actions of its data: E[z²] with z = (a − μ)/σ "
+             "over action entries inside the bounds (1: calibrated; above: overconfident, its errors exceed its std; "
+             "below: too vague), and the Gaussian NLL per entry. Beside it, PoE's change in goal return from frozen, as "
+             "a % of frozen's mean [95% CI]. `calibration.csv` has every row.", "",
+             "| grid | prior | goal | quality | E[z²] | NLL | " + "poe change from frozen, by α |", "|---|---|---|---|---|---|---|"]
+    for (grid, goal, q), g in table.groupby(["grid", "goal", "prior"], sort=False):
+        r0 = g.iloc[0]
+        change = ", ".join(f"α {p:g}: {c:+.0f}% [{lo:+.0f}, {hi:+.0f}]" for p, c, lo, hi in
+                           zip(g["param"], g["change_pct"], g["change_low_pct"], g["change_high_pct"]))
+        lines.append(f"| {grid} | {r0.prior_checkpoint} | {goal} | {q} | {r0.ez2:.2f} | {r0.nll:.2f} | {change} |")
+    lines.append("")
+
+    def draw(ax, g):
+        for p, r in g.groupby("param", sort=True):
+            r = r.sort_values("ez2")
+            yerr = np.vstack([r["change_pct"] - r["change_low_pct"], r["change_high_pct"] - r["change_pct"]])
+            ax.errorbar(r["ez2"], r["change_pct"], yerr=np.nan_to_num(yerr), fmt="o", capsize=2, label=f"poe α = {p:g}")
+            if p == g["param"].max():
+                for _, x in r.iterrows():
+                    name = x["prior"] if g["prior_checkpoint"].nunique() == 1 else f"{x['prior_checkpoint']}/{x['prior']}"
+                    ax.annotate(name, (x["ez2"], x["change_pct"]), fontsize=6, textcoords="offset points",
+                                xytext=(3, 3))
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="k", ls=":", lw=1)
+        ax.axhline(0.0, color="k", ls="--", lw=1)
+
+    panels = table.assign(grid=table["actor"])  # one panel per actor and goal: a checkpoint set's grids share it
+    fig = _panel_figure(out / "figures" / "prior_calibration.png", panels.assign(rule="poe"), draw,
+                        "PoE against the prior's calibration (1 = calibrated; right: overconfident; left: too vague)",
+                        "E[z²] of held-out actions under the prior (log scale)",
+                        f"poe's change from frozen, % of frozen ({CI_NOTE})")
+    return lines, fig
 
 
 def _metric_lines(table: pd.DataFrame | None, out: Path) -> list[str]:

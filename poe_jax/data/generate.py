@@ -45,7 +45,7 @@ import numpy as np
 from poe_jax import checkpoints, data, envs, nets
 from poe_jax.envs import registry
 
-__all__ = ["KINDS", "PRIOR_DATA_ACTORS", "PRIOR_DATA_STD", "tracking_speeds", "Tracking", "datasets", "prior_data", "pick_policies", "policies", "probe_states", "sac_config", "score_snapshots", "tracking_name", "tracking_policy"]
+__all__ = ["KINDS", "PRIOR_DATA_ACTORS", "calibration_rows", "PRIOR_DATA_STD", "tracking_speeds", "Tracking", "datasets", "prior_data", "pick_policies", "policies", "probe_states", "sac_config", "score_snapshots", "tracking_name", "tracking_policy"]
 
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 
@@ -269,6 +269,33 @@ def actor_probe_states(actor_ref: str, out: str | Path, n: int = 1000, lanes: in
     np.savez_compressed(path, observations=obs, policy=path_in.name, seed=seed,
                         source="the actor's own stochastic rollouts (its dataset is not kept)")
     log(f"{path}: {len(obs)} states of {path_in.name}'s own rollouts")
+    return path
+
+
+def calibration_rows(env_name: str, out: str | Path, n: int = 1000, log=print) -> Path:
+    """``out/probe-states/ENV-prior-heldout.npz``: ``n`` rows (observations, actions) evenly spaced over the
+    held-out last rows of ``out/ENV-prior-data.hdf5`` (``PriorConfig.holdout``: no prior trained on them, the
+    small-data priors included), with ``inside``, which action entries lie inside the bounds (a clipped entry says
+    only that the mean lies beyond it, so calibration leaves it out). A prior card names the file in
+    ``calibration_rows`` (:mod:`poe_jax.analysis.calibration`)."""
+    from poe_jax.train import prior as prior_training
+
+    src = Path(out) / f"{env_name}-prior-data.hdf5"
+    d = data.read(src)
+    recorded = d.get("metadata/env")
+    if recorded is not None and recorded != env_name:
+        raise data.DatasetError(f"{src}: collected on {recorded!r}, not {env_name!r}")
+    total = len(d["observations"])
+    lo = int(total * (1.0 - prior_training.PriorConfig().holdout))
+    pick = lo + np.linspace(0, total - lo - 1, min(n, total - lo)).astype(int)
+    obs, act = np.asarray(d["observations"][pick], np.float32), np.asarray(d["actions"][pick], np.float32)
+    m = float(np.asarray(envs.make(env_name, backend="native").action_high)[0])
+    inside = np.abs(act) < prior_training.CENSOR_AT * m
+    path = Path(out) / "probe-states" / f"{env_name}-prior-heldout.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, observations=obs, actions=act, inside=inside, source=f"{src.name} rows {lo}..{total}")
+    log(f"{path}: {len(pick)} held-out rows of {src.name} (rows {lo}..{total}; {inside.mean():.0%} of the action "
+        "entries inside the bounds)")
     return path
 
 

@@ -292,6 +292,9 @@ def _execute(plan: Plan, store: Store, progress: bool, log=None) -> RunResult:
         "discarded": store.discarded,
     }
     if store.primary:
+        from poe_jax.analysis import calibration  # how well the prior covers held-out actions, per goal and quality
+
+        summary["calibration"] = calibration.of_plan(plan, prior)
         write_json(store.out / "summary.json", summary, store.root)
         _score(plan, store, rescore=computed > 0)
     return RunResult(store.out, computed, skipped, summary)

@@ -1,0 +1,70 @@
+"""Prior calibration (poe_jax.analysis.calibration): the measure means what its name says, on the shipped priors'
+held-out rows, and a card (data) cannot point it outside the zoo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from poe_jax import checkpoints
+from poe_jax.analysis import calibration
+
+
+@pytest.fixture(scope="module")
+def hopper():
+    card = checkpoints.read_card(checkpoints.zoo_path("hopper-prior"))
+    obs, act, inside = calibration.load_rows(calibration.rows_file(card), 11, 3)
+    return obs, act, inside
+
+
+def _measure(name, quality, rows, **kw):
+    prior = checkpoints.load(f"zoo:{name}")
+    return calibration.measure(prior, quality, *rows, 0, 0.0, max_action=1.0, **kw)
+
+
+def test_vague_is_the_trained_prior_with_four_times_the_std(hopper):
+    """z scales by 1/4 when only the std is widened by 4, so E[z²] falls by exactly 16; the NLL by the closed
+    form: -log N(a; μ, 4σ) = -log N(a; μ, σ) + log 4 - (15/32) z² on average."""
+    ez2, nll = _measure("hopper-prior", "trained", hopper)
+    ez2_v, nll_v = _measure("hopper-prior", "vague", hopper)
+    assert ez2_v == pytest.approx(ez2 / 16, rel=1e-5)
+    assert nll_v == pytest.approx(nll + np.log(4) - 0.5 * ez2 * (1 - 1 / 16), rel=1e-4)
+
+
+def test_the_measure_orders_the_shipped_priors_as_their_names_say(hopper):
+    """Measured, not built in: the full-data prior is near calibrated (E[z²] within [0.5, 2.5]), the one trained on
+    10% of the data is overconfident (E[z²] above 2.5 and above the full prior's, a higher NLL), `vague` is too
+    vague (below 0.5) and `adversarial` is confidently wrong (far above the trained prior)."""
+    full, full_nll = _measure("hopper-prior", "trained", hopper)
+    small, small_nll = _measure("hopper-prior-small10", "trained", hopper)
+    vague, _ = _measure("hopper-prior", "vague", hopper)
+    adv, _ = _measure("hopper-prior", "adversarial", hopper)
+    assert 0.5 < full < 2.5 and small > max(2.5, full) and small_nll > full_nll
+    assert vague < 0.5 and adv > 5 * full
+
+
+def test_a_stochastic_quality_is_the_same_for_the_same_seeds_and_only_entries_inside_count(hopper):
+    obs, act, inside = hopper
+    a = _measure("hopper-prior", "degraded", hopper, seeds=(0, 1))
+    assert a == _measure("hopper-prior", "degraded", hopper, seeds=(0, 1))
+    assert a != _measure("hopper-prior", "degraded", hopper, seeds=(2, 3))
+    wild = act.copy()
+    wild[~inside] = 1e6  # what lies outside the bounds is never read
+    assert _measure("hopper-prior", "trained", (obs, wild, inside)) == _measure("hopper-prior", "trained", hopper)
+
+
+@pytest.mark.parametrize("name", ["../hopper-prior/card.json", "/etc/passwd", ".hidden.npz", "", 3, None])
+def test_a_card_names_only_a_file_of_the_zoo(name):
+    assert calibration.rows_file({calibration.CARD_FIELD: name}) is None
+
+
+def test_every_shipped_locomotion_prior_names_rows_that_fit_it():
+    names = [p.name for p in checkpoints.ZOO.iterdir() if (p / "card.json").is_file()]
+    priors = [n for n in names if "-prior" in n and not n.startswith("antmaze")]
+    assert len(priors) >= 14
+    for n in priors:
+        card = checkpoints.read_card(checkpoints.zoo_path(n))
+        path = calibration.rows_file(card)
+        assert path is not None, n
+        obs, act, inside = calibration.load_rows(path, card["obs_size"], card["act_size"])
+        assert len(obs) == 1000 and 0.5 < inside.mean() < 1.0, n
