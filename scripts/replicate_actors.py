@@ -10,7 +10,7 @@ data and training), which is at least the training-seed variance a fixed D4RL da
 
 Each step is resumable: run the same command again and finished steps are skipped (SAC continues from its
 saved state). The wall time of each step is recorded in ``DIR/replicate.json``. At the end the actors are
-written to ``ZOO/ENV-KIND-iql-seedSEED`` with cards naming ``replica_of``, ``seed``, their data's id
+written, actor-only, to ``ZOO/ENV-KIND-iql-seedSEED`` with cards naming ``replica_of``, ``seed``, their data's id
 (``poe/ENV-KIND-sac-sSEED-v0``) and ``data_source``; ``--zoo`` defaults to a folder under ``--work``, so
 nothing is added to the shipped zoo unless asked.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -40,27 +39,24 @@ def _step(record: dict, path: Path, name: str, done: bool, argv: list[str]) -> N
     path.write_text(json.dumps(record, indent=2))
 
 
-def _card(src: Path, dst: Path, env: str, kind: str, seed: int, zoo: Path) -> None:
-    """Copy a trained actor to its zoo name with the replica's card fields (the seed-0 card gives the rest)."""
+def _ship(src: Path, dst: Path, env: str, kind: str, seed: int, zoo: Path) -> None:
+    """Write the trained actor at its zoo name, actor-only (a replica serves the closed-form rules; the critic
+    rules and the off-policy scorer use the seed-0 actor's critics), with the replica's card fields: its seed,
+    ``replica_of``, its own data's id and source; the published score is the seed-0 card's."""
     from poe_jax import checkpoints
 
     base = f"{env}-{kind}-iql"
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(src, dst)
-    card_path = dst / "card.json"
-    card = json.loads(card_path.read_text())
-    base_card = checkpoints.read_card(zoo / base) if (zoo / base).exists() else {}
-    card.update({
-        "dataset": f"poe/{env}-{kind}-sac-s{seed}-v0",
-        "data_source": (f"self-generated: rollouts of SAC policies trained here with seed {seed} (poe-jax data "
-                        f"generate --seed {seed}), not the D4RL dataset {env}-{kind}-v2; the same dynamics "
-                        "(Gymnasium's v4 models)"),
-        "seed": seed, "replica_of": base,
-    })
-    if "published" in base_card:
-        card["published"] = base_card["published"]
-    card_path.write_text(json.dumps(card, indent=2))
+    card = checkpoints.read_card(src)
+    actor = checkpoints.load(src, env=env).replace(critic=None)
+    checkpoints.save(dst, actor, env=env, dataset=f"poe/{env}-{kind}-sac-s{seed}-v0",
+                     provenance={**card["provenance"], "critic": "not shipped (replica: actor only)"},
+                     scores=card["scores"], normalization_note=card["normalization"].get("note"), overwrite=True)
+    base_card = checkpoints.read_card(zoo / base) if (zoo / base / "card.json").is_file() else {}
+    checkpoints.update_card(
+        dst, seed=seed, replica_of=base,
+        data_source=(f"self-generated: rollouts of SAC policies trained here with seed {seed} (poe-jax data generate "
+                     f"--seed {seed}), not the D4RL dataset {env}-{kind}-v2; the same dynamics (Gymnasium's v4 models)"),
+        **({"published": base_card["published"]} if "published" in base_card else {}))
 
 
 def main(argv=None) -> int:
@@ -102,7 +98,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for kind, src in zip(KINDS, trained):
         dst = out / f"{a.env}-{kind}-iql-seed{a.seed}"
-        _card(src, dst, a.env, kind, a.seed, shipped)
+        _ship(src, dst, a.env, kind, a.seed, shipped)
         score = checkpoints.read_card(dst)["scores"][0]
         print(f"{dst.name}: {score['normalized_mean']:.1f} ± {score['normalized_se']:.1f}", flush=True)
     return 0

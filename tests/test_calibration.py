@@ -68,3 +68,23 @@ def test_every_shipped_locomotion_prior_names_rows_that_fit_it():
         assert path is not None, n
         obs, act, inside = calibration.load_rows(path, card["obs_size"], card["act_size"])
         assert len(obs) == 1000 and 0.5 < inside.mean() < 1.0, n
+
+
+@pytest.mark.parametrize("summary", [
+    {"grids": ["not", "objects"]}, {"grids": "x"}, {"grids": {"g": 3}}, {"calibration": {"entries": "x"}},
+    {"calibration": {"entries": [{"goal": "G1_speed", "quality": "trained", "ez2": "1.5", "nll": 1.0}]}},
+    {"calibration": {"entries": [{"goal": "G1_speed", "quality": "trained", "ez2": float("nan"), "nll": 1.0}]}},
+    {"actor": {"name": "a", "scores": [{"normalized_mean": "70"}]}},
+])
+def test_the_report_reads_a_hostile_summary_as_data(summary):
+    """A run folder is untrusted: a summary whose calibration or actors are malformed adds nothing to the report,
+    and raises nothing."""
+    import pandas as pd
+
+    from poe_jax.analysis import report
+
+    rows = pd.DataFrame({"grid": ["g"], "env": ["hopper"], "actor": ["a"], "goal": ["G1_speed"], "prior": ["trained"],
+                         "shift": ["none"], "rule": ["poe"], "param": [0.5], "mean": [1.0], "frozen_mean": [1.0],
+                         "diff": [0.0], "diff_low": [0.0], "diff_high": [0.0]})
+    assert report._calibration_table(summary, rows) is None
+    assert all(line.endswith("data source not recorded") for line in report._provenance_lines(summary)[2:-1])

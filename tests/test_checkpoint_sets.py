@@ -27,6 +27,27 @@ def test_a_set_names_every_replica_of_a_shipped_checkpoint():
     assert [s.name for s in two] == ["fam.hopper-prior", "fam.hopper-prior-seed2"]
 
 
+REPLICATED_ACTORS = ("hopper-medium-iql", "hopper-medium-expert-iql")  # grows as envs are replicated
+
+
+def test_the_zoo_ships_three_training_seeds_of_every_goal_prior_and_the_replicated_actors():
+    """Every goal prior (not a variant such as the small-data ones) and every replicated actor is a set of at least
+    3 checkpoints with distinct training seeds; an actor replica's card names its own data (the whole recipe was
+    rerun with its seed) and carries a normalised score."""
+    cards = {p.name: checkpoints.read_card(p) for p in checkpoints.ZOO.iterdir() if (p / "card.json").is_file()}
+    bases = [n for n, c in cards.items() if c["kind"] == "prior" and not c.get("replica_of") and not c.get("variant_of")]
+    assert len(bases) >= 6
+    for base in [*bases, *REPLICATED_ACTORS]:
+        members = [r.removeprefix("zoo:") for r in checkpoints.replicas(base)]
+        seeds = [cards[m].get("seed", cards[m]["provenance"].get("seed", 0)) for m in members]
+        assert len(members) >= 3 and len(set(seeds)) == len(seeds), (base, members, seeds)
+    for base in REPLICATED_ACTORS:
+        for m in [r.removeprefix("zoo:") for r in checkpoints.replicas(base)][1:]:
+            c = cards[m]
+            assert c["dataset"] == f"poe/{base.removesuffix('-iql')}-sac-s{c['seed']}-v0", m
+            assert f"seed {c['seed']}" in c["data_source"] and c["scores"][0]["episodes"] == 20, m
+
+
 @pytest.mark.parametrize("prior, needle", [
     ("zoo:hopper-prior@1", "the only set syntax is 'zoo:NAME@*'"),
     ("some/dir@*", "a set ('@*') names a shipped checkpoint"),

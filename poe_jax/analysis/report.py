@@ -521,10 +521,9 @@ def _calibration_table(summary: dict, rows: pd.DataFrame) -> pd.DataFrame | None
     """Per (grid, goal, prior quality, poe α): the prior's calibration (E[z²], NLL per action entry; the run
     summary's, read as data: non-numbers are dropped) beside PoE's change from frozen, as a % of frozen's mean
     with its 95% CI. ``None`` when no grid measured its prior."""
-    subs = summary.get("grids") or {g: summary for g in dict.fromkeys(rows["grid"])}
     found = []
-    for grid, sub in subs.items():
-        cal = sub.get("calibration") if isinstance(sub, dict) else None
+    for grid, sub in _grid_summaries(summary, dict.fromkeys(rows["grid"])).items():
+        cal = sub.get("calibration")
         entries = cal.get("entries") if isinstance(cal, dict) else None
         prior = (sub.get("prior") or {}).get("name") if isinstance(sub.get("prior"), dict) else None
         for e in entries if isinstance(entries, list) else []:
@@ -624,10 +623,18 @@ def _head_lines(out: Path, summary: dict, incomplete: bool, running: bool, count
     return lines
 
 
+def _grid_summaries(summary: dict, grids) -> dict:
+    """Each grid's summary (``summary["grids"]`` of a run of several grids, else the run's own for each of
+    ``grids``), read as data: entries that are not objects are dropped."""
+    subs = summary.get("grids")
+    subs = subs if isinstance(subs, dict) and subs else {g: summary for g in grids}
+    return {str(k): v for k, v in subs.items() if isinstance(v, dict)}
+
+
 def _actors(summary: dict) -> dict:
     """Each actor's provenance (name -> its card's data, scores, expert level), from the run's summary."""
-    subs = summary.get("grids") or {"": summary}
-    found = (sub.get("actor") for sub in subs.values() if isinstance(sub, dict))
+    subs = _grid_summaries(summary, [""])
+    found = (sub.get("actor") for sub in subs.values())
     return {a["name"]: a for a in found if isinstance(a, dict) and isinstance(a.get("name"), str)}
 
 
