@@ -236,8 +236,9 @@ def test_claim5_prints_each_medium_expert_actors_card_score_and_expert_level():
               "hopper-medium-iql": {"name": "hopper-medium-iql", "scores": []}}
     ev = claims.Evidence(df, rows, stats.label_cells(rows), 0.05, 0.5, actors)
     effect = claims.evaluate(ev).set_index("claim").loc[5, "effect"]
-    assert "card scores, mean [95% CI]: hopper-medium-expert-iql 70.9 [62.7, 79.1] (20 ep), sub-expert (x)" in effect
-    assert "hopper-medium-iql" not in effect.split("card scores")[1]
+    assert ("medium-expert actors, card score mean [95% CI]: hopper-medium-expert-iql (card: 70.9 [62.7, 79.1] "
+            "(20 ep)), sub-expert (x)") in effect
+    assert "hopper-medium-iql" not in effect.split("card score")[1]
 
 
 # ---------------------------------------------------------------- claim 6
@@ -250,9 +251,12 @@ def test_claim5_prints_each_medium_expert_actors_card_score_and_expert_level():
 def test_claim6_antmaze_premise_and_verdicts(success, expect):
     df = Run(3).grid("antmaze-umaze", "antmaze-umaze", "antmaze-umaze-bc", goals=("G4_reach",),
                      effects={("poe", 0.5): 1.0, ("additive", 0.9): 1.0}, seeds=20, success=success).frame()
-    c = verdict(df, 6)
+    rows, _ = stats.row_stats(df)
+    card = {"antmaze-umaze-bc": {"scores": [{"normalized_mean": 15.0, "episodes": 20,
+                                              "normalized_by": "D4RL ref scores [0, 1]"}]}}
+    c = claims.evaluate(claims.Evidence(df, rows, stats.label_cells(rows), 0.05, 0.5, card)).set_index("claim").loc[6]
     assert c.verdict == expect, c.effect
-    assert "frozen succeeds" in c.effect
+    assert "frozen succeeds" in c.effect and "(card: 15.0 [5.2, 36.0] (20 ep))" in c.effect  # Wilson, from the card
     if expect == "premise not met":
         assert "frozen succeeds 9" in c.effect or "frozen succeeds 8" in c.effect
 

@@ -123,6 +123,13 @@ def _expert(actor: str) -> bool:
     return "medium-expert" in str(actor)
 
 
+def _card_score(ctx: Evidence, actor: str) -> str:
+    """`` (card: 0.0 [0.0, 16.1] (20 ep))``: the actor's score on its card, from the run's summary, or ''."""
+    a = ctx.actors.get(actor)
+    score = checkpoints.score_ci(a) if isinstance(a, dict) else None
+    return f" (card: {score})" if score else ""
+
+
 def _seeds_of(ctx: Evidence, rows: pd.DataFrame) -> pd.DataFrame:
     sm = stats.seeds_of(ctx.rows)
     keys = rows[stats.ROW].drop_duplicates()
@@ -505,10 +512,10 @@ def _medium_expert(ctx: Evidence) -> Verdict:
         md = fz[fz["actor"].map(_medium)].groupby("env")["normalized_score"].mean()
         score = "; frozen's normalised score in this run, medium-expert vs medium: " + ", ".join(
             f"{e} {me[e]:.1f} vs {md.get(e, np.nan):.1f}" for e in me.index)
-    cards = [f"{name} {checkpoints.score_ci(a) or 'unscored'}" + (f", {a['expert_level']}" if a.get("expert_level") else "")
+    cards = [f"{name}{_card_score(ctx, name)}" + (f", {a['expert_level']}" if a.get("expert_level") else "")
              for name, a in sorted(ctx.actors.items()) if _expert(name) and isinstance(a, dict)]
     if cards:
-        score += "; card scores, mean [95% CI]: " + ", ".join(cards)
+        score += "; medium-expert actors, card score mean [95% CI]: " + ", ".join(cards)
     worst = r.assign(rel=r["diff"] / r["frozen_mean"].abs())
     effect = (", ".join(f"{k} {int(c.get(k, 0))}" for k in ("HURT", "UNDERPOWERED", "FROZEN", "HELP", "FALL"))
               + f" of {n} (cell, α); mean below frozen in {int((r['diff'] < 0).sum())} of {n}; change relative to "
@@ -546,7 +553,7 @@ def _antmaze(ctx: Evidence) -> Verdict:
         return _missing(test, "frozen on an env whose episodes end at the goal")
     pop = _describe(ctx.rows[ctx.rows.env.isin({k[0] for k in rates})], ctx)
     rate_text = "; ".join(f"{env} {actor}: frozen succeeds {r:.0%} of {n} [95% CI {lo:.0%}, {hi:.0%}]"
-                          for (env, actor), (r, n, lo, hi) in rates.items())
+                          + _card_score(ctx, actor) for (env, actor), (r, n, lo, hi) in rates.items())
     met = {k for k, (r, *_) in rates.items() if r <= PREMISE_SUCCESS}
     if not met:
         return Verdict(test, rate_text + " (the study's BC actor succeeded 0 times)", "premise not met", pop)
