@@ -88,3 +88,33 @@ def test_the_report_reads_a_hostile_summary_as_data(summary):
                          "diff": [0.0], "diff_low": [0.0], "diff_high": [0.0]})
     assert report._calibration_table(summary, rows) is None
     assert all(line.endswith("data source not recorded") for line in report._provenance_lines(summary)[2:-1])
+
+
+def test_a_grid_measures_its_prior_the_same_whatever_else_it_holds():
+    """The calibration a run stores is a property of the prior and quality: grids with other seeds, rules and goals
+    give the same numbers for the same (goal, quality)."""
+    from poe_jax import grid
+    from poe_jax.grid.plan import resolve
+
+    base = dict(env="hopper", actor="zoo:hopper-medium-iql", prior="zoo:hopper-prior", backend="native",
+                priors=["trained", "degraded"], max_steps=10)
+    a = resolve(grid.load_spec({**base, "rules": {"frozen": [], "poe": [0.5]}, "seeds": [0, 1], "goals": ["G1_speed"]}))
+    b = resolve(grid.load_spec({**base, "rules": {"frozen": [], "additive": [0.3]}, "seeds": [7, 8, 9, 10],
+                                "goals": ["G3_target", "G1_speed"]}))
+    ca, cb = (calibration.of_plan(p, p.prior) for p in (a, b))
+    pick = lambda c: {(e["goal"], e["quality"]): (e["ez2"], e["nll"]) for e in c["entries"] if e["goal"] == "G1_speed"}  # noqa: E731
+    assert pick(ca) == pick(cb) and len(pick(ca)) == 2 and ca["rows_file"] == "hopper-prior-heldout.npz"
+
+
+def test_a_prior_without_held_out_rows_gets_a_note(tmp_path):
+    import shutil
+
+    from poe_jax import grid
+    from poe_jax.grid.plan import resolve
+
+    mine = tmp_path / "my-prior"
+    shutil.copytree(checkpoints.zoo_path("hopper-prior"), mine)
+    checkpoints.update_card(mine, calibration_rows=None)
+    p = resolve(grid.load_spec(dict(env="hopper", actor="zoo:hopper-medium-iql", prior=str(mine), backend="native",
+                                    rules={"frozen": [], "poe": [0.5]}, seeds=[0], max_steps=10)))
+    assert calibration.of_plan(p, p.prior) == {"note": "my-prior: its card names no held-out rows (calibration_rows)"}

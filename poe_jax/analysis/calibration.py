@@ -34,7 +34,8 @@ from poe_jax.kernels.policy import untrained_prior
 __all__ = ["CARD_FIELD", "SEEDS", "Calibration", "load_rows", "measure", "of_plan", "rows_file"]
 
 CARD_FIELD = "calibration_rows"  # a prior card's field naming its held-out rows in the zoo's probe-states/
-SEEDS = 3  # draws of a stochastic quality (and untrained networks of ``random``) averaged: the grid's first seeds
+SEEDS = (0, 1, 2)  # keys of a stochastic quality's draws (and ``random``'s untrained networks), averaged: fixed, so
+# a prior's calibration is a property of the prior and quality, the same in every grid
 
 
 class Calibration(NamedTuple):
@@ -70,7 +71,7 @@ def load_rows(path: Path, obs_size: int, act_size: int) -> tuple[np.ndarray, np.
 
 
 def measure(prior, quality: str, obs, actions, inside, prior_goal: int, prior_param: float = 0.0, *,
-            max_action: float, degraded_noise: float = 0.5, seeds=(0, 1, 2)) -> tuple[float, float]:
+            max_action: float, degraded_noise: float = 0.5, seeds=SEEDS) -> tuple[float, float]:
     """``(E[z²], NLL per action entry)`` of ``prior`` at ``quality`` on the rows ``(obs, actions)``, over the
     entries ``inside`` marks, for the prior's head ``prior_goal`` at ``prior_param``; a stochastic quality is
     averaged over ``seeds`` (each seed's key draws every row's noise, and for ``random`` its untrained network)."""
@@ -107,7 +108,6 @@ def of_plan(plan, prior) -> dict:
     except (OSError, ValueError, KeyError) as e:
         return {"note": f"{plan.prior_path.name}: {e}"}
     lanes = plan.lanes.lanes
-    seeds = tuple(int(s) for s in list(dict.fromkeys(plan.spec.seeds))[:SEEDS])
     entries = []
     for gi, goal in enumerate(plan.spec.goals):
         first = int(np.flatnonzero(np.asarray(lanes.goal) == gi)[0]) if (np.asarray(lanes.goal) == gi).any() else None
@@ -116,7 +116,7 @@ def of_plan(plan, prior) -> dict:
         head, param = int(lanes.prior_goal[first]), float(lanes.prior_param[first])
         for quality in plan.spec.priors:
             ez2, nll = measure(prior, quality, obs, act, inside, head, param, max_action=float(prior.spec.max_action),
-                               degraded_noise=float(plan.spec.degraded_noise), seeds=seeds)
+                               degraded_noise=float(plan.spec.degraded_noise), seeds=SEEDS)
             if math.isfinite(ez2) and math.isfinite(nll):
                 entries.append(Calibration(goal, quality, ez2, nll, len(obs), int(inside.sum()))._asdict())
     return {"rows_file": path.name, "rows": len(obs), "entries": entries}
