@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -337,11 +338,13 @@ def expert_level(card: dict) -> str | None:
     """What the expert half of a medium-expert actor's data was, from its card's ``provenance.behaviour``:
     ``"near-expert (expert policy 92.3)"`` or ``"sub-expert (expert policy 82.1 < 90)"``, the behaviour expert's
     deterministic D4RL-normalised score against :data:`NEAR_EXPERT`; ``None`` for other checkpoints."""
-    expert = ((card.get("provenance") or {}).get("behaviour") or {}).get("expert")
+    expert = card.get("provenance")
+    for key in ("behaviour", "expert"):  # a card is data: any level may be missing or of another type
+        expert = expert.get(key) if isinstance(expert, dict) else None
     if "medium-expert" not in str(card.get("dataset", "")) or not isinstance(expert, dict):
         return None
     score = expert.get("det_normalized", expert.get("normalized"))
-    if not isinstance(score, (int, float)):
+    if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
         return None
     return (f"near-expert (expert policy {score:.1f})" if score >= NEAR_EXPERT
             else f"sub-expert (expert policy {score:.1f} < {NEAR_EXPERT:g})")

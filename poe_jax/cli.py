@@ -306,7 +306,7 @@ def _zoo() -> int:
                 bad.append(f"{path.name}  unreadable: {e}")
                 continue
             pub = card.get("published") or {}
-            notes = [f"seed {card['seed']} of {card['replica_of']}" if card.get("replica_of") else "",
+            notes = [f"seed {card.get('seed', '?')} of {card['replica_of']}" if card.get("replica_of") else "",
                      f"{card['variant_of']} on {card['data_fraction']:.0%} of its data"
                      if card.get("variant_of") and isinstance(card.get("data_fraction"), (int, float)) else "",
                      checkpoints.expert_level(card) or ""]

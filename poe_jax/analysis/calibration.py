@@ -79,6 +79,7 @@ def measure(prior, quality: str, obs, actions, inside, prior_goal: int, prior_pa
     obs, actions = jnp.asarray(obs, jnp.float32), jnp.asarray(actions, jnp.float32)
     inside = jnp.asarray(inside, bool)
     n = jnp.sum(inside)
+
     def head(net):  # one observation at a time, as the rollouts ask it
         return jax.vmap(lambda o: net.distribution(o, prior_goal, prior_param))(obs)
 
@@ -108,12 +109,13 @@ def of_plan(plan, prior) -> dict:
     except (OSError, ValueError, KeyError) as e:
         return {"note": f"{plan.prior_path.name}: {e}"}
     lanes = plan.lanes.lanes
+    lane_goal = np.asarray(lanes.goal)
     entries = []
     for gi, goal in enumerate(plan.spec.goals):
-        first = int(np.flatnonzero(np.asarray(lanes.goal) == gi)[0]) if (np.asarray(lanes.goal) == gi).any() else None
-        if first is None:
+        first = np.flatnonzero(lane_goal == gi)[:1]  # the prior head and parameter of the goal's lanes
+        if not first.size:
             continue
-        head, param = int(lanes.prior_goal[first]), float(lanes.prior_param[first])
+        head, param = int(lanes.prior_goal[first[0]]), float(lanes.prior_param[first[0]])
         for quality in plan.spec.priors:
             ez2, nll = measure(prior, quality, obs, act, inside, head, param, max_action=float(prior.spec.max_action),
                                degraded_noise=float(plan.spec.degraded_noise), seeds=SEEDS)

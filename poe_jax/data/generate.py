@@ -279,14 +279,13 @@ def calibration_rows(env_name: str, out: str | Path, n: int = 1000, log=print) -
     only that the mean lies beyond it, so calibration leaves it out). A prior card names the file in
     ``calibration_rows`` (:mod:`poe_jax.analysis.calibration`)."""
     from poe_jax.train import prior as prior_training
+    from poe_jax.train.zoo import check_env
 
     src = Path(out) / f"{env_name}-prior-data.hdf5"
     d = data.read(src)
-    recorded = d.get("metadata/env")
-    if recorded is not None and recorded != env_name:
-        raise data.DatasetError(f"{src}: collected on {recorded!r}, not {env_name!r}")
+    check_env(env_name, src, d)
     total = len(d["observations"])
-    lo = int(total * (1.0 - prior_training.PriorConfig().holdout))
+    lo = prior_training.heldout_start(total, prior_training.PriorConfig().holdout)
     pick = lo + np.linspace(0, total - lo - 1, min(n, total - lo)).astype(int)
     obs, act = np.asarray(d["observations"][pick], np.float32), np.asarray(d["actions"][pick], np.float32)
     m = float(np.asarray(envs.make(env_name, backend="native").action_high)[0])

@@ -207,7 +207,7 @@ def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorCo
 
     goals = [make_goal(g, env.name) for g in goal_names]
     t0 = time.time()
-    data, n_train = subsample(data, int(len(data["observations"]) * (1.0 - cfg.holdout)), cfg.fraction, cfg.seed)
+    data, n_train = subsample(data, heldout_start(len(data["observations"]), cfg.holdout), cfg.fraction, cfg.seed)
     speeds = _replay(env, data, lambda s, a, n: n.metrics["x_velocity"])
     tasks = tasks_for(goals, speeds, cfg)
     r = goal_rewards(env, data, goals, tasks)
@@ -307,11 +307,16 @@ def train(env, data: dict, goal_names: Sequence[str], cfg: PriorConfig = PriorCo
     return out, info
 
 
+def heldout_start(n_rows: int, holdout: float) -> int:
+    """The first held-out row of a dataset of ``n_rows``: its last ``holdout`` share, which training never reads
+    (:func:`train`), the held-out NLL and the shipped calibration rows do."""
+    return int(n_rows * (1.0 - holdout))
+
+
 def heldout_nll(prior: nets.GoalPrior, data: dict, goal: str, holdout: float = 0.05) -> dict:
     """Mean negative log-likelihood per action dim of the last ``holdout`` rows of ``data`` under
     ``prior``'s ``goal`` head: plain Gaussian density, and censored at ``CENSOR_AT * max_action``."""
-    n = len(data["observations"])
-    lo = int(n * (1.0 - holdout))
+    lo = heldout_start(len(data["observations"]), holdout)
     obs = jnp.asarray(data["observations"][lo:], jnp.float32)
     m = prior.spec.max_action
     act = jnp.clip(jnp.asarray(data["actions"][lo:], jnp.float32), -m, m)
