@@ -96,6 +96,35 @@ def test_the_store_records_the_checkpoint_and_the_stats_nest_episodes_in_it(fami
     assert "## Across checkpoints" in text and (family_run / "checkpoints.csv").is_file()
 
 
+def test_each_claim_is_decided_on_each_checkpoint_as_if_run_alone(family_run):
+    """claims.csv's per_checkpoint verdicts are what the claims say of each checkpoint's grid analysed alone
+    (its own rows, cells and families), and across_checkpoints says whether they agree."""
+    from poe_jax.analysis import claims
+
+    df = grid.read_episodes(family_run)
+    table = pd.read_csv(family_run / "claims.csv", keep_default_na=False).set_index("claim")
+    slices, single = claims.checkpoint_slices(df)
+    assert len(slices) == len(checkpoints.expand("prior", SET["prior"])) and not single
+    alone = []
+    for grids in slices:
+        (g,) = grids
+        one = df[df["grid"] == g]
+        rows, _ = stats.row_stats(one)
+        alone.append(claims.evaluate(claims.Evidence(one, rows, stats.label_cells(rows), 0.05, 0.5)).set_index("claim"))
+    assert table.loc[4, "verdict"] != claims.NOT_COVERED  # poe with the trained prior on a medium actor
+    for cid, r in table.iterrows():
+        if r["verdict"] == claims.NOT_COVERED:
+            assert r["per_checkpoint"] == r["across_checkpoints"] == ""
+        elif r["per_checkpoint"]:
+            got = r["per_checkpoint"].split(" / ")
+            assert got == [t.loc[cid, "verdict"] for t in alone], cid
+            assert r["across_checkpoints"] == ("holds" if len(set(got)) == 1 else "differs")
+        else:  # claim 1 reads the closed forms, no episode
+            assert r["across_checkpoints"] == claims.NO_SET and cid == 1
+    text = (family_run / "report.md").read_text()
+    assert "**Across checkpoints.**" in text and "| 4 |" in text
+
+
 def _rows(labels, diffs):
     return pd.DataFrame({"grid": [f"g{i}" for i in range(len(labels))], "env": "hopper", "goal": "G1_speed",
                          "prior": "trained", "shift": "none", "rule": "poe", "param": 0.5, "label": labels,

@@ -171,6 +171,45 @@ def test_claim4_other_verdicts(labels, noise, expect):
     assert verdict(_twelve(labels, noise=noise), 4).verdict == expect
 
 
+def test_claim4_names_each_actor_of_a_checkpoint_set():
+    """Over a set (one grid per actor checkpoint) the per-cell list names the actor, so the same (env, goal) of
+    two checkpoints reads as two cells; over a set of priors (one actor, several grids) it names the grid."""
+    run = Run(2)
+    for actor, m in (("hopper-medium-iql", 1.3), ("hopper-medium-iql-seed1", 0.7)):
+        run.grid(f"fam.{actor}", "hopper", actor, effects=steer(m), goals=("G1_speed",))
+    c = verdict(run.frame(), 4)
+    assert "per cell: hopper-medium-iql/G1_speed HELP, hopper-medium-iql-seed1/G1_speed HURT" in c.effect
+    run = Run(3)
+    for prior, m in (("p0", 1.3), ("p1", 0.7)):
+        run.grid(f"fam.{prior}", "hopper", "hopper-medium-iql", effects=steer(m), goals=("G1_speed",))
+    df = run.frame()
+    df["prior_checkpoint"] = df["grid"].str.removeprefix("fam.")  # as the store records it
+    assert "per cell: fam.p0/G1_speed HELP, fam.p1/G1_speed HURT" in verdict(df, 4).effect
+    # without the record the two grids are one cell repeated (as a shift grid's 'none' repeats a main grid's)
+    assert "of 1 cells" in verdict(run.frame(), 4).effect
+
+
+def test_a_claim_on_a_checkpoint_set_is_decided_per_checkpoint():
+    """Two medium actors of one set that disagree (every cell HELP on one, HURT on the other): claim 4 is
+    'not reproduced' on each alone (one label each) and 'partly' pooled, and across_checkpoints says the
+    per-checkpoint verdicts agree; a claim the set does not touch says so."""
+    run = Run(4)
+    for actor, m in (("hopper-medium-iql", 1.3), ("hopper-medium-iql-seed1", 0.7)):
+        run.grid(f"fam.{actor}", "hopper", actor, effects=steer(m), goals=GOALS)
+    run.grid("walker2d-medium-expert", "walker2d", "walker2d-medium-expert-iql", effects=steer(0.7), goals=GOALS)
+    df = run.frame()
+    df["family"] = df["grid"].where(~df["grid"].str.startswith("fam."), "fam")
+    t = table(df)
+    assert t.loc[4, "verdict"] == "partly"
+    assert t.loc[4, "per_checkpoint"] == "not reproduced / not reproduced"
+    assert t.loc[4, "across_checkpoints"] == "holds"
+    assert t.loc[5, "across_checkpoints"] == claims.NO_SET and t.loc[5, "verdict"] == "reproduced"
+    assert t.loc[6, "across_checkpoints"] == ""  # not covered: nothing to replicate
+    one = table(df.assign(family=df["grid"]))  # the same grids, no set
+    assert (one["across_checkpoints"] == "").all() and (one["per_checkpoint"] == "").all()
+    assert one.loc[4, "effect"] == t.loc[4, "effect"]
+
+
 def test_claim4_and_5_leave_out_other_actors_priors_and_shifts():
     """Medium-expert, broken-prior and shifted rows do not enter claim 4's cells; claim 5 reads only the
     medium-expert actors."""

@@ -41,11 +41,13 @@ from poe_jax import checkpoints
 from poe_jax.kernels import rules as kernels
 from poe_jax.analysis import stats
 
-__all__ = ["ANCHORED", "CLAIMS", "COLLAPSE", "Claim", "Evidence", "FIXED_ALPHA", "NEAR_ORACLE", "NOT_COVERED",
-           "VERDICTS", "Verdict", "degradation_curve", "evaluate", "register_claim", "shift_ratios"]
+__all__ = ["ANCHORED", "CLAIMS", "COLLAPSE", "Claim", "Evidence", "FIXED_ALPHA", "NEAR_ORACLE", "NO_SET",
+           "NOT_COVERED", "VERDICTS", "Verdict", "checkpoint_slices", "degradation_curve", "evaluate",
+           "register_claim", "shift_ratios"]
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "vacuous", "premise not met", "underpowered", "not covered")
 NOT_COVERED = "not covered"
+NO_SET = "no set in its population"  # claims.csv across_checkpoints: the claim read no checkpoint set
 ANCHORED = 0.9  # claim 2: PoE anchored = median J/J_frozen over cells >= this, at every alpha of the decision set
 COLLAPSE = 0.5  # claim 2: a rule collapses = its median J/J_frozen <= this (additive: at some alpha of the set)
 DECISION_ALPHA = 0.75  # claim 2: the decision set is the grid's alphas <= this, and the selector's alpha
@@ -97,16 +99,66 @@ def register_claim(cid: int, statement: str, rule: str):
     return deco
 
 
-def evaluate(ctx: Evidence) -> pd.DataFrame:
-    """One row per registered claim: statement, population, test, effect, verdict and the verdict's rule."""
-    out = []
+def _verdicts(ctx: Evidence) -> dict[int, Verdict]:
+    out = {}
     for c in sorted(CLAIMS.values()):
         v = c.fn(ctx)
         if v.verdict not in VERDICTS:
             raise ValueError(f"claim {c.id}: verdict {v.verdict!r} is not one of {VERDICTS}")
-        out.append({"claim": c.id, "statement": c.statement, "population": v.population, "test": v.test,
-                    "effect": v.effect, "verdict": v.verdict, "rule": c.rule})
-    return pd.DataFrame(out)
+        out[c.id] = v
+    return out
+
+
+def evaluate(ctx: Evidence) -> pd.DataFrame:
+    """One row per registered claim: statement, population, test, effect, verdict and the verdict's rule;
+    then ``per_checkpoint`` and ``across_checkpoints`` (:func:`checkpoint_slices`): in a run with checkpoint
+    sets (``zoo:NAME@*``), the claim's verdict on each checkpoint alone (" / "-joined, slice order), and
+    ``holds`` when they agree, ``differs`` when they do not, :data:`NO_SET` when the claim's population has
+    no set (its answer is the same with every set left out); both empty in a run without sets and for a claim
+    the run does not cover."""
+    full = _verdicts(ctx)
+    slices, single = checkpoint_slices(ctx.df)
+    per = {cid: "" for cid in full}
+    across = dict(per)
+    if slices:
+        without = _verdicts(_restrict(ctx, single))
+        reads = [cid for cid, v in full.items() if v != without[cid]]
+        for cid, v in full.items():
+            across[cid] = "" if v.verdict == NOT_COVERED else NO_SET
+        on_slice = [_verdicts(_restrict(ctx, grids)) for grids in slices]
+        for cid in reads:
+            vs = [v[cid].verdict for v in on_slice]
+            per[cid] = " / ".join(vs)
+            across[cid] = "holds" if len(set(vs)) == 1 else "differs"
+    return pd.DataFrame([{"claim": cid, "statement": CLAIMS[cid].statement, "population": v.population,
+                          "test": v.test, "effect": v.effect, "verdict": v.verdict, "rule": CLAIMS[cid].rule,
+                          "per_checkpoint": per[cid], "across_checkpoints": across[cid]}
+                         for cid, v in full.items()])
+
+
+def checkpoint_slices(df: pd.DataFrame) -> tuple[list[set[str]], set[str]]:
+    """The run seen one checkpoint at a time: slice k holds the k-th grid of every checkpoint set (a
+    ``family`` of two or more grids, made from one ``zoo:NAME@*``; members in run order, seed 0 first) and
+    every grid that is not in a set. Returns the slices (empty when the run has no set) and the grids that
+    are in no set. A set shorter than another is absent from the later slices."""
+    if df.empty or "family" not in df:
+        return [], set(df["grid"]) if "grid" in df else set()
+    members: dict[str, list[str]] = {}
+    for g, f in df.drop_duplicates("grid")[["grid", "family"]].itertuples(index=False):
+        members.setdefault(str(f) or str(g), []).append(str(g))
+    sets = [m for m in members.values() if len(m) >= 2]
+    single = {m[0] for m in members.values() if len(m) < 2}
+    if not sets:
+        return [], single
+    return [single | {m[k] for m in sets if len(m) > k} for k in range(max(map(len, sets)))], single
+
+
+def _restrict(ctx: Evidence, grids: set[str]) -> Evidence:
+    """The evidence of ``grids`` only (rows keep their seed-level means: claims select by row)."""
+    rows = ctx.rows[ctx.rows["grid"].isin(grids)].copy()
+    rows.attrs = dict(ctx.rows.attrs)
+    return ctx._replace(df=ctx.df[ctx.df["grid"].isin(grids)], rows=rows,
+                        cells=ctx.cells[ctx.cells["grid"].isin(grids)])
 
 
 # ---------------------------------------------------------------- populations
@@ -179,11 +231,15 @@ def _select(ctx: Evidence, *, actors=None, priors=None, shift: str | None = "non
     if not dedupe:
         return r
     # a cell repeated in several grids (the shift grids' 'none' beside the main grids) is read once: from the
-    # grid with the most coefficients of the rule, the first such in run order
-    key = ["env", "actor", "goal", "prior", "shift", "sample", "rule"]
+    # grid with the most coefficients of the rule, the first such in run order. Grids with other prior
+    # checkpoints (a set of priors) are other cells, not repeats.
+    pc = ctx.df.groupby("grid")["prior_checkpoint"].first().to_dict() if "prior_checkpoint" in ctx.df else {}
+    r = r.assign(prior_checkpoint=[str(pc.get(g, "")) for g in r["grid"]])
+    key = ["env", "actor", "prior_checkpoint", "goal", "prior", "shift", "sample", "rule"]
     n = r.groupby(["grid", *key], sort=False, dropna=False).size().rename("n").reset_index()
     best = n.sort_values("n", ascending=False, kind="stable").drop_duplicates(key, keep="first")
-    return r[pd.MultiIndex.from_frame(r[["grid", *key]]).isin(pd.MultiIndex.from_frame(best[["grid", *key]]))]
+    keep = pd.MultiIndex.from_frame(r[["grid", *key]]).isin(pd.MultiIndex.from_frame(best[["grid", *key]]))
+    return r[keep].drop(columns="prior_checkpoint")
 
 
 def _labels(r: pd.DataFrame, p_col: str, level: float) -> list[str]:
@@ -469,12 +525,24 @@ def _split(ctx: Evidence) -> Verdict:
         verdict = "reproduced" if seen == 3 else ("partly" if seen == 2 else "not reproduced")
     sc = pd.Series(sel).value_counts()
     order = ("HELP", "FROZEN", "HURT", "UNDERPOWERED", "FALL")
-    names = {key: f"{key[1]}/{key[3]}" for key in per_cell}
+    names = _cell_names(per_cell)
     effect = (f"any α (Holm over {int(ok.sum())} tests): " + ", ".join(f"{k} {int(counts.get(k, 0))}" for k in order)
               + f" of {n} cells (study: HELP {STUDY_SPLIT[0]}, FROZEN {STUDY_SPLIT[1]}, HURT {STUDY_SPLIT[2]} of 12); "
               + f"selector's α (Holm over {len(sel)}): " + ", ".join(f"{k} {int(sc.get(k, 0))}" for k in order)
               + "; per cell: " + ", ".join(f"{names[k]} {v}" for k, v in per_cell.items()) + (f" ({why})" if why else ""))
     return Verdict(test, effect, verdict, _describe(rows, ctx))
+
+
+def _cell_names(keys) -> dict:
+    """Short, unambiguous names of cells keyed by ``stats.CELL`` (grid, env, actor, goal, prior, shift):
+    ``env/goal`` where that names one cell, ``actor/goal`` where one env has several actors (a checkpoint set),
+    ``grid/goal`` where one actor runs in several grids (a set of priors)."""
+    keys = list(keys)
+    for fmt in (lambda k: f"{k[1]}/{k[3]}", lambda k: f"{k[2]}/{k[3]}", lambda k: f"{k[0]}/{k[3]}"):
+        names = {k: fmt(k) for k in keys}
+        if len(set(names.values())) == len(keys):
+            return names
+    return {k: "/".join(map(str, k)) for k in keys}
 
 
 # ---------------------------------------------------------------- claim 5

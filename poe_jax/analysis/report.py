@@ -61,6 +61,17 @@ def _claims_lines(table: pd.DataFrame) -> list[str]:
     for _, r in table.iterrows():
         lines.append(f"| {r['claim']} | {cell(r['statement'])} | {cell(r['population'])} | {cell(r['test'])} | "
                      f"{cell(r['effect'])} | **{r['verdict']}** | {cell(r['rule'])} |")
+    across = table.get("across_checkpoints", pd.Series(dtype=str)).fillna("").astype(str)
+    if across.str.len().gt(0).any():
+        lines += ["", "**Across checkpoints.** This run has checkpoint sets (`zoo:NAME@*`: one grid per training "
+                  "seed). Each claim is also decided on one checkpoint at a time: slice k takes the k-th checkpoint "
+                  "of every set (seed 0 first) and every grid that is not in a set, with the claim's own test and "
+                  "family. `holds`: the verdict is the same on every checkpoint; `differs`: it is not.", "",
+                  "| # | verdict (all checkpoints) | per checkpoint | across checkpoints |", "|---|---|---|---|"]
+        for (_, r), a in zip(table.iterrows(), across):
+            if a:
+                lines.append(f"| {r['claim']} | {r['verdict']} | {cell(r.get('per_checkpoint', '')) or '—'} | "
+                             f"**{a}** |")
     return lines
 
 
@@ -353,7 +364,9 @@ def console_lines(out: str | Path, since: float = 0.0) -> list[str]:
         for r in pd.read_csv(claims_file).itertuples():
             statement = str(r.statement)
             statement = statement if len(statement) <= 70 else statement[:70].rsplit(" ", 1)[0] + " ..."
-            lines.append(f"  {r.claim}. {str(r.verdict).upper():16s} {statement}")
+            across = str(getattr(r, "across_checkpoints", "") or "")
+            across = f"  [across checkpoints: {across}]" if across and across != "nan" else ""
+            lines.append(f"  {r.claim}. {str(r.verdict).upper():16s} {statement}{across}")
     elif (out / "report.md").is_file() and "INCOMPLETE" in (out / "report.md").read_text()[:2000]:
         lines.append("No claim decided: the run is INCOMPLETE (see report.md).")
     files = sorted(p.relative_to(out).as_posix() for p in [*out.glob("*.csv"), *out.glob("*.md"),

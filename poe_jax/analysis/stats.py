@@ -479,9 +479,11 @@ def deviation(df: pd.DataFrame, gamma: float = GAMMA) -> pd.DataFrame:
         lo=("delta_pi_lower", "mean"), hi=("delta_pi_upper", "mean"), j=("discounted_goal", "mean")).reset_index()
     per_row = per_seed.groupby(ROW, sort=False, dropna=False)[["lo", "hi", "j"]].mean()
     r_max = kept.groupby(CELL, sort=False, dropna=False)["max_abs_goal_reward"].max()
+    out = []
+    if "frozen" not in per_row.index.get_level_values("rule"):  # nothing to compare with (a run without frozen)
+        return pd.DataFrame(out)
     frozen = per_row.xs("frozen", level="rule").reset_index("param", drop=True)
     frozen = frozen[~frozen.index.duplicated()]
-    out = []
     for key, row in per_row.iterrows():
         cell, rule, param = key[:len(CELL)], key[-2], key[-1]
         if rule == "frozen" or cell not in frozen.index:
