@@ -73,7 +73,13 @@ def family_run(tmp_path_factory):
     return out
 
 
-def test_the_store_records_the_checkpoint_and_the_stats_nest_episodes_in_it(family_run):
+@pytest.fixture(scope="module")
+def family_report(family_run):
+    """The run's report, rendered once: report.md and claims.csv in the run folder."""
+    return report.render(report.analyze(family_run)).read_text()
+
+
+def test_the_store_records_the_checkpoint_and_the_stats_nest_episodes_in_it(family_run, family_report):
     df = grid.read_episodes(family_run)
     names = [checkpoints.short_name(r) for r in checkpoints.expand("prior", SET["prior"])]
     per_grid = df.groupby("grid")[["family", "prior_checkpoint"]].agg(lambda s: set(s))
@@ -91,20 +97,18 @@ def test_the_store_records_the_checkpoint_and_the_stats_nest_episodes_in_it(fami
         assert r.p_nested == pytest.approx(sps.ttest_1samp(d, 0.0).pvalue)
         assert r.labels == " / ".join(mine.loc[r.grids.split(), "label"])
     assert t["p_nested_holm"].max() <= 1 and (t["p_nested_holm"] >= t["p_nested"]).all()
-    a = report.analyze(family_run)
-    text = report.render(a).read_text()
-    assert "## Across checkpoints" in text and (family_run / "checkpoints.csv").is_file()
+    assert "## Across checkpoints" in family_report and (family_run / "checkpoints.csv").is_file()
 
 
-def test_each_claim_is_decided_on_each_checkpoint_as_if_run_alone(family_run):
+def test_each_claim_is_decided_on_each_checkpoint_as_if_run_alone(family_run, family_report):
     """claims.csv's per_checkpoint verdicts are what the claims say of each checkpoint's grid analysed alone
     (its own rows, cells and families), and across_checkpoints says whether they agree."""
     from poe_jax.analysis import claims
 
     df = grid.read_episodes(family_run)
     table = pd.read_csv(family_run / "claims.csv", keep_default_na=False).set_index("claim")
-    slices, single = claims.checkpoint_slices(df)
-    assert len(slices) == len(checkpoints.expand("prior", SET["prior"])) and not single
+    slices, in_sets = claims.checkpoint_slices(df)
+    assert len(slices) == len(checkpoints.expand("prior", SET["prior"])) and in_sets == set(df["grid"])
     alone = []
     for grids in slices:
         (g,) = grids
@@ -112,17 +116,17 @@ def test_each_claim_is_decided_on_each_checkpoint_as_if_run_alone(family_run):
         rows, _ = stats.row_stats(one)
         alone.append(claims.evaluate(claims.Evidence(one, rows, stats.label_cells(rows), 0.05, 0.5)).set_index("claim"))
     assert table.loc[4, "verdict"] != claims.NOT_COVERED  # poe with the trained prior on a medium actor
+    assert table.loc[1, "across_checkpoints"] == claims.NO_SET  # the closed forms read no episode
+    text = family_report
+    assert "**Across checkpoints.**" in text
     for cid, r in table.iterrows():
-        if r["verdict"] == claims.NOT_COVERED:
-            assert r["per_checkpoint"] == r["across_checkpoints"] == ""
-        elif r["per_checkpoint"]:
-            got = r["per_checkpoint"].split(" / ")
-            assert got == [t.loc[cid, "verdict"] for t in alone], cid
-            assert r["across_checkpoints"] == ("holds" if len(set(got)) == 1 else "differs")
-        else:  # claim 1 reads the closed forms, no episode
-            assert r["across_checkpoints"] == claims.NO_SET and cid == 1
-    text = (family_run / "report.md").read_text()
-    assert "**Across checkpoints.**" in text and "| 4 |" in text
+        if r["verdict"] == claims.NOT_COVERED or cid == 1:
+            assert r["per_checkpoint"] == "" and r["across_checkpoints"] in ("", claims.NO_SET)
+            continue
+        got = r["per_checkpoint"].split(" / ")
+        assert got == [t.loc[cid, "verdict"] for t in alone], cid
+        assert r["across_checkpoints"] == (f"holds: {got[0]}" if len(set(got)) == 1 else "differs")
+        assert f"| {cid} | {r['verdict']} | {r['per_checkpoint']} | **{r['across_checkpoints']}** |" in text
 
 
 def _rows(labels, diffs):
@@ -151,3 +155,11 @@ def test_a_grid_of_one_checkpoint_is_not_a_set():
     assert stats.across_checkpoints(df, rows).empty
     assert np.isnan(stats.across_checkpoints(pd.DataFrame({"grid": ["g0", "g1"], "family": "f"}),
                                              _rows(["HELP", "HELP"], [1.0, 1.0]))["p_nested"].iat[0])
+
+
+def test_a_lone_grid_named_like_a_set_is_not_in_the_set():
+    """A grid outside a set is its own family (the store names it after the grid): a lone grid called 'fam'
+    beside the set 'fam' (grids 'fam.a', 'fam.b') is not a third checkpoint of it."""
+    rows = _rows(["HURT", "HELP", "HELP"], [-1.0, 1.0, 2.0]).assign(grid=["fam", "fam.a", "fam.b"])
+    t = stats.across_checkpoints(pd.DataFrame({"grid": rows["grid"], "family": "fam"}), rows)
+    assert list(t["grids"]) == ["fam.a fam.b"] and list(t["verdict"]) == ["holds: HELP"]

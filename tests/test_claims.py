@@ -189,25 +189,62 @@ def test_claim4_names_each_actor_of_a_checkpoint_set():
     assert "of 1 cells" in verdict(run.frame(), 4).effect
 
 
-def test_a_claim_on_a_checkpoint_set_is_decided_per_checkpoint():
-    """Two medium actors of one set that disagree (every cell HELP on one, HURT on the other): claim 4 is
-    'not reproduced' on each alone (one label each) and 'partly' pooled, and across_checkpoints says the
-    per-checkpoint verdicts agree; a claim the set does not touch says so."""
+def _set_run(mults, *, me_env="hopper", shift_grid=False):
+    """A set of hopper medium actors (one grid each, family 'fam'), each with poe at ``mults[k]`` of frozen on
+    every goal, beside a medium-expert grid (claim 5) and optionally a seed-0 shift grid outside the set."""
     run = Run(4)
-    for actor, m in (("hopper-medium-iql", 1.3), ("hopper-medium-iql-seed1", 0.7)):
+    actors = ["hopper-medium-iql"] + [f"hopper-medium-iql-seed{k}" for k in range(1, len(mults))]
+    for actor, m in zip(actors, mults):
         run.grid(f"fam.{actor}", "hopper", actor, effects=steer(m), goals=GOALS)
-    run.grid("walker2d-medium-expert", "walker2d", "walker2d-medium-expert-iql", effects=steer(0.7), goals=GOALS)
+    run.grid("me", me_env, f"{me_env}-medium-expert-iql", effects=steer(0.7), goals=GOALS)
+    if shift_grid:
+        run.grid("shift", "hopper", "hopper-medium-iql", effects={("poe", 0.5): 0.7}, shifts=("none", "mass=1.25"))
     df = run.frame()
     df["family"] = df["grid"].where(~df["grid"].str.startswith("fam."), "fam")
-    t = table(df)
+    df["prior_checkpoint"] = "hopper-prior"
+    return df
+
+
+def test_a_claim_on_a_checkpoint_set_is_decided_per_checkpoint():
+    """Two medium actors of one set that disagree (every cell HELP on one, HURT on the other): pooled, claim 4
+    is 'partly'; each alone is 'not reproduced' (one label each), so the per-checkpoint verdicts agree. A
+    claim whose test read no grid of the set says so, even when its text quotes the set (claim 5 prints the
+    medium actor's score of its env); a claim the run does not cover leaves both columns empty."""
+    t = table(_set_run([1.3, 0.7]))
     assert t.loc[4, "verdict"] == "partly"
     assert t.loc[4, "per_checkpoint"] == "not reproduced / not reproduced"
-    assert t.loc[4, "across_checkpoints"] == "holds"
-    assert t.loc[5, "across_checkpoints"] == claims.NO_SET and t.loc[5, "verdict"] == "reproduced"
-    assert t.loc[6, "across_checkpoints"] == ""  # not covered: nothing to replicate
-    one = table(df.assign(family=df["grid"]))  # the same grids, no set
+    assert t.loc[4, "across_checkpoints"] == "holds: not reproduced"
+    assert t.loc[5, "verdict"] == "reproduced" and t.loc[5, "across_checkpoints"] == claims.NO_SET
+    assert t.loc[1, "across_checkpoints"] == claims.NO_SET  # the closed forms read no episode
+    assert t.loc[6, "across_checkpoints"] == t.loc[6, "per_checkpoint"] == ""  # not covered
+    df = _set_run([1.3, 0.7])
+    one = table(df.assign(family=df["grid"]))  # the same grids, no set: the store names a lone grid's family after it
     assert (one["across_checkpoints"] == "").all() and (one["per_checkpoint"] == "").all()
     assert one.loc[4, "effect"] == t.loc[4, "effect"]
+
+
+def test_checkpoint_verdicts_that_differ_and_sets_of_unequal_size():
+    """Claim 4 is 'partly' on an actor with HELP and HURT cells and 'not reproduced' on one with HURT only:
+    'differs'. A claim reads as many slices as its smallest set; a lone grid of a set's seed-0 actor (a
+    shift grid) joins slice 0 only, and a lone grid named like the set's family is not in the set."""
+    mixed = lambda g, q, sh, s, a=0.5: 1.3 if g == "G3_target" else 0.7  # noqa: E731
+    t = table(_set_run([mixed, 0.7]))
+    assert t.loc[4, "per_checkpoint"] == "partly / not reproduced" and t.loc[4, "across_checkpoints"] == "differs"
+    df = _set_run([1.3, 0.7, 0.7], shift_grid=True)
+    slices, in_sets = claims.checkpoint_slices(df)
+    assert in_sets == {"fam.hopper-medium-iql", "fam.hopper-medium-iql-seed1", "fam.hopper-medium-iql-seed2"}
+    assert [sorted(x) for x in slices] == [["fam.hopper-medium-iql", "me", "shift"], ["fam.hopper-medium-iql-seed1", "me"],
+                                           ["fam.hopper-medium-iql-seed2", "me"]]
+    assert table(df).loc[4, "per_checkpoint"].count(" / ") == 2
+    # a second set of two medium-expert actors: claim 5 reads 2 slices, claim 7 (every grid) the smaller set's 2
+    me = df[df.grid == "me"]
+    two = pd.concat([df[df.grid != "me"], me.assign(grid="fme.a", family="fme"),
+                     me.assign(grid="fme.b", family="fme", actor="hopper-medium-expert-iql-seed1")])
+    t = table(two)
+    assert t.loc[5, "per_checkpoint"].count(" / ") == 1 and t.loc[7, "per_checkpoint"].count(" / ") == 1
+    assert t.loc[4, "per_checkpoint"].count(" / ") == 2
+    lone = df.assign(family=df["family"].where(df["grid"] != "me", "fam"))  # a lone grid whose family is a set's name
+    assert claims.checkpoint_slices(lone.assign(grid=lone["grid"].replace("me", "fam")))[1] == in_sets
 
 
 def test_claim4_and_5_leave_out_other_actors_priors_and_shifts():

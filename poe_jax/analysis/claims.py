@@ -75,6 +75,7 @@ class Verdict(NamedTuple):
     effect: str  # the measured effect, with its 95% interval where it has one
     verdict: str  # one of VERDICTS
     population: str = ""  # what the test read: grids, cells, coefficients, priors, execution mode, seeds
+    grids: frozenset = frozenset()  # the grids whose episodes the test read (none for the closed forms)
 
 
 class Claim(NamedTuple):
@@ -99,9 +100,11 @@ def register_claim(cid: int, statement: str, rule: str):
     return deco
 
 
-def _verdicts(ctx: Evidence) -> dict[int, Verdict]:
+def _verdicts(ctx: Evidence, ids=None) -> dict[int, Verdict]:
     out = {}
     for c in sorted(CLAIMS.values()):
+        if ids is not None and c.id not in ids:
+            continue
         v = c.fn(ctx)
         if v.verdict not in VERDICTS:
             raise ValueError(f"claim {c.id}: verdict {v.verdict!r} is not one of {VERDICTS}")
@@ -111,46 +114,83 @@ def _verdicts(ctx: Evidence) -> dict[int, Verdict]:
 
 def evaluate(ctx: Evidence) -> pd.DataFrame:
     """One row per registered claim: statement, population, test, effect, verdict and the verdict's rule;
-    then ``per_checkpoint`` and ``across_checkpoints`` (:func:`checkpoint_slices`): in a run with checkpoint
-    sets (``zoo:NAME@*``), the claim's verdict on each checkpoint alone (" / "-joined, slice order), and
-    ``holds`` when they agree, ``differs`` when they do not, :data:`NO_SET` when the claim's population has
-    no set (its answer is the same with every set left out); both empty in a run without sets and for a claim
-    the run does not cover."""
+    then ``per_checkpoint`` and ``across_checkpoints``. In a run with checkpoint sets (``zoo:NAME@*``) a
+    claim whose test read a set's grids is decided again on each checkpoint alone
+    (:func:`checkpoint_slices`), with its own test and family: ``per_checkpoint`` joins those verdicts
+    (" / ", slice order; as many slices as the smallest set the claim read), ``across_checkpoints`` is
+    ``holds: VERDICT`` when they agree and ``differs`` when not. A claim that read no set says
+    :data:`NO_SET`. Both are empty in a run without sets and for a claim the run does not cover."""
     full = _verdicts(ctx)
-    slices, single = checkpoint_slices(ctx.df)
+    slices, in_sets = checkpoint_slices(ctx.df)
     per = {cid: "" for cid in full}
     across = dict(per)
     if slices:
-        without = _verdicts(_restrict(ctx, single))
-        reads = [cid for cid, v in full.items() if v != without[cid]]
+        sizes = {}  # grid of a set -> the set's size
+        for m in _sets(ctx.df):
+            sizes |= dict.fromkeys((str(r.grid) for r in m), len(m))
+        reads = {cid: min(sizes[g] for g in v.grids & in_sets) for cid, v in full.items()
+                 if v.verdict != NOT_COVERED and v.grids & in_sets}
+        on_slice = [_verdicts(_restrict(ctx, grids), {c for c, k in reads.items() if k > i})
+                    for i, grids in enumerate(slices)]
         for cid, v in full.items():
-            across[cid] = "" if v.verdict == NOT_COVERED else NO_SET
-        on_slice = [_verdicts(_restrict(ctx, grids)) for grids in slices]
-        for cid in reads:
-            vs = [v[cid].verdict for v in on_slice]
+            if v.verdict == NOT_COVERED:
+                continue
+            if cid not in reads:
+                across[cid] = NO_SET
+                continue
+            vs = [on_slice[i][cid].verdict for i in range(reads[cid])]
             per[cid] = " / ".join(vs)
-            across[cid] = "holds" if len(set(vs)) == 1 else "differs"
+            across[cid] = f"holds: {vs[0]}" if len(set(vs)) == 1 else "differs"
     return pd.DataFrame([{"claim": cid, "statement": CLAIMS[cid].statement, "population": v.population,
                           "test": v.test, "effect": v.effect, "verdict": v.verdict, "rule": CLAIMS[cid].rule,
                           "per_checkpoint": per[cid], "across_checkpoints": across[cid]}
                          for cid, v in full.items()])
 
 
-def checkpoint_slices(df: pd.DataFrame) -> tuple[list[set[str]], set[str]]:
-    """The run seen one checkpoint at a time: slice k holds the k-th grid of every checkpoint set (a
-    ``family`` of two or more grids, made from one ``zoo:NAME@*``; members in run order, seed 0 first) and
-    every grid that is not in a set. Returns the slices (empty when the run has no set) and the grids that
-    are in no set. A set shorter than another is absent from the later slices."""
+def _sets(df: pd.DataFrame) -> list[list]:
+    """The run's checkpoint sets: per family of two or more grids (made from one ``zoo:NAME@*`` or a list),
+    its grids' first rows, in run order. A grid outside a set is its own family (the store names it after
+    the grid) and is in none."""
     if df.empty or "family" not in df:
-        return [], set(df["grid"]) if "grid" in df else set()
-    members: dict[str, list[str]] = {}
-    for g, f in df.drop_duplicates("grid")[["grid", "family"]].itertuples(index=False):
-        members.setdefault(str(f) or str(g), []).append(str(g))
-    sets = [m for m in members.values() if len(m) >= 2]
-    single = {m[0] for m in members.values() if len(m) < 2}
+        return []
+    members: dict[str, list] = {}
+    for r in df.drop_duplicates("grid").itertuples(index=False):
+        fam = r.family
+        if isinstance(fam, str) and fam and fam != str(r.grid):
+            members.setdefault(fam, []).append(r)
+    return [m for m in members.values() if len(m) >= 2]
+
+
+def _checkpoint_names(r) -> set[str]:
+    return {str(x) for x in (getattr(r, "actor", ""), getattr(r, "prior_checkpoint", "")) if isinstance(x, str) and x}
+
+
+def checkpoint_slices(df: pd.DataFrame) -> tuple[list[set[str]], set[str]]:
+    """The run seen one checkpoint at a time. Slice k holds the k-th grid of every checkpoint set (members
+    in run order: seed 0 first; for an actor set × a prior set, the k-th (actor, prior) pair) and the grids
+    outside sets: each in every slice, except a grid that runs a checkpoint that tells a set's members apart
+    (a seed-0 actor's shift grid beside that actor's set), which is in that member's slice only. Returns the
+    slices (none when the run has no set) and the grids that are in a set. A set shorter than another is
+    absent from the later slices."""
+    sets = _sets(df)
     if not sets:
-        return [], single
-    return [single | {m[k] for m in sets if len(m) > k} for k in range(max(map(len, sets)))], single
+        return [], set()
+    slices = [set() for _ in range(max(map(len, sets)))]
+    home: dict[str, int] = {}  # a checkpoint that only one member of a set runs -> that member's slice
+    for m in sets:
+        common = set.intersection(*(_checkpoint_names(r) for r in m))
+        for k, r in enumerate(m):
+            slices[k].add(str(r.grid))
+            for name in _checkpoint_names(r) - common:
+                home.setdefault(name, k)
+    in_sets = set().union(*slices)
+    for r in df.drop_duplicates("grid").itertuples(index=False):
+        if str(r.grid) in in_sets:
+            continue
+        ks = sorted({home[n] for n in _checkpoint_names(r) if n in home})
+        for k in ks[:1] or range(len(slices)):
+            slices[k].add(str(r.grid))
+    return slices, in_sets
 
 
 def _restrict(ctx: Evidence, grids: set[str]) -> Evidence:
@@ -186,6 +226,11 @@ def _seeds_of(ctx: Evidence, rows: pd.DataFrame) -> pd.DataFrame:
     sm = stats.seeds_of(ctx.rows)
     keys = rows[stats.ROW].drop_duplicates()
     return sm.merge(keys, on=stats.ROW)
+
+
+def _pop(rows: pd.DataFrame, ctx: Evidence, extra: str = "") -> tuple[str, frozenset]:
+    """A verdict's population: the line (:func:`_describe`) and the grids it read."""
+    return _describe(rows, ctx, extra), frozenset(map(str, rows["grid"]))
 
 
 def _describe(rows: pd.DataFrame, ctx: Evidence, extra: str = "") -> str:
@@ -264,10 +309,6 @@ def _ci(x) -> str:
         return f"{x.mean():.3g}" if len(x) else "–"
     half = sps.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
     return f"{x.mean():.3g} [{x.mean() - half:.3g}, {x.mean() + half:.3g}]"
-
-
-def _cell_name(r) -> str:
-    return f"{r['env']}/{r['goal']}"
 
 
 # ---------------------------------------------------------------- claim 1
@@ -431,7 +472,7 @@ def _anchored(ctx: Evidence) -> Verdict:
     else:
         verdict = "not reproduced"
     note = "" if len(verdicts) == 2 else "only one of degraded/random in the run"
-    return Verdict(test, " | ".join(parts), verdict, _describe(rows, ctx, note))
+    return Verdict(test, " | ".join(parts), verdict, *_pop(rows, ctx, note))
 
 
 # ---------------------------------------------------------------- claims 3 and 4
@@ -457,10 +498,10 @@ def _selector(ctx: Evidence) -> Verdict:
         return _missing(test, "poe at two or more α for a medium actor with the trained prior, mean executed")
     p = stats.holm(cells["oracle_p"].fillna(1.0).to_numpy())
     eligible = cells[(p < ctx.level) & (cells["oracle_diff"] > 0)]
-    pop = _describe(rows, ctx, "oracle cross-fitted on alternate seeds")
+    pop = _pop(rows, ctx, "oracle cross-fitted on alternate seeds")
     if eligible.empty:
         return Verdict(test, f"the cross-fitted oracle beats frozen significantly in 0 of {len(cells)} cells; nothing "
-                       "to recover", "premise not met", pop)
+                       "to recover", "premise not met", *pop)
     rs = rows.set_index(stats.ROW)["mean"]
     fixed = min(set(rows["param"]), key=lambda a: abs(a - FIXED_ALPHA))
     near = {"selector": 0, "never steer": 0, f"α = {fixed:g}": 0}
@@ -472,6 +513,7 @@ def _selector(ctx: Evidence) -> Verdict:
         for k, v in choices.items():
             near[k] += bool(om - v <= NEAR_ORACLE * abs(om))
     n = len(eligible)
+    names = _cell_names([tuple(r[k] for k in stats.CELL) for _, r in cells.iterrows()])  # unambiguous in the claim
     lo, hi = sps.binomtest(near["selector"], n).proportion_ci(0.95)
     frac = near["selector"] / n
     if frac >= 0.5 and near["selector"] > near["never steer"]:
@@ -481,11 +523,12 @@ def _selector(ctx: Evidence) -> Verdict:
     else:
         verdict = "not reproduced"
     effect = (f"{n} of {len(cells)} cells where the oracle beats frozen ("
-              + ", ".join(_cell_name(r) for _, r in eligible.iterrows()) + "); near-oracle: "
+              + ", ".join(names[tuple(r[k] for k in stats.CELL)] for _, r in eligible.iterrows())
+              + "); near-oracle: "
               + ", ".join(f"{k} {v} of {n}" for k, v in near.items())
               + f" (selector {frac:.0%}, 95% CI {lo:.0%}–{hi:.0%}); mean regret of the selector "
               f"{(eligible['oracle_mean'] - eligible['selector_mean']).mean():.1f}")
-    return Verdict(test, effect, verdict, pop)
+    return Verdict(test, effect, verdict, *pop)
 
 
 @register_claim(4, "a HELP / FROZEN / HURT split over the 12 (env, goal) cells of the medium actors "
@@ -530,7 +573,7 @@ def _split(ctx: Evidence) -> Verdict:
               + f" of {n} cells (study: HELP {STUDY_SPLIT[0]}, FROZEN {STUDY_SPLIT[1]}, HURT {STUDY_SPLIT[2]} of 12); "
               + f"selector's α (Holm over {len(sel)}): " + ", ".join(f"{k} {int(sc.get(k, 0))}" for k in order)
               + "; per cell: " + ", ".join(f"{names[k]} {v}" for k, v in per_cell.items()) + (f" ({why})" if why else ""))
-    return Verdict(test, effect, verdict, _describe(rows, ctx))
+    return Verdict(test, effect, verdict, *_pop(rows, ctx))
 
 
 def _cell_names(keys) -> dict:
@@ -589,7 +632,7 @@ def _medium_expert(ctx: Evidence) -> Verdict:
               + f" of {n} (cell, α); mean below frozen in {int((r['diff'] < 0).sum())} of {n}; change relative to "
               f"frozen: median {worst['rel'].median():+.0%}, quartiles {worst['rel'].quantile(0.25):+.0%} to "
               f"{worst['rel'].quantile(0.75):+.0%}" + score + (f" ({why})" if why else ""))
-    return Verdict(test, effect, verdict, _describe(rows, ctx))
+    return Verdict(test, effect, verdict, *_pop(rows, ctx))
 
 
 # ---------------------------------------------------------------- claim 6
@@ -619,12 +662,12 @@ def _antmaze(ctx: Evidence) -> Verdict:
             tests.append((env, actor, prior, rule, param, g["s"].mean(), sps.fisher_exact(table).pvalue))
     if not rates:
         return _missing(test, "frozen on an env whose episodes end at the goal")
-    pop = _describe(ctx.rows[ctx.rows.env.isin({k[0] for k in rates})], ctx)
+    pop = _pop(ctx.rows[ctx.rows.env.isin({k[0] for k in rates})], ctx)
     rate_text = "; ".join(f"{env} {actor}: frozen succeeds {r:.0%} of {n} [95% CI {lo:.0%}, {hi:.0%}]"
                           + _card_score(ctx, actor) for (env, actor), (r, n, lo, hi) in rates.items())
     met = {k for k, (r, *_) in rates.items() if r <= PREMISE_SUCCESS}
     if not met:
-        return Verdict(test, rate_text + " (the study's BC actor succeeded 0 times)", "premise not met", pop)
+        return Verdict(test, rate_text + " (the study's BC actor succeeded 0 times)", "premise not met", *pop)
     mine = [t for t in tests if (t[0], t[1]) in met]
     p = stats.holm(np.array([t[-1] for t in mine])) if mine else np.array([])
     raised = [t for t, q in zip(mine, p) if q < ctx.level and t[5] > rates[(t[0], t[1])][0]]
@@ -633,7 +676,7 @@ def _antmaze(ctx: Evidence) -> Verdict:
     effect = rate_text + f"; rows with any success {sum(t[5] > 0 for t in mine)} of {len(mine)}; raised "
     effect += f"significantly in {len(raised)}" + (" (" + ", ".join(f"{t[3]}({t[4]:g}) {t[5]:.0%}" for t in raised)
                                                     + ")" if raised else "")
-    return Verdict(test, effect, verdict, pop)
+    return Verdict(test, effect, verdict, *pop)
 
 
 # ---------------------------------------------------------------- claim 7
@@ -649,14 +692,15 @@ def _bound(ctx: Evidence) -> Verdict:
     if d.empty:
         return _missing(test, "frozen and another rule in a cell")
     live = d[~d["vacuous"]]
-    pop = f"{len(d)} (cell, rule, α) rows of every grid; R_max per cell from the episodes"
+    pop = (f"{len(d)} (cell, rule, α) rows of every grid; R_max per cell from the episodes",
+           frozenset(map(str, d["grid"])))
     base = (f"bound ≥ R_max/(1−γ) in {int(d['vacuous'].sum())} of {len(d)} rows; δπ_upper median "
             f"{d['delta_pi_upper'].median():.3g} (the bound can fail only below (1−γ)/2 = 0.005)")
     if live.empty:
-        return Verdict(test, base, "vacuous", pop)
+        return Verdict(test, base, "vacuous", *pop)
     ok = live["observed"] <= live["bound"] + 1e-9
     return Verdict(test, base + f"; where it could fail, it held in {int(ok.sum())} of {len(live)}",
-                   "reproduced" if ok.all() else "not reproduced", pop)
+                   "reproduced" if ok.all() else "not reproduced", *pop)
 
 
 # ---------------------------------------------------------------- claim 8
@@ -691,7 +735,7 @@ def _support(ctx: Evidence) -> Verdict:
     if above.empty and not reachable:  # no row could have been significant: silence is not evidence
         return Verdict(test, f"{len(steer)} tests with {int(steer['n_pairs'].min())} seeds: the smallest attainable "
                        f"Holm-adjusted p is {len(steer) * stats.min_p(int(steer['n_pairs'].min())):.3g} ≥ {ctx.level}",
-                       "underpowered", _describe(ctx.rows[ctx.rows["sample"]], ctx))
+                       "underpowered", *_pop(ctx.rows[ctx.rows["sample"]], ctx))
     poe_ok = above.empty
     parts = []
     for env, g in rows.groupby("env", sort=False):
@@ -715,9 +759,9 @@ def _support(ctx: Evidence) -> Verdict:
     if len(blind):
         parts.append("left out (frozen's own rate > 0.5): " + ", ".join(f"{a} {r:.2f}" for (_, a), r in blind.items()))
     verdict = "reproduced" if len(ok) == 2 and all(ok) else ("partly" if any(ok) else "not reproduced")
-    pop = _describe(ctx.rows[ctx.rows["sample"] & ctx.rows["shift"].eq("none") & ctx.rows["env"].isin(set(d.env))
-                             & ctx.rows["prior"].isin(["trained", "any"])], ctx)
-    return Verdict(test, "; ".join(parts), verdict, pop)
+    pop = _pop(ctx.rows[ctx.rows["sample"] & ctx.rows["shift"].eq("none") & ctx.rows["env"].isin(set(d.env))
+                        & ctx.rows["prior"].isin(["trained", "any"])], ctx)
+    return Verdict(test, "; ".join(parts), verdict, *pop)
 
 
 # ---------------------------------------------------------------- claim 9
@@ -809,4 +853,4 @@ def _ordering(ctx: Evidence) -> Verdict:
         verdict = "reproduced"
     else:
         verdict = "partly" if len(reversals) <= 0.25 * pairs_shift else "not reproduced"
-    return Verdict(test, effect, verdict, _describe(rows, ctx, "policies that execute the same actions counted once"))
+    return Verdict(test, effect, verdict, *_pop(rows, ctx, "policies that execute the same actions counted once"))

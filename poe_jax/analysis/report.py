@@ -63,10 +63,11 @@ def _claims_lines(table: pd.DataFrame) -> list[str]:
                      f"{cell(r['effect'])} | **{r['verdict']}** | {cell(r['rule'])} |")
     across = table.get("across_checkpoints", pd.Series(dtype=str)).fillna("").astype(str)
     if across.str.len().gt(0).any():
-        lines += ["", "**Across checkpoints.** This run has checkpoint sets (`zoo:NAME@*`: one grid per training "
-                  "seed). Each claim is also decided on one checkpoint at a time: slice k takes the k-th checkpoint "
-                  "of every set (seed 0 first) and every grid that is not in a set, with the claim's own test and "
-                  "family. `holds`: the verdict is the same on every checkpoint; `differs`: it is not.", "",
+        lines += ["", "**Across checkpoints.** This run has checkpoint sets (`zoo:NAME@*` or a list: one grid per "
+                  "checkpoint). A claim whose test read a set is also decided on one checkpoint at a time, with its "
+                  "own test and family: slice k takes the k-th grid of every set (seed 0 first) and the grids outside "
+                  "sets (`poe_jax.analysis.claims.checkpoint_slices`). `holds: VERDICT`: the same verdict on every "
+                  "checkpoint; `differs`: not.", "",
                   "| # | verdict (all checkpoints) | per checkpoint | across checkpoints |", "|---|---|---|---|"]
         for (_, r), a in zip(table.iterrows(), across):
             if a:

@@ -306,7 +306,9 @@ def across_checkpoints(df: pd.DataFrame, rows: pd.DataFrame, level: float = 0.05
     if "family" not in df or rows.empty:
         return pd.DataFrame(columns=cols)
     family = df.drop_duplicates("grid").set_index("grid")["family"]
+    family = family[family.astype(str) != family.index.astype(str)]  # a grid outside a set is its own family
     r = rows[rows["rule"].ne("frozen")].assign(family=lambda x: x["grid"].map(family))
+    r = r[r["family"].notna()]
     sizes = r.groupby("family")["grid"].nunique()
     r = r[r["family"].isin(sizes[sizes >= 2].index)]
     out = []
