@@ -125,9 +125,7 @@ def evaluate(ctx: Evidence) -> pd.DataFrame:
     per = {cid: "" for cid in full}
     across = dict(per)
     if slices:
-        sizes = {}  # grid of a set -> the set's size
-        for m in _sets(ctx.df):
-            sizes |= dict.fromkeys((str(r.grid) for r in m), len(m))
+        sizes = {g: len(gs) for gs in stats.checkpoint_sets(ctx.df).values() for g in gs}
         reads = {cid: min(sizes[g] for g in v.grids & in_sets) for cid, v in full.items()
                  if v.verdict != NOT_COVERED and v.grids & in_sets}
         on_slice = [_verdicts(_restrict(ctx, grids), {c for c, k in reads.items() if k > i})
@@ -147,49 +145,31 @@ def evaluate(ctx: Evidence) -> pd.DataFrame:
                          for cid, v in full.items()])
 
 
-def _sets(df: pd.DataFrame) -> list[list]:
-    """The run's checkpoint sets: per family of two or more grids (made from one ``zoo:NAME@*`` or a list),
-    its grids' first rows, in run order. A grid outside a set is its own family (the store names it after
-    the grid) and is in none."""
-    if df.empty or "family" not in df:
-        return []
-    members: dict[str, list] = {}
-    for r in df.drop_duplicates("grid").itertuples(index=False):
-        fam = r.family
-        if isinstance(fam, str) and fam and fam != str(r.grid):
-            members.setdefault(fam, []).append(r)
-    return [m for m in members.values() if len(m) >= 2]
-
-
-def _checkpoint_names(r) -> set[str]:
-    return {str(x) for x in (getattr(r, "actor", ""), getattr(r, "prior_checkpoint", "")) if isinstance(x, str) and x}
-
-
 def checkpoint_slices(df: pd.DataFrame) -> tuple[list[set[str]], set[str]]:
-    """The run seen one checkpoint at a time. Slice k holds the k-th grid of every checkpoint set (members
-    in run order: seed 0 first; for an actor set × a prior set, the k-th (actor, prior) pair) and the grids
-    outside sets: each in every slice, except a grid that runs a checkpoint that tells a set's members apart
-    (a seed-0 actor's shift grid beside that actor's set), which is in that member's slice only. Returns the
-    slices (none when the run has no set) and the grids that are in a set. A set shorter than another is
-    absent from the later slices."""
-    sets = _sets(df)
+    """The run seen one checkpoint at a time. Slice k holds the k-th grid of every checkpoint set
+    (:func:`poe_jax.analysis.stats.checkpoint_sets`; members in run order: seed 0 first; for an actor set × a
+    prior set, the k-th (actor, prior) pair) and the grids outside sets: each in every slice, except a grid
+    that runs a checkpoint that tells a set's members apart (a seed-0 actor's shift grid beside that actor's
+    set), which is in that member's slice only. Returns the slices (none when the run has no set) and the
+    grids that are in a set. A set shorter than another is absent from the later slices."""
+    sets = list(stats.checkpoint_sets(df).values())
     if not sets:
         return [], set()
+    first = df.drop_duplicates("grid").reindex(columns=["grid", "actor", "prior_checkpoint"])
+    names = {str(g): {x for x in (a, pc) if isinstance(x, str) and x} for g, a, pc in first.itertuples(index=False)}
     slices = [set() for _ in range(max(map(len, sets)))]
     home: dict[str, int] = {}  # a checkpoint that only one member of a set runs -> that member's slice
-    for m in sets:
-        common = set.intersection(*(_checkpoint_names(r) for r in m))
-        for k, r in enumerate(m):
-            slices[k].add(str(r.grid))
-            for name in _checkpoint_names(r) - common:
+    for grids in sets:
+        common = set.intersection(*(names[g] for g in grids))
+        for k, g in enumerate(grids):
+            slices[k].add(g)
+            for name in names[g] - common:
                 home.setdefault(name, k)
     in_sets = set().union(*slices)
-    for r in df.drop_duplicates("grid").itertuples(index=False):
-        if str(r.grid) in in_sets:
-            continue
-        ks = sorted({home[n] for n in _checkpoint_names(r) if n in home})
+    for g in names.keys() - in_sets:
+        ks = sorted({home[n] for n in names[g] if n in home})
         for k in ks[:1] or range(len(slices)):
-            slices[k].add(str(r.grid))
+            slices[k].add(g)
     return slices, in_sets
 
 

@@ -61,8 +61,8 @@ def _claims_lines(table: pd.DataFrame) -> list[str]:
     for _, r in table.iterrows():
         lines.append(f"| {r['claim']} | {cell(r['statement'])} | {cell(r['population'])} | {cell(r['test'])} | "
                      f"{cell(r['effect'])} | **{r['verdict']}** | {cell(r['rule'])} |")
-    across = table.get("across_checkpoints", pd.Series(dtype=str)).fillna("").astype(str)
-    if across.str.len().gt(0).any():
+    across = table["across_checkpoints"]
+    if across.ne("").any():
         lines += ["", "**Across checkpoints.** This run has checkpoint sets (`zoo:NAME@*` or a list: one grid per "
                   "checkpoint). A claim whose test read a set is also decided on one checkpoint at a time, with its "
                   "own test and family: slice k takes the k-th grid of every set (seed 0 first) and the grids outside "
@@ -362,11 +362,11 @@ def console_lines(out: str | Path, since: float = 0.0) -> list[str]:
     claims_file = out / "claims.csv"
     if claims_file.is_file():
         lines.append("The study's claims (claims.csv; population and test in report.md):")
-        for r in pd.read_csv(claims_file).itertuples():
+        for r in pd.read_csv(claims_file, keep_default_na=False).itertuples():
             statement = str(r.statement)
             statement = statement if len(statement) <= 70 else statement[:70].rsplit(" ", 1)[0] + " ..."
-            across = str(getattr(r, "across_checkpoints", "") or "")
-            across = f"  [across checkpoints: {across}]" if across and across != "nan" else ""
+            across = str(getattr(r, "across_checkpoints", ""))  # absent from a report of an earlier version
+            across = f"  [across checkpoints: {across}]" if across else ""
             lines.append(f"  {r.claim}. {str(r.verdict).upper():16s} {statement}{across}")
     elif (out / "report.md").is_file() and "INCOMPLETE" in (out / "report.md").read_text()[:2000]:
         lines.append("No claim decided: the run is INCOMPLETE (see report.md).")

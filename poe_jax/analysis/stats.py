@@ -52,7 +52,7 @@ from poe_jax.kernels import rules as kernels
 from poe_jax.grid import store
 from poe_jax.grid.metrics import GAMMA  # the discount the grid recorded delta_pi with (defined once)
 
-__all__ = ["CELL", "CONCLUSIVE", "EFFECT", "across_checkpoints", "FALL_RATIO", "FAMILY", "GAMMA", "LABELS", "aggregate", "crossfit", "deviation",
+__all__ = ["CELL", "CONCLUSIVE", "EFFECT", "across_checkpoints", "checkpoint_sets", "FALL_RATIO", "FAMILY", "GAMMA", "LABELS", "aggregate", "crossfit", "deviation",
            "distinct", "holm", "iqm", "label_cells", "label_of", "labels_table", "min_p", "normalized_runs", "paired",
            "performance_profile", "row_stats", "seed_means", "seeds_of", "selectors", "shorter", "sign_flip_p",
            "stratified_bootstrap", "tracking"]
@@ -287,6 +287,19 @@ class _Held:
 CONCLUSIVE = ("HELP", "HURT", "FALL", "FROZEN")
 
 
+def checkpoint_sets(df: pd.DataFrame) -> dict[str, list[str]]:
+    """The run's checkpoint sets: family (one ``zoo:NAME@*`` or list) -> its grids in run order, for every
+    family of two or more grids. A grid outside a set is its own family (the store names it after the grid)
+    and is in none, even when a set is named like it."""
+    if df.empty or "family" not in df:
+        return {}
+    members: dict[str, list[str]] = {}
+    for g, f in df.drop_duplicates("grid")[["grid", "family"]].itertuples(index=False):
+        if isinstance(f, str) and f and f != str(g):
+            members.setdefault(f, []).append(str(g))
+    return {f: gs for f, gs in members.items() if len(gs) >= 2}
+
+
 def across_checkpoints(df: pd.DataFrame, rows: pd.DataFrame, level: float = 0.05) -> pd.DataFrame:
     """Whether each row's answer holds across the checkpoints of a set (``zoo:NAME@*``): one row per
     (family, env, goal, prior, shift, rule, coefficient) of every family with two or more grids.
@@ -305,10 +318,8 @@ def across_checkpoints(df: pd.DataFrame, rows: pd.DataFrame, level: float = 0.05
             "verdict"]
     if "family" not in df or rows.empty:
         return pd.DataFrame(columns=cols)
-    family = df.drop_duplicates("grid").set_index("grid")["family"]
-    family = family[family.astype(str) != family.index.astype(str)]  # a grid outside a set is its own family
-    r = rows[rows["rule"].ne("frozen")].assign(family=lambda x: x["grid"].map(family))
-    r = r[r["family"].notna()]
+    family = {g: f for f, gs in checkpoint_sets(df).items() for g in gs}
+    r = rows[rows["rule"].ne("frozen") & rows["grid"].isin(family)].assign(family=lambda x: x["grid"].map(family))
     sizes = r.groupby("family")["grid"].nunique()
     r = r[r["family"].isin(sizes[sizes >= 2].index)]
     out = []
