@@ -9,7 +9,9 @@ SEED``). A replica's spread around seed 0 is therefore the variance of the whole
 data and training), which is at least the training-seed variance a fixed D4RL dataset would show.
 
 Each step is resumable: run the same command again and finished steps are skipped (SAC continues from its
-saved state). The wall time of each step is recorded in ``DIR/replicate.json``. At the end the actors are
+saved state). The wall time of each step is recorded in ``DIR/replicate.json``, and the last line printed is the
+replica's row of the table in ``checkpoints/README.md`` (wall times, the behaviour snapshots' scores, the data's
+mean episode return, the actors' scores). At the end the actors are
 written, actor-only, to ``ZOO/ENV-KIND-iql-seedSEED`` with cards naming ``replica_of``, ``seed``, their data's id
 (``poe/ENV-KIND-sac-sSEED-v0``) and ``data_source``; ``--zoo`` defaults to a folder under ``--work``, so
 nothing is added to the shipped zoo unless asked.
@@ -59,6 +61,30 @@ def _ship(src: Path, dst: Path, env: str, kind: str, seed: int, zoo: Path) -> No
         **({"published": base_card["published"]} if "published" in base_card else {}))
 
 
+def _row(work: Path, env: str, seed: int, shipped: dict[str, Path], record: dict) -> str:
+    """The replica's row of checkpoints/README.md's table, from its record, its datasets and its cards."""
+    import numpy as np
+
+    from poe_jax import checkpoints, data
+    from poe_jax.data.minari_io import episodes
+
+    def data_return(kind: str) -> float:
+        d = data.read(work / f"{env}-{kind}.hdf5")
+        return float(np.mean([d["rewards"][s].sum() for s in episodes(d)]))
+
+    sec = {k: f"{v['seconds']:.0f} s" for k, v in record["steps"].items()}
+    cards = {k: checkpoints.read_card(p) for k, p in shipped.items()}
+    behaviour = cards["medium-expert"]["provenance"]["behaviour"]
+    ex, md = behaviour["expert"], behaviour["medium"]
+    score = {k: f"{c['scores'][0]['normalized_mean']:.1f} ± {c['scores'][0]['normalized_se']:.1f}"
+             for k, c in cards.items()}
+    return (f"| {seed} | {sec['sac']} | {sec['datasets']} | {sec['iql']} | "
+            f"{ex['step'] // 1000}k: {ex['sto_normalized']:.1f} / {ex['det_normalized']:.1f} | "
+            f"{md['step'] // 1000}k: {md['sto_normalized']:.1f} | "
+            f"{data_return('medium'):.0f} / {data_return('medium-expert'):.0f} | "
+            f"{score['medium']} | {score['medium-expert']} |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("env")
@@ -96,11 +122,12 @@ def main(argv=None) -> int:
     shipped = checkpoints.ZOO
     out = Path(a.zoo) if a.zoo else work / "zoo"
     out.mkdir(parents=True, exist_ok=True)
-    for kind, src in zip(KINDS, trained):
-        dst = out / f"{a.env}-{kind}-iql-seed{a.seed}"
+    dsts = {kind: out / f"{a.env}-{kind}-iql-seed{a.seed}" for kind in KINDS}
+    for (kind, dst), src in zip(dsts.items(), trained):
         _ship(src, dst, a.env, kind, a.seed, shipped)
         score = checkpoints.read_card(dst)["scores"][0]
         print(f"{dst.name}: {score['normalized_mean']:.1f} ± {score['normalized_se']:.1f}", flush=True)
+    print(_row(work, a.env, a.seed, dsts, record), flush=True)
     return 0
 
 
