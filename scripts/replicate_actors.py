@@ -61,8 +61,10 @@ def _ship(src: Path, dst: Path, env: str, kind: str, seed: int, zoo: Path) -> No
         **({"published": base_card["published"]} if "published" in base_card else {}))
 
 
-def _row(work: Path, env: str, seed: int, shipped: dict[str, Path], record: dict) -> str:
-    """The replica's row of checkpoints/README.md's table, from its record, its datasets and its cards."""
+def _row(work: Path, env: str, seed: int, replicas: dict[str, Path], record: dict) -> str:
+    """The replica's row of checkpoints/README.md's table, from its record, its datasets and its cards (``replicas``:
+    kind -> the shipped replica). A step's seconds are its last sitting's: a sitting cut off before it finished
+    records nothing, so add its time from the step's log."""
     import numpy as np
 
     from poe_jax import checkpoints, data
@@ -73,7 +75,7 @@ def _row(work: Path, env: str, seed: int, shipped: dict[str, Path], record: dict
         return float(np.mean([d["rewards"][s].sum() for s in episodes(d)]))
 
     sec = {k: f"{v['seconds']:.0f} s" for k, v in record["steps"].items()}
-    cards = {k: checkpoints.read_card(p) for k, p in shipped.items()}
+    cards = {k: checkpoints.read_card(p) for k, p in replicas.items()}
     behaviour = cards["medium-expert"]["provenance"]["behaviour"]
     ex, md = behaviour["expert"], behaviour["medium"]
     score = {k: f"{c['scores'][0]['normalized_mean']:.1f} ± {c['scores'][0]['normalized_se']:.1f}"
