@@ -9,7 +9,8 @@ SEED``). A replica's spread around seed 0 is therefore the variance of the whole
 data and training), which is at least the training-seed variance a fixed D4RL dataset would show.
 
 Each step is resumable: run the same command again and finished steps are skipped (SAC continues from its
-saved state). The wall time of each step is recorded in ``DIR/replicate.json``, and the last line printed is the
+saved state and its clock: the SAC step's wall time covers every sitting). The wall time of each step is recorded in
+``DIR/replicate.json``, and the last line printed is the
 replica's row of the table in ``checkpoints/README.md`` (wall times, the behaviour snapshots' scores, the data's
 mean episode return, the actors' scores). At the end the actors are
 written, actor-only, to ``ZOO/ENV-KIND-iql-seedSEED`` with cards naming ``replica_of``, ``seed``, their data's id
@@ -63,8 +64,9 @@ def _ship(src: Path, dst: Path, env: str, kind: str, seed: int, zoo: Path) -> No
 
 def _row(work: Path, env: str, seed: int, replicas: dict[str, Path], record: dict) -> str:
     """The replica's row of checkpoints/README.md's table, from its record, its datasets and its cards (``replicas``:
-    kind -> the shipped replica). A step's seconds are its last sitting's: a sitting cut off before it finished
-    records nothing, so add its time from the step's log."""
+    kind -> the shipped replica). SAC's seconds are its own record of every sitting (``policies/index.json``);
+    the other steps' are their last sitting's (a sitting cut off before it finished records nothing, so add its
+    time from the step's log; runs before SAC kept its clock need the same for SAC)."""
     import numpy as np
 
     from poe_jax import checkpoints, data
@@ -75,6 +77,9 @@ def _row(work: Path, env: str, seed: int, replicas: dict[str, Path], record: dic
         return float(np.mean([d["rewards"][s].sum() for s in episodes(d)]))
 
     sec = {k: f"{v['seconds']:.0f} s" for k, v in record["steps"].items()}
+    snapshots = json.loads((work / "policies" / "index.json").read_text())
+    if "seconds" in snapshots[-1]:  # SAC's own clock, over every sitting
+        sec["sac"] = f"{snapshots[-1]['seconds']:.0f} s"
     cards = {k: checkpoints.read_card(p) for k, p in replicas.items()}
     behaviour = cards["medium-expert"]["provenance"]["behaviour"]
     ex, md = behaviour["expert"], behaviour["medium"]

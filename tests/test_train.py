@@ -205,9 +205,12 @@ def test_sac_resumes_exactly_from_its_checkpoint(get_env, tmp_path):
     ckpt = tmp_path / "sac-state.npz"
     first, _ = sac.train(env, cfg, eval_every=200, eval_episodes=2, log=quiet, time_budget=0.0, checkpoint=ckpt)
     assert int(first.step) == 100 and ckpt.exists()
+    first_seconds = sac.saved_seconds(ckpt)  # the clock travels with the state: a resumed run's time is its total
     lines = []
     resumed, snaps = sac.train(env, cfg, eval_every=200, eval_episodes=2, log=lines.append, checkpoint=ckpt)
-    assert lines[0].startswith(f"resumed from {ckpt} at step 100") and [s["step"] for s in snaps] == [200, 400]
+    assert lines[0] == f"resumed from {ckpt} at step 100, after {first_seconds:.0f} s of training"
+    assert [s["step"] for s in snaps] == [200, 400] and 0 < first_seconds < snaps[0]["seconds"] < snaps[1]["seconds"]
+    assert sac.saved_seconds(ckpt) == snaps[1]["seconds"]
     for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(resumed)):
         if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
             a, b = jax.random.key_data(a), jax.random.key_data(b)

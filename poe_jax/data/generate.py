@@ -74,7 +74,8 @@ def policies(env_name: str, out: str | Path, steps: int = 1_000_000, time_budget
 
     The full training state is kept in ``out/sac-state.npz`` (replay buffer included), so
     running this again with the same arguments continues training (e.g. in several
-    time-budgeted sessions); records from earlier sessions are kept in the index.
+    time-budgeted sessions); records from earlier sessions are kept in the index, each with
+    ``seconds``, the wall time spent training to it over every sitting.
     """
     from poe_jax.train import file_log, sac
 
@@ -94,13 +95,14 @@ def policies(env_name: str, out: str | Path, steps: int = 1_000_000, time_budget
             scores=[{"episodes": 10, "return_mean": snap["eval_return"], "return_std": snap["eval_std"],
                      "normalized_mean": score, "deterministic": True}])
         records.append({"path": path.name, "step": snap["step"], "eval_return": snap["eval_return"],
-                        "normalized": score})
+                        "normalized": score, "seconds": snap["seconds"]})
         (out / "policies" / "index.json").write_text(json.dumps(records, indent=2))
 
     t0 = time.time()
     sac.train(env, cfg, eval_every=eval_every, log=say, time_budget=time_budget, on_snapshot=save,
               checkpoint=out / "sac-state.npz")
-    say(f"SAC done in {time.time() - t0:.0f} s")
+    say(f"SAC done in {time.time() - t0:.0f} s"
+        + (f" ({records[-1]['seconds']:.0f} s over every sitting)" if records and "seconds" in records[-1] else ""))
     return records
 
 

@@ -213,8 +213,9 @@ def evaluate(env, actor: nets.Actor, episodes: int, seed: int = 10_000) -> np.nd
     return np.asarray(run(jax.random.split(jax.random.key(seed), episodes)))
 
 
-def save_state(path, state: SACState, cfg: SACConfig) -> None:
-    """Write the whole training state (networks, optimisers, replay buffer, envs, PRNG) to ``path`` (.npz).
+def save_state(path, state: SACState, cfg: SACConfig, seconds: float = 0.0) -> None:
+    """Write the whole training state (networks, optimisers, replay buffer, envs, PRNG) to ``path`` (.npz),
+    with ``seconds``, the wall time spent training to this state over every sitting.
 
     Atomic (temporary file, then rename), so a run killed while saving keeps the last state.
     """
@@ -223,8 +224,14 @@ def save_state(path, state: SACState, cfg: SACConfig) -> None:
               for i, x in enumerate(leaves)}
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, config=np.asarray(repr(cfg)), **arrays)
+    np.savez(tmp, config=np.asarray(repr(cfg)), seconds=np.asarray(float(seconds)), **arrays)
     os.replace(tmp, path)
+
+
+def saved_seconds(path) -> float:
+    """The training wall time recorded with the state at ``path`` (0 for a file written without it)."""
+    with np.load(path) as z:
+        return float(z["seconds"]) if "seconds" in z.files else 0.0
 
 
 def load_state(path, template: SACState, cfg: SACConfig) -> SACState:
@@ -248,7 +255,8 @@ def load_state(path, template: SACState, cfg: SACConfig) -> SACState:
 def train(env, cfg: SACConfig, eval_every: int = 20_000, eval_episodes: int = 10, log: Callable = print,
           time_budget: float | None = None, on_snapshot: Callable | None = None, checkpoint=None):
     """Train; returns ``(final_state, snapshots)`` where each snapshot is
-    ``{"step", "eval_return", "actor": nets.Actor (host arrays), "buffer_size"}``.
+    ``{"step", "eval_return", "actor": nets.Actor (host arrays), "buffer_size", "seconds"}``, ``seconds``
+    being the wall time spent training to it, earlier sittings of a resumed run included.
 
     ``time_budget`` (seconds) stops training early, after a final evaluation.
     ``on_snapshot(snapshot)`` is called after each evaluation (e.g. to save it).
@@ -257,29 +265,31 @@ def train(env, cfg: SACConfig, eval_every: int = 20_000, eval_episodes: int = 10
     short by a time budget or a kill continues where it stopped.
     """
     state, chunk = init(env, cfg)
+    before = 0.0  # seconds spent in earlier sittings
     if checkpoint is not None and Path(checkpoint).exists():
-        state = load_state(checkpoint, state, cfg)
-        log(f"resumed from {checkpoint} at step {int(state.step)}")
+        state, before = load_state(checkpoint, state, cfg), saved_seconds(checkpoint)
+        log(f"resumed from {checkpoint} at step {int(state.step)}, after {before:.0f} s of training")
     spec = _actor_spec(env, cfg)
     snapshots = []
     t0 = time.time()
+    total = lambda: before + time.time() - t0  # noqa: E731
     n_chunks = -(-cfg.steps // (cfg.chunk * cfg.lanes))
     start = int(state.step) // (cfg.chunk * cfg.lanes)
     holder = [state]  # the last finished chunk's state, also when Ctrl-C stops the loop
     try:
-        _chunk_loop(env, cfg, chunk, holder, spec, start, n_chunks, t0, eval_every, eval_episodes, log, time_budget,
-                    on_snapshot, checkpoint, snapshots)
+        _chunk_loop(env, cfg, chunk, holder, spec, start, n_chunks, t0, total, eval_every, eval_episodes, log,
+                    time_budget, on_snapshot, checkpoint, snapshots)
     except KeyboardInterrupt:
         if checkpoint is not None:
-            save_state(checkpoint, holder[0], cfg)
+            save_state(checkpoint, holder[0], cfg, total())
         where = f"state saved to {checkpoint}" if checkpoint is not None else "no checkpoint file, nothing saved"
         raise TrainInterrupted(f"interrupted at step {int(holder[0].step)} of {cfg.steps}; {where}; run the same "
                                "command again to resume") from None
     return holder[0], snapshots
 
 
-def _chunk_loop(env, cfg, chunk, holder, spec, start, n_chunks, t0, eval_every, eval_episodes, log, time_budget,
-                on_snapshot, checkpoint, snapshots):
+def _chunk_loop(env, cfg, chunk, holder, spec, start, n_chunks, t0, total, eval_every, eval_episodes, log,
+                time_budget, on_snapshot, checkpoint, snapshots):
     for i in range(start, n_chunks):
         state = holder[0] = chunk(holder[0])
         step = int(state.step)
@@ -292,13 +302,13 @@ def _chunk_loop(env, cfg, chunk, holder, spec, start, n_chunks, t0, eval_every, 
             ret = evaluate(env, actor, eval_episodes)
             recent = np.asarray(state.finished)
             snapshots.append({"step": step, "eval_return": float(ret.mean()), "eval_std": float(ret.std()),
-                              "actor": actor, "buffer_size": int(state.buffer.size)})
+                              "actor": actor, "buffer_size": int(state.buffer.size), "seconds": round(total(), 1)})
             log(f"step {step:8d}  eval {ret.mean():9.1f} ± {ret.std():7.1f}  train(last 64) {np.nanmean(recent):9.1f}  "
                 f"alpha {float(jnp.exp(state.log_alpha)):.3f}  {time.time() - t0:7.0f} s, eta {eta:6.0f} s")
             if on_snapshot is not None:
                 on_snapshot(snapshots[-1])
             if checkpoint is not None:
-                save_state(checkpoint, state, cfg)
+                save_state(checkpoint, state, cfg, snapshots[-1]["seconds"])
         if out_of_time:
             log(f"time budget of {time_budget:.0f} s reached at step {step}")
             break
