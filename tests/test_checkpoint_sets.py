@@ -32,8 +32,8 @@ REPLICATED_ACTORS = ("hopper-medium-iql", "hopper-medium-expert-iql", "ant-mediu
 
 def test_the_zoo_ships_three_training_seeds_of_every_goal_prior_and_the_replicated_actors():
     """Every goal prior (not a variant such as the small-data ones) and every replicated actor is a set of at least
-    3 checkpoints with distinct training seeds; an actor replica's card names its own data (the whole recipe was
-    rerun with its seed) and carries a normalised score."""
+    3 checkpoints with distinct training seeds; every actor replica's card names its own data (the whole recipe
+    was rerun with its seed) and carries a normalised score."""
     cards = {p.name: checkpoints.read_card(p) for p in checkpoints.ZOO.iterdir() if (p / "card.json").is_file()}
     bases = [n for n, c in cards.items() if c["kind"] == "prior" and not c.get("replica_of") and not c.get("variant_of")]
     assert len(bases) >= 6
@@ -41,11 +41,12 @@ def test_the_zoo_ships_three_training_seeds_of_every_goal_prior_and_the_replicat
         members = [r.removeprefix("zoo:") for r in checkpoints.replicas(base)]
         seeds = [cards[m].get("seed", cards[m]["provenance"].get("seed", 0)) for m in members]
         assert len(members) >= 3 and len(set(seeds)) == len(seeds), (base, members, seeds)
-    for base in REPLICATED_ACTORS:
-        for m in [r.removeprefix("zoo:") for r in checkpoints.replicas(base)][1:]:
-            c = cards[m]
-            assert c["dataset"] == f"poe/{base.removesuffix('-iql')}-sac-s{c['seed']}-v0", m
-            assert f"seed {c['seed']}" in c["data_source"] and c["scores"][0]["episodes"] == 20, m
+    actor_replicas = {m: c for m, c in cards.items() if c["kind"] != "prior" and c.get("replica_of")}
+    assert {c["replica_of"] for c in actor_replicas.values()} >= set(REPLICATED_ACTORS)
+    for m, c in actor_replicas.items():  # every actor replica, also of an env with fewer than 3 so far
+        assert m == f"{c['replica_of']}-seed{c['seed']}" and c["seed"] >= 1, m
+        assert c["dataset"] == f"poe/{c['replica_of'].removesuffix('-iql')}-sac-s{c['seed']}-v0", m
+        assert f"seed {c['seed']}" in c["data_source"] and c["scores"][0]["episodes"] == 20, m
 
 
 @pytest.mark.parametrize("prior, needle", [

@@ -166,3 +166,30 @@ def test_discounted_goal_return_and_max_abs_reward(get_env):
     np.testing.assert_allclose(ep.discounted_goal, expected, rtol=1e-5)
     np.testing.assert_allclose(ep.return_goal, sum(t + 1 - 4.0 for t in range(10)))
     np.testing.assert_array_equal(ep.max_abs_goal, 6.0)
+
+
+def test_lanes_in_blocks_gives_a_lane_the_same_bits_beside_any_number_of_lanes():
+    """The grid programs' policy evaluation on the native backend: a lane's output is bit-equal whatever the
+    number of lanes in the call (padding included), and equals plain vmap's to rounding. A one-batch vmap does
+    not promise the first (XLA's CPU matrix products can round a row differently with the row count)."""
+    k = jax.random.split(jax.random.key(1), 4)
+    w1, w2 = jax.random.normal(k[0], (11, 256)) / 4, jax.random.normal(k[1], (256, 3)) / 16
+
+    def pi(obs, key):
+        h = jnp.tanh(obs @ w1)
+        return jnp.tanh(h @ w2) + 0.1 * jax.random.normal(key, (3,)), {"h": h.sum()}
+
+    obs = jax.random.normal(k[2], (100, 11))
+    keys = jax.random.split(k[3], 100)
+    blocked = jax.jit(lambda o, kk: rollout.lanes_in_blocks(pi, 8)(o, kk))
+    ref = jax.device_get(blocked(obs[:8], keys[:8]))
+    for n in (1, 3, 8, 9, 64, 100):
+        got = jax.device_get(blocked(obs[:n], keys[:n]))
+        assert got[0].shape == (n, 3) and got[1]["h"].shape == (n,)
+        m = min(n, 8)
+        np.testing.assert_array_equal(got[0][:m], ref[0][:m])
+        np.testing.assert_array_equal(got[1]["h"][:m], ref[1]["h"][:m])
+        plain = jax.device_get(jax.vmap(pi)(obs[:n], keys[:n]))
+        np.testing.assert_allclose(got[0], plain[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(jax.device_get(rollout.lanes_in_blocks(pi, None)(obs[:4], keys[:4]))[0],  # None: vmap
+                                  jax.device_get(jax.vmap(pi)(obs[:4], keys[:4]))[0])

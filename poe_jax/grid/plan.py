@@ -40,7 +40,8 @@ NATIVE_CHUNK = 1024  # lanes per call on the native backend when the spec gives 
 MAX_AUTO_CHUNK = 65_536  # the most lanes per call an MJX grid chooses by itself
 DEVICE_SHARE = 0.5  # the share of the device's memory an automatically sized MJX chunk may take
 LANE_OVERHEAD = 8  # device bytes per lane, as a multiple of one mjx.Data (the loop's carries, temporaries, policy)
-MIN_BATCH = 8  # the smallest lane batch a program is called with (a batch of 1 takes XLA's matrix-vector kernels)
+MIN_BATCH = 8  # the smallest lane batch a program is called with (a batch of 1 takes XLA's matrix-vector kernels),
+# and on the native backend the block of lanes its policy is evaluated in (grid.rollout.lanes_in_blocks)
 
 
 class ProgramKey(NamedTuple):
@@ -311,7 +312,8 @@ class Plan:
         sp = self.spec
         return build_program(self.env, self.goals, (kernels.RULES[key.rule],), (key.quality,),
                              max_steps=sp.max_steps, degraded_noise=sp.degraded_noise, sample=sp.sample,
-                             obs_noise=key.obs_noise, act_noise=key.act_noise, on_step=on_step)
+                             obs_noise=key.obs_noise, act_noise=key.act_noise, on_step=on_step,
+                             block=MIN_BATCH if self.backend == "native" else None)
 
 
 def resolve(spec: GridSpec, backend: str | None = None) -> Plan:

@@ -25,8 +25,9 @@ start from the same states (common random numbers); its action/prior noise comes
 ``(seed, cell_key, episode)``.
 
 Independence from the rest of the grid. The runner builds one program per
-(rule, prior quality, noise switches) (:class:`poe_jax.grid.plan.ProgramKey`) and calls it on
-batches of at least :data:`poe_jax.grid.plan.MIN_BATCH` lanes, so a lane's episode is bit-equal
+(rule, prior quality, noise switches) (:class:`poe_jax.grid.plan.ProgramKey`), calls it on
+batches of at least :data:`poe_jax.grid.plan.MIN_BATCH` lanes and, on the native backend, evaluates
+the policy that many lanes at a time (``block``), so a lane's episode is bit-equal
 alone, inside any larger grid and at any chunk size (native backend, one machine and
 jax/jaxlib version; ``tests/test_grid.py``). A program that switches over several rules is
 still available here (``rules`` of any length) but is not used by grids: under ``vmap`` XLA
@@ -133,7 +134,7 @@ def lane_policy(actor, prior, rules, qualities, lane: Lanes, u_params, *, m: flo
 
 def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), *, max_steps: int,
                   degraded_noise: float = 0.5, sample: bool = False, obs_noise: bool = True, act_noise: bool = True,
-                  on_step=None):
+                  on_step=None, block: int | None = None):
     """``program(actor, prior, lanes: Lanes) -> Totals`` (jittable).
 
     Args:
@@ -146,6 +147,8 @@ def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), 
         obs_noise, act_noise: static switches; when no lane uses that kind of noise its draws
             are left out (the results are the same, the program cheaper).
         on_step: optional host function of the step index (:func:`poe_jax.grid.rollout.rollout`), for progress.
+        block: the policy is evaluated this many lanes at a time (:func:`poe_jax.grid.rollout.lanes_in_blocks`),
+            so a lane's actions do not depend on the number of lanes in the call; ``None``: one batch.
     """
     rules = tuple(kernels.get(r) for r in rules)
     if not rules:
@@ -183,7 +186,7 @@ def build_program(env, goals, rules, qualities: tuple[str, ...] = ("trained",), 
         init = jax.vmap(env.reset)(reset_keys)
         init = init.replace(scales=jnp.stack([lanes.mass_scale, lanes.friction_scale], axis=-1))
         ep = ro.rollout(env, act, keys, max_steps=max_steps, goal=goal, init=init, lane=(lanes, nets_u),
-                        gamma=metrics.GAMMA, on_step=on_step, signals=(signals, reductions))
+                        gamma=metrics.GAMMA, on_step=on_step, signals=(signals, reductions), block=block)
         return Totals(ep.length, ep.terminated, ep.values)
 
     return program

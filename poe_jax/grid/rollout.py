@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from poe_jax.envs.base import Env, State
 from poe_jax.grid.metrics import GAMMA
@@ -128,6 +129,28 @@ class _Carry(NamedTuple):
     values: dict[str, jax.Array]
 
 
+def lanes_in_blocks(fn: Callable, block: int | None) -> Callable:
+    """``jax.vmap(fn)``, computed ``block`` lanes at a time (``lax.map`` over blocks; the last block padded with
+    copies of the last lane, whose results are dropped), so every lane's arithmetic has the same shapes whatever
+    the number of lanes. XLA's CPU matrix products can round a row differently with the number of rows (on an
+    AVX2 CPU a 17-256-256-6 MLP's first row differs by 3e-7 between 8 and 64 rows), and through chaotic
+    contacts that becomes another episode; within a block of 8 a row's result is the same at any position.
+    ``block=None``: one batch of all lanes (plain ``vmap``)."""
+    batched = jax.vmap(fn)
+    if block is None:
+        return batched
+
+    def run(*args):
+        n = jax.tree_util.tree_leaves(args)[0].shape[0]
+        m = -(-n // block) * block
+        take = np.minimum(np.arange(m), n - 1)  # pad by repeating the last lane (valid inputs, dropped after)
+        blocks = jax.tree_util.tree_map(lambda x: x[take].reshape(m // block, block, *x.shape[1:]), args)
+        out = jax.lax.map(lambda b: batched(*b), blocks)
+        return jax.tree_util.tree_map(lambda y: y.reshape(m, *y.shape[2:])[:n], out)
+
+    return run
+
+
 def rollout(
     env: Env,
     policy: Policy,
@@ -140,6 +163,7 @@ def rollout(
     on_step: Callable[[jax.Array], None] | None = None,
     every: int = 20,
     signals: Signals | None = None,
+    block: int | None = None,
 ) -> Episodes:
     """Run one episode per key (see module docstring). Jittable; ``env``,
     ``policy`` and ``goal`` are static (close over them or mark them static).
@@ -164,6 +188,8 @@ def rollout(
             ``fn(transition)`` without ``lane``) and ``{name: reduction}`` (:data:`poe_jax.grid.metrics.REDUCTIONS`):
             the declared per-step signals and how each reduces over the live steps. Default: the
             transition's rewards and speed and the policy's own values (:class:`Episodes`).
+        block: evaluate the policy ``block`` lanes at a time (:func:`lanes_in_blocks`), so that a lane's actions
+            do not depend on how many lanes run beside it; default: all lanes in one batch.
 
     Returns:
         :class:`Episodes`.
@@ -195,7 +221,7 @@ def rollout(
         if on_step is not None:
             jax.lax.cond(c.t % every == 0, lambda: jax.debug.callback(on_step, c.t), lambda: None)
         step_keys = jax.vmap(lambda k: jax.random.fold_in(k, c.t + 1))(keys)
-        action, info = jax.vmap(policy)(c.state.obs, step_keys, *extra)
+        action, info = lanes_in_blocks(policy, block)(c.state.obs, step_keys, *extra)
         nxt = jax.vmap(env.step)(c.state, action)
         alive = ~c.state.done
         g = jax.vmap(goal)(c.state, action, nxt, *extra) if goal is not None else jnp.zeros((batch,), jnp.float32)
