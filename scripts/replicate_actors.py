@@ -64,9 +64,10 @@ def _ship(src: Path, dst: Path, env: str, kind: str, seed: int, zoo: Path) -> No
 
 def _row(work: Path, env: str, seed: int, replicas: dict[str, Path], record: dict) -> str:
     """The replica's row of checkpoints/README.md's table, from its record, its datasets and its cards (``replicas``:
-    kind -> the shipped replica). SAC's seconds are its own record of every sitting (``policies/index.json``);
-    the other steps' are their last sitting's (a sitting cut off before it finished records nothing, so add its
-    time from the step's log; runs before SAC kept its clock need the same for SAC)."""
+    kind -> the shipped replica). SAC's and IQL's seconds are their own record of every sitting
+    (``policies/index.json``, the cards' ``train_seconds``); the datasets' are their last sitting's (a sitting
+    cut off before it finished records nothing, so add its time from the step's log; runs from before the
+    training loops kept their clocks need the same for SAC and IQL)."""
     import numpy as np
 
     from poe_jax import checkpoints, data
@@ -81,6 +82,7 @@ def _row(work: Path, env: str, seed: int, replicas: dict[str, Path], record: dic
     if "seconds" in snapshots[-1]:  # SAC's own clock, over every sitting
         sec["sac"] = f"{snapshots[-1]['seconds']:.0f} s"
     cards = {k: checkpoints.read_card(p) for k, p in replicas.items()}
+    sec["iql"] = f"{cards['medium-expert']['provenance']['train_seconds']:.0f} s"  # both sets train in one run
     behaviour = cards["medium-expert"]["provenance"]["behaviour"]
     ex, md = behaviour["expert"], behaviour["medium"]
     score = {k: f"{c['scores'][0]['normalized_mean']:.1f} ± {c['scores'][0]['normalized_se']:.1f}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,9 +70,12 @@ def test_iql_resumes_after_ctrl_c_to_the_same_parameters(tiny, tmp_path):
     assert ck.is_file()
     with pytest.raises(ValueError, match="another configuration .differs in config"):
         iql.train([q], 11, 3, dataclasses.replace(cfg, expectile=0.8), log=lambda *_: None, checkpoint=ck)
+    with np.load(ck) as z:  # the clock travels with the state: a resumed run reports its whole training time
+        first = json.loads(str(z["__meta__"]))["seconds"]
     lines = []
     back, info = iql.train([q], 11, 3, cfg, log=lines.append, checkpoint=ck)
-    assert any("resuming from" in x for x in lines) and info["steps"] == 1000 and not ck.exists()
+    assert any(f"resuming from {ck} at step " in x and f"after {first:.0f} s of training" in x for x in lines)
+    assert info["steps"] == 1000 and not ck.exists() and 0 < first < info["seconds"]
     for a, b in zip(jax.tree_util.tree_leaves((ref[0].params, ref[0].critic.params)),
                     jax.tree_util.tree_leaves((back[0].params, back[0].critic.params))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

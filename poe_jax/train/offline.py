@@ -64,7 +64,8 @@ def run(name: str, init: Callable, update: Callable, arrays: dict, n_sets: int, 
     ``checkpoint``: a file the loop's state is saved to every minute and on Ctrl-C (which then raises
     :class:`~poe_jax.train.resume.TrainInterrupted`); a run that finds it resumes from it, bit for bit.
     ``fingerprint``: what else must match for a checkpoint to be resumed (the config, the data).
-    Returns ``(host state with a leading agent axis, steps done, seconds)``.
+    Returns ``(host state with a leading agent axis, steps done, seconds)``; the seconds are the training
+    time over every sitting (a resumed run counts the time saved with its checkpoint).
     """
 
     def chunk_one(st, data, key):
@@ -79,7 +80,7 @@ def run(name: str, init: Callable, update: Callable, arrays: dict, n_sets: int, 
     state, nxt = ck.restore(jax.jit(jax.vmap(init))(keys))
     start = nxt
     if nxt:
-        log(f"{name}: resuming from {ck.path} at step {nxt * chunk}")
+        log(f"{name}: resuming from {ck.path} at step {nxt * chunk}, after {ck.seconds():.0f} s of training")
     t0 = time.time()
     try:
         for i in range(nxt, n_chunks):
@@ -99,7 +100,7 @@ def run(name: str, init: Callable, update: Callable, arrays: dict, n_sets: int, 
     except KeyboardInterrupt:
         raise ck.interrupted(state, nxt, chunk, steps) from None
     ck.clear()
-    return jax.device_get(state), nxt * chunk, round(time.time() - t0, 1)
+    return jax.device_get(state), nxt * chunk, round(ck.seconds(), 1)
 
 
 def fingerprint(cfg, datasets) -> dict:

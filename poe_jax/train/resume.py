@@ -5,6 +5,8 @@ to one ``.npz`` file, atomically (temporary file, then rename), at most every ``
 and whenever the loop is interrupted. The chunks' PRNG keys are ``fold_in(key, i)``, so resuming
 at chunk ``i`` from the saved state reproduces an uninterrupted run bit for bit (same machine).
 A file saved for another configuration (its ``fingerprint``) is refused, never resumed from.
+The file also keeps the loop's clock: :meth:`Checkpointer.seconds` is the training time over every
+sitting (earlier sittings' saved time plus this one's), so a resumed run reports its whole cost.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ class Checkpointer:
         self.path = None if path is None else Path(path)
         self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
         self.every_s = float(every_s)
-        self._last = time.time()
+        self._last = self._start = time.time()
+        self._before = 0.0  # seconds spent in earlier sittings (restored with the state)
+
+    def seconds(self) -> float:
+        """Training seconds so far, over every sitting of this checkpoint."""
+        return self._before + time.time() - self._start
 
     def restore(self, template):
         """``(state, next chunk)`` from the file, or ``(template, 0)`` when there is none."""
@@ -39,6 +46,7 @@ class Checkpointer:
             return template, 0
         with np.load(self.path, allow_pickle=False) as z:
             meta = json.loads(str(z["__meta__"]))
+            self._before, self._start = float(meta.get("seconds", 0.0)), time.time()
             if meta["fingerprint"] != self.fingerprint:
                 differ = sorted(k for k in set(meta["fingerprint"]) | set(self.fingerprint)
                                 if meta["fingerprint"].get(k) != self.fingerprint.get(k))
@@ -55,7 +63,8 @@ class Checkpointer:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(state))]
-        meta = json.dumps({"fingerprint": self.fingerprint, "next": int(next_chunk)})
+        meta = json.dumps({"fingerprint": self.fingerprint, "next": int(next_chunk),
+                           "seconds": round(self.seconds(), 1)})
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}.npz")
         np.savez(tmp, __meta__=np.asarray(meta), **{f"leaf_{i}": x for i, x in enumerate(leaves)})
         os.replace(tmp, self.path)
