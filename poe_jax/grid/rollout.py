@@ -144,7 +144,8 @@ def lanes_in_blocks(fn: Callable, block: int | None) -> Callable:
         n = jax.tree_util.tree_leaves(args)[0].shape[0]
         m = -(-n // block) * block
         take = np.minimum(np.arange(m), n - 1)  # pad by repeating the last lane (valid inputs, dropped after)
-        blocks = jax.tree_util.tree_map(lambda x: x[take].reshape(m // block, block, *x.shape[1:]), args)
+        pad = (lambda x: x[take]) if m > n else (lambda x: x)  # no gather on the hot path when nothing is padded
+        blocks = jax.tree_util.tree_map(lambda x: pad(x).reshape(m // block, block, *x.shape[1:]), args)
         out = jax.lax.map(lambda b: batched(*b), blocks)
         return jax.tree_util.tree_map(lambda y: y.reshape(m, *y.shape[2:])[:n], out)
 

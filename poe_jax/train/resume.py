@@ -46,12 +46,13 @@ class Checkpointer:
             return template, 0
         with np.load(self.path, allow_pickle=False) as z:
             meta = json.loads(str(z["__meta__"]))
-            self._before, self._start = float(meta.get("seconds", 0.0)), time.time()
             if meta["fingerprint"] != self.fingerprint:
                 differ = sorted(k for k in set(meta["fingerprint"]) | set(self.fingerprint)
                                 if meta["fingerprint"].get(k) != self.fingerprint.get(k))
                 raise ValueError(f"{self.path}: a training checkpoint of another configuration (differs in "
                                  f"{', '.join(differ)}); delete it to start afresh")
+            # the clock goes on from here (files from before the clock was kept: 0)
+            self._before, self._start = float(meta.get("seconds", 0.0)), time.time()
             leaves, treedef = jax.tree_util.tree_flatten(template)
             saved = [z[f"leaf_{i}"] for i in range(len(leaves))]
         state = jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(s, dtype=np.asarray(t).dtype)
