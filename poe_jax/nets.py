@@ -402,9 +402,10 @@ class Actor:
             std = m * b.std
         elif algo == "awac":
             std = b.std
-        else:  # squashed: delta method at the mean
-            t = jnp.tanh(b.mean)
-            std = m * (1.0 - t * t) * b.std
+        else:  # squashed: delta method at the mean, tanh'(u) = 1 - tanh(u)**2 = sech(u)**2
+            # as exp(2 (log 2 - |u| - softplus(-2|u|))): 1 - t*t cancels in float32 (-70% at u = 8)
+            au = jnp.abs(b.mean)
+            std = m * jnp.exp(2.0 * (jnp.log(2.0) - au - jax.nn.softplus(-2.0 * au))) * b.std
         return DiagGaussian(mean, jnp.maximum(std, STD_FLOOR * m))
 
 

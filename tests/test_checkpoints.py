@@ -288,3 +288,24 @@ def test_every_shipped_actor_with_a_critic_has_probe_states():
         assert states is not None, p.name
         obs = np.load(states)["observations"]
         assert obs.shape == (1000, card["obs_size"]) and np.isfinite(obs).all(), p.name
+
+
+def test_squashed_actor_std_is_exact_near_saturation():
+    """Review finding: the tanh actor's delta-method std used 1 - tanh(u)**2, which cancels in float32
+    (-2.6% at a pre-tanh mean of 7.5; at 8 it fell to the 1e-6 floor, 3.3x too small, with derivative 0)."""
+    spec = nets.ActorSpec("sac_n", 3, 3)
+    actor = nets.init_actor(spec, jax.random.key(0))
+    u = np.array([6.0, 7.5, 8.0], np.float32)
+    params = dict(actor.params)
+    params["mu"] = {"kernel": jnp.zeros_like(params["mu"]["kernel"]), "bias": jnp.asarray(u)}
+    params["log_sigma"] = {"kernel": jnp.zeros_like(params["log_sigma"]["kernel"]), "bias": jnp.full(3, 2.0)}
+    actor = actor.replace(params=params)
+    obs = jnp.zeros(3)
+    b = actor.base(obs)
+    u64, s64 = np.asarray(b.mean, np.float64), np.asarray(b.std, np.float64)
+    want = spec.max_action * s64 / np.cosh(u64) ** 2
+    np.testing.assert_allclose(np.asarray(actor.distribution(obs).std), want, rtol=1e-5)
+    # and its derivative in the pre-tanh mean: -2 tanh(u) sech(u)**2 sigma
+    grad = jax.grad(lambda bias: actor.replace(params={**params, "mu": {**params["mu"], "bias": bias}})
+                    .distribution(obs).std.sum())(jnp.asarray(u))
+    np.testing.assert_allclose(np.asarray(grad), -2 * np.tanh(u64) * want, rtol=1e-4)

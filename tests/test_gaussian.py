@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import integrate, stats
 
-from poe_jax.kernels.gaussian import DiagGaussian, entropy, from_natural, kl, log_prob, to_natural
+from poe_jax.kernels.gaussian import DiagGaussian, bhattacharyya, entropy, from_natural, kl, log_prob, precision, to_natural
 from poe_jax.kernels.gaussian import total_variation, tv_lower_bound, tv_upper_bound
 
 RNG = np.random.default_rng(0)
@@ -88,3 +88,70 @@ def test_kl_keeps_its_precision_in_float32_near_zero():
                         DiagGaussian(jnp.asarray(m, jnp.float32), jnp.asarray(s, jnp.float32))))
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, ref, rtol=1e-2)
+
+
+def _kl_std_part_f64(sp, sq):
+    """0.5 (r^2 - 1) - log r and its derivative in s_p, in float64 from the float32 inputs (r - 1 exact)."""
+    sp, sq = np.float64(sp), np.float64(sq)
+    u = (sp - sq) / sq
+    # for |u| <= 1e-3 the series 0.5 (2u + u^2) - log1p(u) = u^2 - u^3/3 + u^4/4 - u^5/5 + ...
+    val = 0.5 * (2 * u + u * u) - np.log1p(u) if abs(u) > 1e-3 else u * u - u**3 / 3 + u**4 / 4 - u**5 / 5
+    return val, (sp * sp / sq / sq - 1) / sp
+
+
+def test_kl_value_and_gradient_near_equal_stds_at_every_scale():
+    """Review finding: log s_p - log s_q has an absolute error of eps |log s|, so KL was 17x too large (and
+    its gradient 4x) at s = 1e-3 with a ratio of 1 + 1.2e-7, and 0 at s = 50. Now within 1e-3 of float64's
+    value at every scale, and within 1e-5 for its gradient."""
+    for s in (1e-6, 1e-3, 1.0, 50.0, 1e6):
+        for eps in (1.2e-7, 1e-5, 1e-3, 3e-2, -1e-4, 0.3, 2.0):
+            sq = np.float32(s)
+            sp = np.float32(sq * (1 + eps))
+            if sp == sq:
+                continue
+            ref, gref = _kl_std_part_f64(sp, sq)
+            f = lambda x: kl(DiagGaussian(jnp.zeros(1), x[None]), DiagGaussian(jnp.zeros(1), jnp.array([sq])))  # noqa: E731
+            got, g = float(f(jnp.float32(sp))), float(jax.grad(f)(jnp.float32(sp)))
+            np.testing.assert_allclose(got, ref, rtol=1e-3, err_msg=f"s={s} eps={eps}")
+            np.testing.assert_allclose(g, gref, rtol=1e-5, err_msg=f"s={s} eps={eps}")
+
+
+def test_point_mass_density_and_kl_are_infinite_not_nan():
+    """``kl_reg`` at beta = inf returns std 0. Its log density is +inf at its mean and -inf off it; the KL of a
+    Gaussian to it is +inf (both were NaN)."""
+    point = DiagGaussian(jnp.array([0.5, -1.0]), jnp.zeros(2))
+    assert float(log_prob(point, jnp.array([0.5, -1.0]))) == np.inf
+    assert float(log_prob(point, jnp.array([0.5, -0.9]))) == -np.inf
+    assert float(kl(DiagGaussian(jnp.zeros(2), jnp.ones(2)), point)) == np.inf
+    g = DiagGaussian(jnp.zeros(2), jnp.ones(2))
+    np.testing.assert_allclose(float(log_prob(g, jnp.zeros(2))), stats.norm.logpdf(0.0) * 2, rtol=1e-6)
+
+
+def test_bhattacharyya_and_tv_bound_at_extreme_stds_and_at_equality():
+    """Review findings: equal stds of 1e-20 or 1e20 gave BC = NaN (the variance sum underflowed or
+    overflowed), a std of 1e20 against 1 gave 0 where BC is 1.41e-10, and the TV upper bound's gradient at
+    p = q was NaN (sqrt's slope at 0 times 0)."""
+    for s in (1e-20, 1e20):
+        d = DiagGaussian(jnp.zeros(1), jnp.array([s], jnp.float32))
+        assert float(bhattacharyya(d, d)) == 1.0
+    wide = DiagGaussian(jnp.zeros(1), jnp.array([1e20], jnp.float32))
+    np.testing.assert_allclose(float(bhattacharyya(wide, DiagGaussian(jnp.zeros(1), jnp.ones(1)))),
+                               np.sqrt(2 * 1e20 / (1e40 + 1)), rtol=1e-6)
+    # against scipy's integral of sqrt(p q) at ordinary values
+    p, q = (0.3, 0.5), (-0.4, 1.7)
+    ref = integrate.quad(lambda x: np.sqrt(stats.norm.pdf(x, *p) * stats.norm.pdf(x, *q)), -30, 30)[0]
+    got = bhattacharyya(DiagGaussian(jnp.array([p[0]]), jnp.array([p[1]])), DiagGaussian(jnp.array([q[0]]), jnp.array([q[1]])))
+    np.testing.assert_allclose(float(got), ref, rtol=1e-6)
+    a = DiagGaussian(jnp.array([0.2, -0.1]), jnp.array([0.5, 1.5]))
+    grad = jax.grad(lambda m: tv_upper_bound(DiagGaussian(m, a.std), a))(a.mean)
+    assert np.isfinite(np.asarray(grad)).all()
+    near = jax.grad(lambda m: tv_upper_bound(DiagGaussian(m, a.std), a))(a.mean + 1e-3)
+    assert np.isfinite(np.asarray(near)).all() and np.abs(np.asarray(near)).max() > 0.1
+
+
+def test_precision_gradient_is_exact_for_tiny_stds():
+    """Review finding: d precision / d std was -inf below std 3e-10 (1/std**4 overflowed) and NaN below 1e-19."""
+    for s in (1e-3, 1e-10, 1e-12):
+        g = float(jax.grad(lambda x: precision(x))(jnp.float32(s)))
+        np.testing.assert_allclose(g, -2 / np.float64(np.float32(s)) ** 3, rtol=1e-5)
+    assert float(jax.grad(lambda x: precision(x))(jnp.float32(1e-20))) == 0.0  # clamped: value and slope

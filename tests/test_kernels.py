@@ -116,6 +116,70 @@ def test_float32_gradients_where_users_run_them(alpha):
         assert got != 0.0
 
 
+def _jacobians(rule, x, dtype):
+    """d(mean, std) / d(mu_t, s_t, mu_g, s_g, coefficient) of one action dimension, reverse and forward."""
+    def f(x):
+        out = rule(DiagGaussian(x[0:1], x[1:2]), DiagGaussian(x[2:3], x[3:4]), x[4])
+        return jnp.concatenate([out.mean, out.std])
+    x = jnp.asarray(x, dtype)
+    return np.asarray(jax.jacrev(f)(x), np.float64), np.asarray(jax.jacfwd(f)(x), np.float64)
+
+
+def _product_reference(x, kind):
+    """The weighted product's Jacobian in mpmath (50 digits, numerical derivatives of the precision form,
+    an analytic function also just past the end points). Float64 autodiff of the same form is not a
+    reference here: it cancels to 2 digits at a std ratio of 1e-10."""
+    mpmath.mp.dps = 50
+
+    def out(i):
+        def f(mu_t, s_t, mu_g, s_g, c):
+            w_t, w_g = (1 - c, c) if kind == "poe" else (1, c)
+            lam_t, lam_g = 1 / s_t**2, 1 / s_g**2
+            lam = w_t * lam_t + w_g * lam_g
+            return (w_t * lam_t * mu_t + w_g * lam_g * mu_g) / lam if i == 0 else 1 / mpmath.sqrt(lam)
+        return f
+
+    xs = [mpmath.mpf(float(v)) for v in x]
+
+    def partial(i, j):  # one-sided in the coefficient at an end point
+        side = (1 if xs[4] == 0 else -1 if kind == "poe" and xs[4] == 1 else 0) if j == 4 else 0
+        return float(mpmath.diff(lambda v: out(i)(*xs[:j], v, *xs[j + 1:]), xs[j], direction=side))
+    return np.array([[partial(i, j) for j in range(5)] for i in range(2)])
+
+
+@pytest.mark.parametrize("rule", ["poe", "kl_reg"])
+def test_float32_jacobian_in_every_input_at_ends_and_extreme_std_ratios(rule):
+    """Review findings: the end points (alpha = 0, 1; beta = 0) returned twice the derivative in the actor's
+    and the prior's parameters (d mean/d mu_t = 2 at alpha = 0), and a std ratio of 1e-10 gave NaN there
+    (1/D**2 overflowed float32) where float64 gives 1e20."""
+    coefs = (0.0, 1e-6, 0.5, 1 - 2**-20, 1.0) if rule == "poe" else (0.0, 1e-6, 1.0, 1e6)
+    for s_t, s_g in ((0.3, 0.5), (1.0, 1e-10), (1e-10, 1.0), (1e-6, 1e3), (1e4, 1e-4), (2.0, 2.0)):
+        for c in coefs:
+            x = (0.2, s_t, -1.0, s_g, c)
+            ref = _product_reference(np.float32(x), rule)
+            rev, fwd = _jacobians(getattr(compose, rule), x, np.float32)
+            for got in (rev, fwd):
+                assert np.isfinite(got).all(), (x, got)
+                # relative 2e-5, or 1e-6 absolute where the answer is ~0 (it was 1024 where it is 0)
+                assert (np.abs(got - ref) <= 2e-5 * np.abs(ref) + 1e-6).all(), (x, got, ref)
+    # the end points' derivative in the experts' own parameters is the identity's, not twice it
+    a, g = (0.2, 0.3), (-1.0, 0.5)
+    at0 = _jacobians(getattr(compose, rule), (*a, *g, 0.0), np.float32)[0]
+    assert at0[0, 0] == 1.0 and at0[1, 1] == 1.0 and at0[0, 2] == 0.0 and at0[1, 3] == 0.0
+
+
+def test_no_nan_gradient_where_the_derivative_is_beyond_float32():
+    """A std ratio under ~1e-19 at an end point: the derivative in alpha is beyond float32 (1e49 in float64);
+    it saturates at float32's largest value with the right sign, and no NaN reaches the other gradients."""
+    for x in ((0.0, 1e-25, 1.0, 0.5, 1.0), (0.0, 1e17, 1.0, 1e-17, 0.0)):
+        rev, fwd = _jacobians(compose.poe, x, np.float32)
+        assert np.isfinite(rev).all() and (rev == fwd).all(), (x, rev)
+        ref = _product_reference(np.float32(x), "poe")
+        np.testing.assert_array_equal(np.sign(rev), np.sign(np.where(np.abs(ref) < 1e-30, 0, ref)))
+        small = np.abs(ref) < 1e30
+        np.testing.assert_allclose(rev[small], ref[small], rtol=1e-6, atol=1e-12)
+
+
 def _exact_product(mu_t, s_t, mu_g, s_g, w_t, w_g):
     """mpmath (50 digits): the weighted product's mean and std for one action dimension."""
     mpmath.mp.dps = 50
@@ -376,3 +440,11 @@ def test_steer_is_the_grids_policy_for_a_users_loop():
         policy.steer(actor, prior, "poe", 0.5, goal="G9")
     with pytest.raises(ValueError, match="need the actor's critic"):
         policy.steer(actor.replace(critic=None), prior, "iql_guided", 0.1)
+
+
+def test_beta_to_alpha_derivative_at_large_beta():
+    """Review finding: d alpha / d beta of beta / (1 + beta) cancelled in float32 (-29% at beta = 1e7)."""
+    for b in (0.0, 0.5, 1.0, 1e2, 1e5, 1e7, 1e9):
+        got = float(jax.grad(compose.beta_to_alpha)(jnp.float32(b)))
+        np.testing.assert_allclose(got, 1 / (1 + np.float64(np.float32(b))) ** 2, rtol=1e-6)
+    assert float(compose.beta_to_alpha(jnp.inf)) == 1.0 and float(jax.grad(compose.beta_to_alpha)(jnp.inf)) == 0.0

@@ -134,10 +134,17 @@ def _concrete(x) -> bool:
 
 
 def precision(std: jax.Array) -> jax.Array:
-    """``1 / std**2``, clamped to stay finite for tiny ``std`` (0 for ``std = inf``)."""
+    """``1 / std**2``, clamped to stay finite for tiny ``std`` (0 for ``std = inf``).
+
+    Formed as ``(1 / std)**2``: its derivative ``-2 / std**3`` is then exact down to std ~1e-12 in float32
+    (``1 / (std * std)``'s went through ``1 / std**4`` and was -inf below 3e-10). The clamp is at
+    ``std = sqrt(tiny)`` (1.1e-19 in float32), where the precision is float32's ``1 / tiny`` (below it the
+    derivative is 0, as the value is clamped); the natural
+    form ``lambda * mean`` of such a Gaussian overflows for ``|mean| > 4``."""
     std = jnp.asarray(std)
     tiny = jnp.finfo(std.dtype).tiny if jnp.issubdtype(std.dtype, jnp.floating) else 1e-38
-    return 1.0 / jnp.maximum(std * std, tiny)
+    floor = math.sqrt(tiny)  # a select, not maximum: below it the derivative is 0, not 0 * inf
+    return jnp.square(1.0 / jnp.where(std > floor, std, floor))
 
 
 def to_natural(d: DiagGaussian) -> tuple[jax.Array, jax.Array]:
@@ -152,9 +159,16 @@ def from_natural(lam: jax.Array, eta: jax.Array) -> DiagGaussian:
 
 
 def log_prob(d: DiagGaussian, x: jax.Array) -> jax.Array:
-    """Log density of ``x`` (``[..., act_dim]``), summed over the action axis."""
-    z = (x - d.mean) / d.std
-    return jnp.sum(-0.5 * z * z - jnp.log(d.std) - 0.5 * _LOG_2PI, axis=-1)
+    """Log density of ``x`` (``[..., act_dim]``), summed over the action axis.
+
+    A dimension with std 0 (a point mass, e.g. ``kl_reg`` at ``beta = inf``) has density ``+inf`` at its
+    mean and 0 elsewhere: the log density is ``+inf`` when every such dimension is at its mean, ``-inf``
+    when one is not (it was NaN, 0/0)."""
+    point = d.std == 0
+    std = jnp.where(point, 1.0, d.std)
+    z = (x - d.mean) / std
+    per_dim = jnp.where(point, jnp.where(x == d.mean, jnp.inf, -jnp.inf), -0.5 * z * z - jnp.log(std) - 0.5 * _LOG_2PI)
+    return jnp.where(jnp.any(per_dim == -jnp.inf, axis=-1), -jnp.inf, jnp.sum(per_dim, axis=-1))
 
 
 def entropy(d: DiagGaussian) -> jax.Array:
@@ -177,13 +191,23 @@ def kl(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
         >>> float(kl(p, p))
         0.0
     """
-    # Per dim 0.5 (r^2 - 1) - log r + 0.5 z^2 with r = s_p / s_q = exp(d): written as
-    # 0.5 expm1(2d) - d, which keeps its precision in float32 as r -> 1 (the plain form loses
-    # about half its digits at std perturbed by 1e-4; distrax uses the same form).
-    d = jnp.log(p.std) - jnp.log(q.std)
-    z = (p.mean - q.mean) / q.std
-    per_dim = 0.5 * jnp.expm1(2.0 * d) - d + 0.5 * z * z
-    return jnp.sum(per_dim, axis=-1)
+    # Per dim 0.5 (r^2 - 1) - log r + 0.5 z^2 with r = s_p / s_q = exp(d), written f(d) = 0.5 expm1(2d) - d.
+    # Near r = 1 both parts must keep their digits: d = log1p((s_p - s_q) / s_q) (the difference is exact
+    # there; log s_p - log s_q had an absolute error of eps |log s|: KL 17x too large at s = 1e-3), and f is
+    # its series d^2 (1 + 2d/3 + d^2/3 + 2d^3/15 + 2d^4/45 + 4d^5/315) for |d| < 0.1 (0.5 expm1(2d) - d
+    # cancels). A point mass q (std 0) gives +inf (it was inf - inf).
+    point = q.std == 0
+    s_q = jnp.where(point, 1.0, q.std)
+    u = (p.std - s_q) / s_q
+    near = jnp.abs(u) < 0.5
+    d = jnp.where(near, jnp.log1p(jnp.where(near, u, 0.0)), jnp.log(jnp.where(near, 1.0, p.std)) - jnp.log(s_q))
+    small = jnp.abs(d) < 0.1
+    ds = jnp.where(small, d, 0.0)
+    series = ds * ds * (1 + ds * (2 / 3 + ds * (1 / 3 + ds * (2 / 15 + ds * (2 / 45 + ds * 4 / 315)))))
+    dl = jnp.where(small, 1.0, d)
+    z = (p.mean - q.mean) / s_q
+    per_dim = jnp.where(small, series, 0.5 * jnp.expm1(2.0 * dl) - dl) + 0.5 * z * z
+    return jnp.sum(jnp.where(point, jnp.inf, per_dim), axis=-1)
 
 
 def bhattacharyya(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
@@ -198,8 +222,17 @@ def bhattacharyya(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
         >>> float(bhattacharyya(p, p))
         1.0
     """
-    v = p.var + q.var
-    log_bc = 0.5 * jnp.log(2.0 * p.std * q.std / v) - (p.mean - q.mean) ** 2 / (4.0 * v)
+    # Per dim 0.5 log(2 s_p s_q / (s_p^2 + s_q^2)) = -0.5 log cosh(log s_p - log s_q), and the mean term
+    # scaled by the wider std: no variance is formed (equal stds of 1e-20 gave 0/0, and a std of 1e20 against
+    # 1 gave 0 where the answer is 1.4e-10).
+    delta = jnp.log(p.std) - jnp.log(q.std)
+    log_cosh = jnp.logaddexp(delta, -delta) - math.log(2.0)
+    wide_p = p.std >= q.std
+    hi, lo = jnp.where(wide_p, p.std, q.std), jnp.where(wide_p, q.std, p.std)
+    hi = jnp.where(hi > 0, hi, 1.0)  # two point masses: only their means' gap decides
+    r = lo / hi
+    zm = (p.mean - q.mean) / hi
+    log_bc = -0.5 * log_cosh - zm * zm / (4.0 * (1.0 + r * r))
     return jnp.exp(jnp.sum(log_bc, axis=-1))
 
 
@@ -213,8 +246,11 @@ def tv_upper_bound(p: DiagGaussian, q: DiagGaussian) -> jax.Array:
     """
     d = jnp.maximum(kl(p, q), 0.0)
     bc = bhattacharyya(p, q)
-    hellinger = jnp.sqrt(jnp.maximum(1.0 - bc * bc, 0.0))
-    return jnp.minimum(jnp.minimum(jnp.sqrt(0.5 * d), jnp.sqrt(-jnp.expm1(-d))), hellinger)
+    # the smallest squared bound, then one square root whose derivative at 0 (p = q, a cone's tip) is taken
+    # as 0: sqrt's infinite slope there times 0 was NaN in every gradient
+    sq = jnp.minimum(jnp.minimum(0.5 * d, -jnp.expm1(-d)), jnp.maximum(1.0 - bc * bc, 0.0))
+    pos = sq > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
 
 
 def tv_lower_bound(p: DiagGaussian, q: DiagGaussian) -> jax.Array:

@@ -208,26 +208,86 @@ def _var(std: jax.Array) -> jax.Array:
     return std * std
 
 
-def _blend(actor: DiagGaussian, prior: DiagGaussian, w_t, w_g):
-    """Precision-weighted product with ``lam = w_t lam_t + w_g lam_g``.
+@jax.custom_jvp
+def _blend_core(mu_t, s_t, mu_g, s_g, w_t, w_g):
+    """Precision-weighted product with ``lam = w_t lam_t + w_g lam_g``, for ``0 <= s_t`` and ``0 < s_g``.
 
     Written with variances: ``mu = (w_t v_g mu_t + w_g v_t mu_g) / D`` and
     ``1/sqrt(lam) = s_t s_g / sqrt(D)`` with ``D = w_t v_g + w_g v_t``. Each output
     has exactly one divide or rsqrt, used once, so XLA fuses each output into one
     pass over memory with no materialised temporaries (the precision form
     materialises ``1/v`` and the weight; see benchmarks/compose_throughput.py).
+    Its derivative is :func:`_blend_jvp`'s, not this form's (whose ``1/D**2`` overflows).
     """
+    v_t, v_g = _var(s_t), _var(s_g)
+    a_t, a_g = w_t * v_g, w_g * v_t
+    d = a_t + a_g
+    mean = (a_t * mu_t + a_g * mu_g) / d
+    # s_t s_g / sqrt(D) as s_t sqrt(v_g / D): a divide and a sqrt are ~2x cheaper than
+    # rsqrt on XLA:CPU, and v_g / D <= 1 / w_t stays bounded.
+    return mean, s_t * jnp.sqrt(v_g / d)
+
+
+@_blend_core.defjvp
+def _blend_jvp(primals, tangents):
+    """The blend's derivative as a Jacobian computed from shares and the std *ratio*, never from ``1/D**2``.
+
+    Differentiating :func:`_blend_core`'s form goes through ``1/D**2``, which overflows float32 once
+    ``D ~ v**2`` is below ~1e-38: at ``alpha = 0`` with a prior std of 3e-10 the gradients were NaN where
+    float64 gives 1e20. Here the variances are divided by ``hi**2``, the wider expert's: the narrower
+    expert's weight is ``a = w * 1`` and the wider's ``a = w * rho`` with ``rho = (lo / hi)**2``, so
+    ``d = a_t + a_g`` is at least the narrower's weight. With the shares ``k = a_g / d`` (the prior's) and
+    ``k_t = a_t / d`` and ``q = (std / s)**2 = c / d`` per expert:
+
+    ``d mean = k_t d mu_t + k d mu_g + (mu_g - mu_t)(2 k k_t (ds_t / s_t - ds_g / s_g) - k q_t dw_t + k_t q_g dw_g)``
+    ``d std = k_t sqrt(q_t) ds_t + k sqrt(q_g) ds_g - std (q_t dw_t + q_g dw_g) / 2``
+
+    a sum of terms with no cancellation. The partials are computed on the primal values and the tangents
+    enter linearly, so reverse mode multiplies cotangents by the same finite numbers. ``d = 0`` happens
+    only at an end point where the narrower expert has weight 0 and ``rho`` underflows (a std ratio under
+    ~1e-19): the wider expert then has the whole share, and a partial beyond float32 (about ``1/rho``) is
+    held at float32's largest value, so no NaN reaches another gradient.
+    """
+    mu_t, s_t, mu_g, s_g, w_t, w_g = primals
+    mean, std = _blend_core(*primals)
+    big = jnp.finfo(mean.dtype).max
+    narrow_t = s_t <= s_g
+    lo, hi = jnp.where(narrow_t, s_t, s_g), jnp.where(narrow_t, s_g, s_t)
+    r = lo / hi
+    rho = r * r
+    c_t, c_g = jnp.where(narrow_t, 1.0, rho), jnp.where(narrow_t, rho, 1.0)
+    d = w_t * c_t + w_g * c_g
+    d0 = d == 0
+    dd = jnp.where(d0, 1.0, d)
+    k = jnp.where(d0, jnp.where(narrow_t, 1.0, 0.0), w_g * c_g / dd)  # the prior's share
+    k_t = jnp.where(d0, jnp.where(narrow_t, 0.0, 1.0), w_t * c_t / dd)  # the actor's, without 1 - k
+    q_t = jnp.where(d0, jnp.where(narrow_t, big, 1.0 / jnp.where(w_t > 0, w_t, 1.0)), c_t / dd)
+    q_g = jnp.where(d0, jnp.where(narrow_t, 1.0 / jnp.where(w_g > 0, w_g, 1.0), big), c_g / dd)
+    gap = mu_g - mu_t
+    kk = 2.0 * k * k_t
+    clip = lambda x: jnp.clip(x, -big, big)  # noqa: E731
+    jac_mean = (k_t, k, clip(gap * jnp.where(s_t > 0, kk / jnp.where(s_t > 0, s_t, 1.0), 0.0)),
+                clip(-gap * kk / s_g), clip(-gap * k * q_t), clip(gap * k_t * q_g))
+    # the std from the ratio form (the primal's 0/0 at d = 0 is the wider expert's std then)
+    w_hi = jnp.where(narrow_t, w_g, w_t)
+    std_r = jnp.where(d0, hi / jnp.sqrt(jnp.where(w_hi > 0, w_hi, 1.0)), lo / jnp.sqrt(dd))
+    jac_std = (k_t * jnp.sqrt(q_t), k * jnp.sqrt(q_g), clip(-0.5 * std_r * q_t), clip(-0.5 * std_r * q_g))
+    dmu_t, ds_t, dmu_g, ds_g, dw_t, dw_g = tangents
+    dmean = sum(j * t for j, t in zip(jac_mean, (dmu_t, dmu_g, ds_t, ds_g, dw_t, dw_g)))
+    dstd = sum(j * t for j, t in zip(jac_std, (ds_t, ds_g, dw_t, dw_g)))
+    return (mean, std), (dmean, dstd)
+
+
+def _blend(actor: DiagGaussian, prior: DiagGaussian, w_t, w_g):
+    """Precision-weighted product with ``lam = w_t lam_t + w_g lam_g`` (:func:`_blend_core`), with a flat actor."""
     # An actor entry with std >= STD_FLAT is a flat expert (lam_t = 0), like such a prior entry: its
     # product is the prior's at weight w_g, N(mu_g, s_g^2 / w_g) (its square would overflow float32).
     flat = actor.std >= STD_FLAT
     s_t = jnp.where(flat, 1.0, actor.std)
-    v_t, v_g = _var(s_t), _var(prior.std)
-    a_t, a_g = w_t * v_g, w_g * v_t
-    d = a_t + a_g
-    mean = (a_t * actor.mean + a_g * prior.mean) / d
-    # s_t s_g / sqrt(D) as s_t sqrt(v_g / D): a divide and a sqrt are ~2x cheaper than
-    # rsqrt on XLA:CPU, and v_g / D <= 1 / w_t stays bounded.
-    std = s_t * jnp.sqrt(v_g / d)
+    shape = jnp.broadcast_shapes(actor.mean.shape, prior.mean.shape, jnp.shape(w_t), jnp.shape(w_g))
+    dt = jnp.result_type(actor.mean, prior.mean, w_t, w_g)
+    mean, std = _blend_core(*(jnp.broadcast_to(jnp.asarray(x, dt), shape)
+                              for x in (actor.mean, s_t, prior.mean, prior.std, w_t, w_g)))
     mean = jnp.where(flat, prior.mean, mean)
     std = jnp.where(flat, prior.std / jnp.sqrt(jnp.where(flat, w_g, 1.0)), std)  # (no inf in the other branch's grad)
     return mean, std
@@ -253,16 +313,26 @@ def _in_float32(kernel: Callable) -> Callable:
     return wrapper
 
 
+@jax.custom_jvp
+def _tangent_of(x: jax.Array) -> jax.Array:
+    """0 in value and ``x``'s tangent in every derivative (forward and reverse, any order), even where
+    ``x`` is not finite (``x - stop_gradient(x)`` is NaN there)."""
+    return jnp.zeros_like(x)
+
+
+_tangent_of.defjvp(lambda primals, tangents: (jnp.zeros_like(primals[0]), tangents[0]))
+
+
 def _exact_at(exact: jax.Array, smooth: jax.Array, ends: jax.Array) -> jax.Array:
     """``exact`` where ``ends`` (bit for bit), ``smooth`` elsewhere; the derivative is ``smooth``'s everywhere.
 
     The smooth formula is exact in value at an end point only up to rounding, and a plain ``jnp.where``
     takes the end point's derivative from ``exact``, which does not depend on the coefficient (the
-    gradient in alpha was 0 at alpha = 0 and 1). ``smooth - stop_gradient(smooth)`` is 0 in value and
-    ``smooth``'s tangent in every derivative (forward and reverse, any order)."""
-    tangent = smooth - jax.lax.stop_gradient(smooth)
-    tangent = jnp.where(tangent == tangent, tangent, 0.0)  # a NaN smooth value (v_t = 0 at alpha = 1) adds nothing
-    return jnp.where(ends, exact + tangent, smooth)
+    gradient in alpha was 0 at alpha = 0 and 1). At an end the value is ``stop_gradient(exact)`` plus
+    :func:`_tangent_of` ``(smooth)``; ``exact``'s own derivative must not be added too (it doubled
+    d mean/d mu_t at alpha = 0). The smooth value may be 0/0 at an end (an actor std that underflows at
+    alpha = 1); its derivative is :func:`_blend_jvp`'s, finite there."""
+    return jnp.where(ends, jax.lax.stop_gradient(exact) + _tangent_of(smooth), smooth)
 
 
 def _lerp(x_t: jax.Array, x_g: jax.Array, w) -> jax.Array:
@@ -418,7 +488,9 @@ def beta_to_alpha(beta):
         (0.5, 1.0)
     """
     beta = jnp.asarray(beta)
-    return jnp.where(jnp.isinf(beta), 1.0, beta / (1.0 + jnp.where(jnp.isinf(beta), 0.0, beta)))
+    # 1 / (1 + 1/b) for b >= 1 (inf gives 1): b / (1 + b)'s derivative cancelled there (-29% at b = 1e7)
+    big = beta >= 1.0
+    return jnp.where(big, 1.0 / (1.0 + 1.0 / jnp.where(big, beta, 1.0)), beta / (1.0 + jnp.where(big, 0.0, beta)))
 
 
 # --------------------------------------------------------------------------- registry
