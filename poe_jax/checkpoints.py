@@ -41,7 +41,7 @@ import numpy as np
 from poe_jax import nets
 
 __all__ = ["FORMAT", "NEAR_EXPERT", "SET_SUFFIX", "CheckpointError", "check_env", "expand", "expert_level", "load",
-           "read_card", "replicas", "save", "score_ci", "short_name", "update_card"]
+           "published", "read_card", "replicas", "save", "score_ci", "short_name", "update_card"]
 
 FORMAT = "poe_jax.checkpoint/1"
 
@@ -107,7 +107,65 @@ def read_card(path: str | os.PathLike) -> dict:
     for key in ("kind", "architecture", "obs_size", "act_size", "params", "sha256"):
         if key not in card:
             raise CheckpointError(f"{card_path}: card has no {key!r} entry")
+    _check_card_types(card, card_path)
     return card
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x) -> bool:
+    return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
+
+
+def _check_card_types(card: dict, card_path: Path) -> None:
+    """A card is data: every field the loader, ``zoo`` and the report read has the type they read it as, or
+    the card is refused with the field, its value and what is allowed (a string architecture, a string
+    published score or a number where a list belongs gave tracebacks)."""
+    def bad(field, value, allowed):
+        text = json.dumps(value)
+        raise CheckpointError(f"{card_path}: card field {field} is {text[:60] + '...' if len(text) > 60 else text}; "
+                              f"expected {allowed}")
+
+    if card["kind"] not in ("actor", "prior"):
+        bad("kind", card["kind"], "'actor' or 'prior'")
+    for key in ("architecture", "params"):
+        if not isinstance(card[key], dict):
+            bad(key, card[key], "an object")
+    for key in ("obs_size", "act_size"):
+        if not _is_int(card[key]) or card[key] <= 0:
+            bad(key, card[key], "a positive integer")
+    for k, v in card["params"].items():
+        if not isinstance(v, list) or not all(_is_int(n) and n >= 0 for n in v):
+            bad(f"params[{k!r}]", v, "a list of non-negative integers (an array's shape)")
+    if not isinstance(card["sha256"], str):
+        bad("sha256", card["sha256"], "a hex string")
+    if card.get("critic") is not None and not isinstance(card["critic"], dict):
+        bad("critic", card["critic"], "an object or null")
+    norm = card.get("normalization")
+    if norm is not None:
+        if not isinstance(norm, dict):
+            bad("normalization", norm, "an object or null")
+        for key in ("mean", "std"):
+            if key in norm and (not isinstance(norm[key], list) or not all(_is_num(x) for x in norm[key])):
+                bad(f"normalization.{key}", norm[key], "a list of finite numbers")
+        if norm.get("eps") is not None and not _is_num(norm["eps"]):
+            bad("normalization.eps", norm["eps"], "a finite number")
+    for key in ("env", "dataset", "algo", "data_source", "probe_states", "replica_of", "calibration_rows"):
+        if card.get(key) is not None and not isinstance(card[key], str):
+            bad(key, card[key], "a string")
+    if card.get("seed") is not None and not _is_int(card["seed"]):
+        bad("seed", card["seed"], "an integer")
+    pub = card.get("published")
+    if pub is not None:
+        if not isinstance(pub, dict):
+            bad("published", pub, "an object (algo, dataset, score) or null")
+        for key in ("algo", "dataset"):
+            if not isinstance(pub.get(key), str):
+                bad(f"published.{key}", pub.get(key), "a string")
+        if not _is_num(pub.get("score")):
+            bad("published.score", pub.get("score"), "a finite number")
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -372,6 +430,17 @@ def score_ci(card: dict) -> str | None:
     else:
         return f"{mean:.1f} ({n or '?'} ep)"
     return f"{mean:.1f} [{lo:.1f}, {hi:.1f}] ({n or '?'} ep)"
+
+
+def published(card: dict) -> tuple[str, str, float] | None:
+    """The card's published score of the same algorithm on the D4RL dataset of that name, ``(algo, dataset,
+    score)``, or ``None`` when it has none or it is malformed (a run folder's copy of a card is data too)."""
+    pub = card.get("published")
+    if not isinstance(pub, dict) or not isinstance(pub.get("algo"), str) or not isinstance(pub.get("dataset"), str):
+        return None
+    score = pub.get("score")
+    ok = isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
+    return (pub["algo"], pub["dataset"], float(score)) if ok else None
 
 
 SET_SUFFIX = "@*"  # zoo:NAME@* names NAME and every shipped replica of it

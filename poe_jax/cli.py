@@ -305,14 +305,14 @@ def _zoo() -> int:
             except checkpoints.CheckpointError as e:
                 bad.append(f"{path.name}  unreadable: {e}")
                 continue
-            pub = card.get("published") or {}
+            pub = checkpoints.published(card)
             notes = [f"seed {card.get('seed', '?')} of {card['replica_of']}" if card.get("replica_of") else "",
                      f"{card['variant_of']} on {card['data_fraction']:.0%} of its data"
                      if card.get("variant_of") and isinstance(card.get("data_fraction"), (int, float)) else "",
                      checkpoints.expert_level(card) or ""]
-            rows.append((path.name, card["kind"], card["algo"], card["env"] or "-", card.get("dataset") or "-",
+            rows.append((path.name, card["kind"], card.get("algo") or "-", card.get("env") or "-", card.get("dataset") or "-",
                          checkpoints.score_ci(card) or "-",
-                         f"{pub['algo']} {pub['score']:g} on {pub['dataset']}" if pub else "-",
+                         f"{pub[0]} {pub[2]:g} on {pub[1]}" if pub else "-",
                          "; ".join(n for n in notes if n) or "-"))
         widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
         print("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())

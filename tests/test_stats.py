@@ -262,3 +262,25 @@ def test_claims_say_what_a_grid_does_not_cover():
     for c in (2, 3, 4, 5, 6, 8, 9):
         assert table.loc[c, "verdict"] == claims.NOT_COVERED and table.loc[c, "effect"].startswith("needs "), c
     assert table.loc[1, "verdict"] == "reproduced"  # the closed forms need no episodes
+
+
+def test_a_nan_metric_is_never_averaged_away(table):
+    """Review finding: pandas' mean skips NaN, so a row whose episodes' KL were (NaN, 0.26) showed 0.26 with
+    n = 2, and a NaN support violation vanished from its rule's mean. A NaN now stays NaN ("–")."""
+    t = table.copy()
+    t["kl_to_frozen"] = 0.25
+    t["support_violation_0.01"] = 0.0
+    hit = t.index[(t["rule"] != "frozen") & np.isfinite(t["return_goal"])][0]
+    t.loc[hit, ["kl_to_frozen", "support_violation_0.01"]] = np.nan
+    sm, _ = stats.seed_means(t)
+    who = t.loc[hit]
+    mine = sm[(sm["rule"] == who["rule"]) & (sm["param"] == who["param"]) & (sm["goal"] == who["goal"])
+              & (sm["seed"] == who["seed"])]
+    assert len(mine) == 1 and np.isnan(mine["kl"].iloc[0])
+    others = sm.drop(mine.index)
+    assert np.isfinite(others["kl"]).all()
+    rows, _ = stats.row_stats(t)
+    r = rows[(rows["rule"] == who["rule"]) & (rows["param"] == who["param"]) & (rows["goal"] == who["goal"])]
+    assert np.isnan(r["kl"].iloc[0])
+    m = stats.mean_keep_nan(t, ["rule"], ["support_violation_0.01", "kl_to_frozen"])
+    assert m.loc[who["rule"]].isna().all() and m.drop(who["rule"]).notna().all().all()

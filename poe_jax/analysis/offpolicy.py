@@ -38,8 +38,9 @@ __all__ = ["composed", "find_states", "lanes_at", "load_states", "read_scores", 
 
 def find_states(dataset: str | None) -> Path | None:
     """The shipped probe states of ``dataset`` (e.g. ``hopper-medium``; a card's ``probe_states`` file name
-    works too), or None."""
-    if not dataset:
+    works too), or None. A card is data: only a plain file name is looked up (a path, e.g. an absolute one,
+    would have read a file outside the zoo)."""
+    if not isinstance(dataset, str) or not dataset or Path(dataset).name != dataset or dataset.startswith("."):
         return None
     name = dataset if dataset.endswith(".npz") else f"{dataset}.npz"
     for d in checkpoints.zoo_dirs():
@@ -57,15 +58,26 @@ def load_states(path: str | Path, obs_size: int | None = None, limit: int = 5000
 
         obs = np.asarray(data.read(path)["observations"])
     else:
+        import zipfile
+
         try:
-            with np.load(path) as z:
+            z = np.load(path, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("a single array (.npy), not an .npz archive")
+            with z:
                 obs = np.asarray(z["observations"])
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path}: not a states file (.npz with 'observations' or D4RL .hdf5): {e}") from None
+    if not np.issubdtype(obs.dtype, np.number) or obs.dtype.kind == "c":
+        raise ValueError(f"{path}: observations must be real numbers; got dtype {obs.dtype}")
     if obs.ndim != 2 or not len(obs):
         raise ValueError(f"{path}: observations must be a non-empty [n, obs] array; got shape {obs.shape}")
     if obs_size is not None and obs.shape[1] != obs_size:
         raise ValueError(f"{path}: observations have {obs.shape[1]} entries; the actor expects {obs_size}")
+    bad = ~np.isfinite(obs).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{path}: observations: {int(bad.sum())} of {len(obs)} states are not finite (first: row "
+                         f"{int(np.argmax(bad))}); give finite states")
     if len(obs) > limit:
         obs = obs[np.linspace(0, len(obs) - 1, limit).astype(int)]
     return obs.astype(np.float32)

@@ -421,7 +421,7 @@ def analyze(out: str | Path, kl_budget: float = 0.5, level: float = 0.05, partia
     return base._replace(
         rows=rows, cells=cells, aggregate=_aggregate(df, cells), tracking=stats.tracking(df, level=level),
         offpolicy=offp, offpolicy_notes=off_notes, deviation=stats.deviation(df) if "delta_pi_upper" in df else None,
-        support=df.groupby("rule")[[f"support_violation_{e}" for e in metrics.SUPPORT_EPS]].mean(),
+        support=stats.mean_keep_nan(df, ["rule"], [f"support_violation_{e}" for e in metrics.SUPPORT_EPS]),
         metrics=_metric_means(df), checkpoints=stats.across_checkpoints(df, rows, level),
         calibration=_calibration_table(summary, rows), **decided)
 
@@ -431,7 +431,7 @@ def _metric_means(df: pd.DataFrame) -> pd.DataFrame:
     ``mean`` signal that is not part of the episode's accounting (a user's registered metric included)."""
     cols = [c for c, r in metrics.columns().items() if r == "mean" and c not in metrics.EPISODE_SIGNALS and c in df]
     keys = ["goal", "prior", "shift", "rule", "param"]
-    return df.groupby(keys, sort=False)[cols].mean().reset_index()
+    return stats.mean_keep_nan(df, keys, cols).reset_index()
 
 
 def render(a: Analysis) -> Path:
@@ -518,7 +518,7 @@ def render(a: Analysis) -> Path:
               "| rule | " + " | ".join(f"ε = {e}" for e in metrics.SUPPORT_EPS) + " |",
               "|---|" + "---|" * len(metrics.SUPPORT_EPS)]
     for rule, r in a.support.iterrows():
-        lines.append(f"| {rule} | " + " | ".join(f"{v:.3f}" for v in r.to_numpy()) + " |")
+        lines.append(f"| {rule} | " + " | ".join(_fmt(float(v), 3) for v in r.to_numpy()) + " |")
     lines += _metric_lines(a.metrics, out)
     lines += ["", "## Figures", ""] + [f"![{f}](figures/{f})" for f in figs]
     summary = a.summary
@@ -606,11 +606,12 @@ def _metric_lines(table: pd.DataFrame | None, out: Path) -> list[str]:
         return []
     _csv(table, out / "metrics.csv")
     cols = [c for c in table.columns if c not in ("goal", "prior", "shift", "rule", "param")]
-    per_rule = table.groupby("rule", sort=False)[cols].mean()
+    per_rule = stats.mean_keep_nan(table, ["rule"], cols)
     lines = ["", "## Per-step metrics (episode means, averaged over cells; `metrics.csv` has every row)", "",
              "| rule | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for rule, r in per_rule.iterrows():
-        lines.append(f"| {rule} | " + " | ".join(f"{v:.3g}" for v in r.to_numpy()) + " |")
+        lines.append(f"| {rule} | " + " | ".join("–" if not np.isfinite(v) else f"{v:.3g}" for v in r.to_numpy())
+                     + " |")
     return lines
 
 
@@ -660,8 +661,8 @@ def _provenance_lines(summary: dict) -> list[str]:
         sc = checkpoints.score_ci(a)
         score = (f"; frozen score {sc}, mean [95% CI] (D4RL-normalised with D4RL's reference returns, the same "
                  "dynamics)") if sc else ""
-        pub = a.get("published")
-        pub = f"; published {pub['algo']} on {pub['dataset']}: {pub['score']:g}" if isinstance(pub, dict) else ""
+        pub = checkpoints.published(a)
+        pub = f"; published {pub[0]} on {pub[1]}: {pub[2]:g}" if pub else ""
         level = f"; medium-expert data with a {a['expert_level']}" if a.get("expert_level") else ""
         seed = f"; training seed {a['seed']}, a replica of `{a['replica_of']}`" if a.get("replica_of") else ""
         lines.append(f"- `{a.get('name')}` ({a.get('dataset') or 'no dataset'}): "

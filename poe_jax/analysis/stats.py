@@ -103,15 +103,27 @@ def seed_means(df: pd.DataFrame, value: str = "return_goal") -> tuple[pd.DataFra
                                                  for r in bad.itertuples()})}
     kept = df[finite & acted]
     agg = {value: (value, "mean"), "episodes": (value, "size"), "sample": ("sample", "first")}
-    if "kl_to_frozen" in kept:
+    if "kl_to_frozen" in kept:  # NaN where any episode's is (pandas' mean would skip it: one of two was "n=2")
+        kept = kept.assign(_kl_nan=kept["kl_to_frozen"].isna())
         agg["kl"] = ("kl_to_frozen", "mean")
+        agg["_kl_nan"] = ("_kl_nan", "any")
     if "length" in kept and value != "length":
         agg["length"] = ("length", "mean")
     if "success" in kept:  # AntMaze's episodes end at the goal; NaN for envs without a success notion
         kept = kept.assign(success=kept["success"].astype("Float64").astype(float))
         agg["success"] = ("success", "mean")
     out = kept.groupby([*ROW, "seed"], sort=False, dropna=False).agg(**agg).reset_index()
+    if "_kl_nan" in out:
+        out.loc[out.pop("_kl_nan").to_numpy(bool), "kl"] = np.nan
     return out, excluded
+
+
+def mean_keep_nan(df: pd.DataFrame, keys: list[str], cols: list[str]) -> pd.DataFrame:
+    """Means of ``cols`` per group of ``keys``, NaN where a value in the group is NaN: pandas' mean skips NaN,
+    so one NaN metric of two episodes became the other's value, a plausible number."""
+    m = df.groupby(keys, sort=False, dropna=False)[cols].mean()
+    bad = df[cols].isna().groupby([df[k] for k in keys], sort=False, dropna=False).any()
+    return m.mask(bad)
 
 
 def holm(p: np.ndarray) -> np.ndarray:
@@ -234,7 +246,7 @@ def row_stats(df: pd.DataFrame, value: str = "return_goal", level: float = 0.05,
         se = float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan
         half = float(sps.t.ppf(0.975, n - 1) * se) if n > 1 else np.nan
         rec = dict(zip(ROW, key), n=n, mean=mean, se=se, ci_low=mean - half, ci_high=mean + half,
-                   kl=float(g["kl"].mean()) if "kl" in g else np.nan,
+                   kl=float(g["kl"].mean(skipna=False)) if "kl" in g else np.nan,
                    length=float(g["length"].mean()) if has_len else np.nan,
                    sample=bool(g["sample"].iloc[0]),
                    guarded=not ("success" in g and g["success"].notna().any()))  # termination is a fall

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FINITE_ARRAYS", "REQUIRED", "DatasetError", "check_finite", "collect", "obs_stats", "qlearning_dataset", "read", "replay_check", "write"]
+__all__ = ["FINITE_ARRAYS", "REQUIRED", "DatasetError", "check_finite", "check_layout", "collect", "obs_stats", "qlearning_dataset", "read", "replay_check", "write"]
 
 REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
 
@@ -41,6 +41,38 @@ def check_finite(data: dict, where) -> dict:
             raise DatasetError(f"{where}: {k} row {i} is not finite ({np.asarray(x[i]).ravel()[:4].tolist()}...; "
                                f"{int(bad.sum())} such rows); training on NaN or inf gives a NaN network: fix or drop "
                                "those rows")
+    return data
+
+
+def check_layout(data: dict, where, obs_size: int, act_size: int, need: tuple[str, ...] = ()) -> dict:
+    """``data`` if it has D4RL's layout for an env of these sizes: ``observations [n, obs_size]`` and
+    ``actions [n, act_size]`` of real numbers, ``rewards``, ``terminals``, ``timeouts`` of ``n`` entries,
+    ``next_observations`` (when present) like the observations, and the ``need`` arrays with ``n`` rows;
+    else a :class:`DatasetError` naming the array, what it is and what is allowed (a wrong shape gave a
+    flax traceback mid-training, 150 action rows beside 200 observations an IndexError)."""
+    def bad(key, what, allowed):
+        raise DatasetError(f"{where}: {key} is {what}; expected {allowed}")
+
+    for key in (*REQUIRED, *need):
+        if key not in data:
+            bad(key, "missing", "an array with one row per step")
+        x = np.asarray(data[key])
+        if x.dtype.kind not in "biuf":
+            bad(key, f"of dtype {x.dtype}", "numbers")
+        if x.ndim == 0:
+            bad(key, "a scalar", "an array with one row per step")
+    n = len(data["observations"])
+    for key, size in (("observations", obs_size), ("actions", act_size), ("next_observations", obs_size)):
+        if key in data:
+            x = np.asarray(data[key])
+            if x.ndim != 2 or x.shape[1] != size:
+                bad(key, f"of shape {list(x.shape)}", f"[n, {size}] for this env")
+    for key in ("actions", "rewards", "terminals", "timeouts", "next_observations", *need):
+        if key in data and len(data[key]) != n:
+            bad(key, f"{len(data[key])} rows", f"{n}, one per observation")
+    for key in ("rewards", "terminals", "timeouts"):
+        if np.asarray(data[key]).ndim != 1:
+            bad(key, f"of shape {list(np.shape(data[key]))}", f"[{n}]")
     return data
 
 
@@ -82,7 +114,14 @@ def read(path: str | os.PathLike) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     try:
         with h5py.File(path, "r") as f:
-            f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+            def take(name, obj):
+                if not isinstance(obj, h5py.Dataset):
+                    return
+                if obj.external or obj.is_virtual:  # its bytes live in other files, which a dataset may not name
+                    raise DatasetError(f"{path}: {name} stores its data in other files (HDF5 external or virtual "
+                                       "storage); a dataset must hold its own arrays")
+                out[name] = obj[()]
+            f.visititems(take)
             out.update({k: v for k, v in f.attrs.items()})
     except OSError as e:
         raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from None

@@ -194,6 +194,7 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
     out = _run_folder(out)
     est = estimate([plan], out)
     est.check(yes)
+    _load_models([plan])
     out.mkdir(parents=True, exist_ok=True)
     with lock(out, jax.process_index()):
         if (out / "grids.json").exists():
@@ -201,6 +202,14 @@ def run(spec: GridSpec, out: str | os.PathLike, force: bool = False, progress: b
         _say(log, f"run: {est.text()}")
         _say_chunk(log, plan)
         return _run_plan(plan, out, out, force, progress, repair, log)
+
+
+def _load_models(plans: list[Plan]) -> None:
+    """Read and check every grid's actor and prior (card, shapes, checksum, finite weights) before the run
+    folder is created, locked or a result discarded (``force``): a bad checkpoint is refused with
+    ``out`` as it was."""
+    for p in plans:
+        p.actor_full, p.prior  # noqa: B018  (cached on the plan)
 
 
 def _say_chunk(log, plan: Plan) -> None:
@@ -437,6 +446,7 @@ def run_many(specs: Sequence[GridSpec], out: str | os.PathLike, name: str = "", 
     out = _run_folder(out)
     est = estimate(plans, out)
     est.check(yes)
+    _load_models(plans)
     index = {"name": name or out.name, "grids": names}
     index_path = out / "grids.json"
     out.mkdir(parents=True, exist_ok=True)
@@ -575,9 +585,9 @@ def summary_table(df) -> str:
     lines = [f"{'goal':12s} {'prior':8s} {'shift':{w}s} {'rule':13s} {'param':>6s} {'n':>4s} "
              f"{'goal return':>18s} {'score':>7s} {'KL':>8s} {'viol':>5s}"]
     for (goal, prior, shift, rule, param), r in agg.iterrows():
-        se = 0.0 if not np.isfinite(r.goal_se) else r.goal_se
+        se = f"{r.goal_se:6.1f}" if np.isfinite(r.goal_se) else f"{'–':>6s}"  # one episode: no standard error
         lines.append(f"{goal:12s} {prior:8s} {shift:{w}s} {rule:13s} {param:6.3g} {int(r.n):4d} "
-                     f"{r.goal_mean:10.1f} ± {se:6.1f} {r.score:7.1f} {r.kl:8.3g} {r.sv:5.2f}")
+                     f"{r.goal_mean:10.1f} ± {se} {r.score:7.1f} {r.kl:8.3g} {r.sv:5.2f}")
     lines.append("n: episodes; goal return: mean ± s.e. over episodes; score: mean D4RL-normalised task score; "
                  "KL: mean per-step KL(composed || frozen); viol: fraction of steps outside the actor's support "
                  "(density < 0.01)")

@@ -250,9 +250,14 @@ def _read_source(source: str | os.PathLike | dict) -> tuple[dict, str]:
     return data, str(path.parent.absolute())
 
 
-def _from_dict(data: dict, base: str, overrides: dict) -> GridSpec:
+def _from_dict(data: dict, base: str, overrides: dict, stored: bool = False) -> GridSpec:
     data = dict(data)
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if not stored and ("base_dir" in data or "base_dir" in overrides):  # the loader's own: the TOML's folder
+        fields = {f.name for f in dataclasses.fields(GridSpec)} - {"base_dir"}
+        raise SpecError(f"unknown spec field(s) ['base_dir']; fields: {', '.join(sorted(fields))}")
+    if not isinstance(data.get("base_dir", base), str):
+        raise SpecError(f"base_dir: expected a folder path (a string); got {data['base_dir']!r}")
     if "plugins" in overrides:  # added to the source's own
         extra = overrides.pop("plugins")
         data["plugins"] = [*_as_tuple("plugins", data.get("plugins", ())), *_as_tuple("plugins", extra)]
@@ -281,7 +286,7 @@ def spec_from_dict(data: dict) -> GridSpec:
     file's; nothing it names is imported (its plugins are the caller's to load)."""
     if not isinstance(data, dict):
         raise SpecError(f"spec: expected a table of fields; got {type(data).__name__}")
-    return _from_dict(data, str(data.get("base_dir", ".")), {})
+    return _from_dict(data, ".", {}, stored=True)
 
 
 def load_spec(source: str | os.PathLike | dict, **overrides) -> GridSpec:

@@ -77,9 +77,6 @@ def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: 
     The log also goes to ``out/ENV-ALGO.log`` (appended)."""
     from poe_jax.train import bc, file_log, iql
 
-    log = file_log(Path(out) / f"{env_name}-{algo}.log", log)
-    log(f"train {algo} on {[str(f) for f in files]}: {steps} steps, seed {seed}, time budget {time_budget}")
-
     raw = [data.read(f) for f in files]
     options = {str(d.get("metadata/env_options", "{}")) for d in raw}  # JSON, keys sorted (minari_io.read)
     if len(options) > 1:
@@ -89,11 +86,14 @@ def train_actors(env_name: str, files: list[Path], out: Path, steps: int, algo: 
         options = registry.check_options(env_name, json.loads(options.pop()))
     except (ValueError, TypeError, AttributeError) as e:
         raise data.DatasetError(f"{files[0]}: metadata/env_options: {e}") from None
-    if options:
-        log(f"env options from the data's env_spec: {options}")
     env = envs.make(env_name, backend="native", **options)
     for f, d in zip(files, raw):
         check_env(env_name, f, d)
+        data.check_layout(d, f, env.obs_size, env.act_size)
+    log = file_log(Path(out) / f"{env_name}-{algo}.log", log)  # after the data are checked: nothing written before
+    log(f"train {algo} on {[str(f) for f in files]}: {steps} steps, seed {seed}, time budget {time_budget}")
+    if options:
+        log(f"env options from the data's env_spec: {options}")
     q = [data.qlearning_dataset(d) for d in raw]
     max_action = float(np.asarray(env.action_high)[0])
     scales = [1.0] * len(q)
@@ -132,12 +132,12 @@ def train_prior(env_name: str, file: Path, out: Path, steps: int, seed: int = 0,
     from poe_jax.envs import goal_names
     from poe_jax.train import file_log, prior
 
-    log = file_log(Path(out) / f"{env_name}-prior.log", log)
-    log(f"train prior on {file}: {steps} steps, seed {seed}")
-
     env = envs.make(env_name, backend="native")
     d = data.read(file)
     check_env(env_name, file, d)
+    data.check_layout(d, file, env.obs_size, env.act_size, need=("infos/qpos", "infos/qvel"))
+    log = file_log(Path(out) / f"{env_name}-prior.log", log)  # after the data are checked: nothing written before
+    log(f"train prior on {file}: {steps} steps, seed {seed}")
     cfg = prior.PriorConfig(steps=steps, seed=seed, fraction=fraction)
     goals = tuple(goals or goal_names(env_name))
     p, info = prior.train(env, d, goals, cfg, log=log, checkpoint_dir=out)
