@@ -92,6 +92,7 @@ ROWS = [
     ("rules-coef-type", _spec_row({}, rules={"poe": ["a"]}), r"rules.poe: expected a list of numbers; got 'a'"),
     ("rules-coef-range", _spec_row({}, rules={"poe": [1.5]}), r"rules.poe: .*alpha must be in \[0.0, 1.0\]; got alpha=1.5"),
     ("rules-beta-range", _spec_row({}, rules={"kl_reg": [-1.0]}), r"rules.kl_reg: .*beta must be in"),
+    ("rules-beta-float32", _spec_row({}, rules={"kl_reg": [1e308]}), r"rules.kl_reg: .*beta=1e\+308 is beyond float32"),
     ("rules-misspelt", _spec_row({}, rules={"pow": [0.5]}), r"rules: unknown rule 'pow'; known rules: additive"),
     ("rules-empty", _spec_row({}, rules="[rules]"), r"rules: empty"),
     ("rules-no-coef", _spec_row({}, rules={"poe": []}), r"rules.poe: empty coefficient grid"),

@@ -602,6 +602,10 @@ class Rule:
                 f"rule {self.name!r}: {self.param} must be in [{self.lo}, {self.hi}]; "
                 f"got {self.param}={_fmt(arr[bad])}"
             )
+        big = np.isfinite(arr) & (np.abs(arr) > np.finfo(np.float32).max)  # the grid runs float32: it would be inf
+        if big.any():
+            raise ValueError(f"rule {self.name!r}: {self.param}={_fmt(arr[big])} is beyond float32 (the grid's "
+                             f"dtype; max {np.finfo(np.float32).max:.3g}), where it would be inf; write inf for the limit")
         return arr
 
 
