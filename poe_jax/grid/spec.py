@@ -253,7 +253,8 @@ def _read_source(source: str | os.PathLike | dict) -> tuple[dict, str]:
 def _from_dict(data: dict, base: str, overrides: dict, stored: bool = False) -> GridSpec:
     data = dict(data)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if not stored and ("base_dir" in data or "base_dir" in overrides):  # the loader's own: the TOML's folder
+    # the loader's own field (the TOML's folder): a dict from Python (GridSpec.to_dict) may carry it, a file or --set not
+    if "base_dir" in overrides or (not stored and "base_dir" in data):
         fields = {f.name for f in dataclasses.fields(GridSpec)} - {"base_dir"}
         raise SpecError(f"unknown spec field(s) ['base_dir']; fields: {', '.join(sorted(fields))}")
     if not isinstance(data.get("base_dir", base), str):
@@ -304,7 +305,7 @@ def load_spec(source: str | os.PathLike | dict, **overrides) -> GridSpec:
         if ref is not None and len(_checkpoints(field, ref)) > 1:
             raise SpecError(f"{field}: {ref!r} names a set of checkpoints (one grid each); load it with "
                             "load_specs() or poe-jax run")
-    return _from_dict(data, base, overrides)
+    return _from_dict(data, base, overrides, stored=isinstance(source, dict))
 
 
 def mjx_options(spec: "GridSpec"):
@@ -366,7 +367,8 @@ def load_specs(source: str | os.PathLike | dict, **overrides) -> list[GridSpec]:
             load_plugins(entry.get("plugins", ()), base)
     if "grids" not in data:
         sets = {k: overrides.pop(k) for k in ("actor", "prior") if overrides.get(k) is not None}
-        return [_from_dict(d, base, overrides) for d in _families({**data, **sets}, str(data.get("name", "grid")), "")]
+        return [_from_dict(d, base, overrides, stored=isinstance(source, dict))
+                for d in _families({**data, **sets}, str(data.get("name", "grid")), "")]
     entries = data.pop("grids")
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise SpecError("grids: expected one or more [[grids]] tables (each with env, actor, prior)")
@@ -386,7 +388,8 @@ def load_specs(source: str | os.PathLike | dict, **overrides) -> list[GridSpec]:
         default = actor_name if actor_name.startswith(str(merged["env"])) else f"{merged['env']}-{actor_name}"
         merged["name"] = check_grid_name(f"grids[{i}].name", entry.get("name", default))
         try:
-            specs += [_from_dict(d, base, overrides) for d in _families(merged, merged["name"], f"grids[{i}].")]
+            specs += [_from_dict(d, base, overrides, stored=isinstance(source, dict))
+                      for d in _families(merged, merged["name"], f"grids[{i}].")]
         except SpecError as e:
             raise SpecError(f"grids[{i}] ({merged['name']}): {e}") from None
     names = [sp.name for sp in specs]
