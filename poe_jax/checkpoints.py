@@ -41,7 +41,7 @@ import numpy as np
 from poe_jax import nets
 
 __all__ = ["FORMAT", "NEAR_EXPERT", "SET_SUFFIX", "CheckpointError", "check_env", "expand", "expert_level", "load",
-           "published", "read_card", "replicas", "save", "score_ci", "short_name", "update_card"]
+           "plain_file_name", "published", "read_card", "replicas", "save", "score_ci", "short_name", "update_card"]
 
 FORMAT = "poe_jax.checkpoint/1"
 
@@ -109,6 +109,12 @@ def read_card(path: str | os.PathLike) -> dict:
             raise CheckpointError(f"{card_path}: card has no {key!r} entry")
     _check_card_types(card, card_path)
     return card
+
+
+def plain_file_name(name) -> bool:
+    """A card field naming a shipped file (``probe_states``, ``calibration_rows``) is data: only a plain file name,
+    never a path (an absolute one read a file outside the zoo) or a hidden name."""
+    return isinstance(name, str) and bool(name) and Path(name).name == name and not name.startswith(".")
 
 
 def _is_int(x) -> bool:
@@ -438,9 +444,7 @@ def published(card: dict) -> tuple[str, str, float] | None:
     pub = card.get("published")
     if not isinstance(pub, dict) or not isinstance(pub.get("algo"), str) or not isinstance(pub.get("dataset"), str):
         return None
-    score = pub.get("score")
-    ok = isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
-    return (pub["algo"], pub["dataset"], float(score)) if ok else None
+    return (pub["algo"], pub["dataset"], float(pub["score"])) if _is_num(pub.get("score")) else None
 
 
 SET_SUFFIX = "@*"  # zoo:NAME@* names NAME and every shipped replica of it

@@ -51,7 +51,7 @@ def rows_file(card: dict) -> Path | None:
     """The held-out rows a prior's card names (``calibration_rows``), in the shipped zoo's ``probe-states/``;
     ``None`` when it names none. A card is data: only a plain file name is accepted."""
     name = card.get(CARD_FIELD)
-    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+    if not checkpoints.plain_file_name(name):
         return None
     path = checkpoints.ZOO / "probe-states" / name
     return path if path.is_file() else None

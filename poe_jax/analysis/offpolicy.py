@@ -40,7 +40,7 @@ def find_states(dataset: str | None) -> Path | None:
     """The shipped probe states of ``dataset`` (e.g. ``hopper-medium``; a card's ``probe_states`` file name
     works too), or None. A card is data: only a plain file name is looked up (a path, e.g. an absolute one,
     would have read a file outside the zoo)."""
-    if not isinstance(dataset, str) or not dataset or Path(dataset).name != dataset or dataset.startswith("."):
+    if not checkpoints.plain_file_name(dataset):
         return None
     name = dataset if dataset.endswith(".npz") else f"{dataset}.npz"
     for d in checkpoints.zoo_dirs():
