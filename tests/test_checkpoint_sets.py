@@ -28,7 +28,8 @@ def test_a_set_names_every_replica_of_a_shipped_checkpoint():
 
 
 REPLICATED_ACTORS = ("hopper-medium-iql", "hopper-medium-expert-iql", "ant-medium-iql", "ant-medium-expert-iql",
-                     "walker2d-medium-iql", "walker2d-medium-expert-iql")  # grows as envs are replicated
+                     "walker2d-medium-iql", "walker2d-medium-expert-iql",
+                     "halfcheetah-medium-iql", "halfcheetah-medium-expert-iql")  # every medium and ME IQL actor
 
 
 def test_the_zoo_ships_three_training_seeds_of_every_goal_prior_and_the_replicated_actors():
