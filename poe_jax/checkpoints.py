@@ -408,7 +408,7 @@ def expert_level(card: dict) -> str | None:
     if "medium-expert" not in str(card.get("dataset", "")) or not isinstance(expert, dict):
         return None
     score = expert.get("det_normalized", expert.get("normalized"))
-    if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
+    if not _is_num(score):
         return None
     return (f"near-expert (expert policy {score:.1f})" if score >= NEAR_EXPERT
             else f"sub-expert (expert policy {score:.1f} < {NEAR_EXPERT:g})")

@@ -365,9 +365,10 @@ def load_specs(source: str | os.PathLike | dict, **overrides) -> list[GridSpec]:
     for entry in data.get("grids", []) if isinstance(data.get("grids"), list) else []:
         if isinstance(entry, dict):
             load_plugins(entry.get("plugins", ()), base)
+    stored = isinstance(source, dict)  # a dict from Python may carry base_dir (see _from_dict)
     if "grids" not in data:
         sets = {k: overrides.pop(k) for k in ("actor", "prior") if overrides.get(k) is not None}
-        return [_from_dict(d, base, overrides, stored=isinstance(source, dict))
+        return [_from_dict(d, base, overrides, stored=stored)
                 for d in _families({**data, **sets}, str(data.get("name", "grid")), "")]
     entries = data.pop("grids")
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
@@ -388,7 +389,7 @@ def load_specs(source: str | os.PathLike | dict, **overrides) -> list[GridSpec]:
         default = actor_name if actor_name.startswith(str(merged["env"])) else f"{merged['env']}-{actor_name}"
         merged["name"] = check_grid_name(f"grids[{i}].name", entry.get("name", default))
         try:
-            specs += [_from_dict(d, base, overrides, stored=isinstance(source, dict))
+            specs += [_from_dict(d, base, overrides, stored=stored)
                       for d in _families(merged, merged["name"], f"grids[{i}].")]
         except SpecError as e:
             raise SpecError(f"grids[{i}] ({merged['name']}): {e}") from None
